@@ -1,0 +1,39 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// MARK: - Build settings shared by the numeric targets
+
+/// Numeric code runs 10-50x slower unoptimised; the C kernels are always built with -O3 and pick
+/// AVX2/F16C code paths at run time (the default x86-64 target is SSE2 only).
+let cOptimised: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno"])]
+
+let package = Package(
+    name: "DualFuse",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "bench", targets: ["bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // MARK: - C layer
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "CKernels", cSettings: cOptimised),
+
+        // MARK: - Tensor + autodiff core
+        .target(name: "TensorCore", dependencies: ["CBLAS", "CKernels"]),
+
+        // MARK: - Executables
+        .executableTarget(name: "bench", dependencies: [
+            "TensorCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // MARK: - Tests
+        .target(name: "_TestSupport", dependencies: ["TensorCore"], path: "Tests/_TestSupport"),
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "_TestSupport", "CKernels"]),
+    ]
+)

@@ -1,0 +1,139 @@
+// Per-channel loops over NCHW tensors for batch norm (moments, gradient sums, affine + SiLU).
+#include "CKernels.h"
+#include "internal.h"
+
+/// Sum of a plane in 8 independent float lanes (vectorisable without reassociation), in double.
+static inline __attribute__((always_inline)) double plane_sum(const float *p, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += p[i + j];
+    double s = 0;
+    for (int j = 0; j < 8; j++) s += acc[j];
+    for (; i < n; i++) s += p[i];
+    return s;
+}
+
+static inline __attribute__((always_inline)) double plane_sq_dev(const float *p, int n, float m) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) { float d = p[i + j] - m; acc[j] += d * d; }
+    double s = 0;
+    for (int j = 0; j < 8; j++) s += acc[j];
+    for (; i < n; i++) { double d = p[i] - m; s += d * d; }
+    return s;
+}
+
+static inline __attribute__((always_inline)) void df_channel_moments_body(
+    const float *x, int N, int C, int HW, int c0, int c1, float *mean, float *var) {
+    double cnt = (double)N * (double)HW;
+    for (int c = c0; c < c1; c++) {
+        double s = 0;
+        for (int n = 0; n < N; n++) s += plane_sum(x + ((size_t)n * C + c) * HW, HW);
+        float m = (float)(s / cnt);
+        double v = 0;
+        for (int n = 0; n < N; n++) v += plane_sq_dev(x + ((size_t)n * C + c) * HW, HW, m);
+        mean[c] = m;
+        var[c] = (float)(v / cnt);
+    }
+}
+DF_MULTIVERSION(df_channel_moments,
+                (const float *x, int N, int C, int HW, int c0, int c1, float *mean, float *var),
+                (x, N, C, HW, c0, c1, mean, var))
+
+static inline __attribute__((always_inline)) void df_channel_grad_sums_body(
+    const float *x, const float *g, const float *mean, int N, int C, int HW, int c0, int c1,
+    float *sum_g, float *sum_gx) {
+    for (int c = c0; c < c1; c++) {
+        double sg = 0, sgx = 0;
+        float m = mean[c];
+        for (int n = 0; n < N; n++) {
+            const float *xp = x + ((size_t)n * C + c) * HW;
+            const float *gp = g + ((size_t)n * C + c) * HW;
+            float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int i = 0;
+            for (; i + 8 <= HW; i += 8)
+                for (int j = 0; j < 8; j++) { a[j] += gp[i + j]; b[j] += gp[i + j] * (xp[i + j] - m); }
+            for (int j = 0; j < 8; j++) { sg += a[j]; sgx += b[j]; }
+            for (; i < HW; i++) { sg += gp[i]; sgx += (double)gp[i] * (xp[i] - m); }
+        }
+        sum_g[c] = (float)sg;
+        sum_gx[c] = (float)sgx;
+    }
+}
+DF_MULTIVERSION(df_channel_grad_sums,
+                (const float *x, const float *g, const float *mean, int N, int C, int HW, int c0,
+                 int c1, float *sum_g, float *sum_gx),
+                (x, g, mean, N, C, HW, c0, c1, sum_g, sum_gx))
+
+static inline __attribute__((always_inline)) void df_channel_affine_body(
+    const float *x, int N, int C, int HW, int c0, int c1, const float *scale, const float *shift,
+    float *z, float *a, int silu) {
+    for (int n = 0; n < N; n++)
+        for (int c = c0; c < c1; c++) {
+            size_t off = ((size_t)n * C + c) * HW;
+            const float *xp = x + off;
+            float sc = scale[c], sh = shift[c];
+            if (!silu) {
+                float *zp = z + off;
+                for (int i = 0; i < HW; i++) zp[i] = xp[i] * sc + sh;
+            } else if (z) {
+                float *zp = z + off, *ap = a + off;
+                for (int i = 0; i < HW; i++) {
+                    float v = xp[i] * sc + sh;
+                    zp[i] = v;
+                    ap[i] = v / (1.0f + df_exp_approx(-v));
+                }
+            } else {
+                float *ap = a + off;
+                for (int i = 0; i < HW; i++) {
+                    float v = xp[i] * sc + sh;
+                    ap[i] = v / (1.0f + df_exp_approx(-v));
+                }
+            }
+        }
+}
+DF_MULTIVERSION(df_channel_affine,
+                (const float *x, int N, int C, int HW, int c0, int c1, const float *scale,
+                 const float *shift, float *z, float *a, int silu),
+                (x, N, C, HW, c0, c1, scale, shift, z, a, silu))
+
+static inline __attribute__((always_inline)) void df_channel_affine_silu_bwd_body(
+    const float *x, const float *ga, int N, int C, int HW, int c0, int c1, const float *scale,
+    const float *shift, float *gz) {
+    for (int n = 0; n < N; n++)
+        for (int c = c0; c < c1; c++) {
+            size_t off = ((size_t)n * C + c) * HW;
+            const float *xp = x + off, *gp = ga + off;
+            float *op = gz + off;
+            float sc = scale[c], sh = shift[c];
+            for (int i = 0; i < HW; i++) {
+                float v = xp[i] * sc + sh;
+                float s = 1.0f / (1.0f + df_exp_approx(-v));
+                op[i] = gp[i] * (s * (1.0f + v * (1.0f - s)));
+            }
+        }
+}
+DF_MULTIVERSION(df_channel_affine_silu_bwd,
+                (const float *x, const float *ga, int N, int C, int HW, int c0, int c1,
+                 const float *scale, const float *shift, float *gz),
+                (x, ga, N, C, HW, c0, c1, scale, shift, gz))
+
+static inline __attribute__((always_inline)) void df_channel_axpby_body(
+    const float *g, const float *x, int N, int C, int HW, int c0, int c1, const float *ca,
+    const float *cb, const float *cc, float *out, int accumulate) {
+    for (int n = 0; n < N; n++)
+        for (int c = c0; c < c1; c++) {
+            size_t off = ((size_t)n * C + c) * HW;
+            const float *gp = g + off, *xp = x + off;
+            float *op = out + off;
+            float a = ca[c], b = cb[c], k = cc[c];
+            if (accumulate) for (int i = 0; i < HW; i++) op[i] += a * gp[i] + b * xp[i] + k;
+            else for (int i = 0; i < HW; i++) op[i] = a * gp[i] + b * xp[i] + k;
+        }
+}
+DF_MULTIVERSION(df_channel_axpby,
+                (const float *g, const float *x, int N, int C, int HW, int c0, int c1,
+                 const float *ca, const float *cb, const float *cc, float *out, int accumulate),
+                (g, x, N, C, HW, c0, c1, ca, cb, cc, out, accumulate))

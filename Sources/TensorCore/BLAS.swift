@@ -1,0 +1,27 @@
+import CBLAS
+
+/// OpenBLAS entry points used by TensorCore (row-major sgemm and the thread count).
+public enum BLAS {
+    nonisolated(unsafe) static var current: Int = -1
+
+    /// Sets OpenBLAS's thread count (no call when unchanged).
+    public static func setThreads(_ n: Int) {
+        if n != current {
+            openblas_set_num_threads(Int32(n))
+            current = n
+        }
+    }
+
+    /// C[M,N] = alpha * op(A) * op(B) + beta * C, row-major; lda/ldb/ldc default to the packed widths.
+    @inline(__always)
+    public static func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                             alpha: Float = 1, a: UnsafePointer<Float>, lda: Int? = nil,
+                             b: UnsafePointer<Float>, ldb: Int? = nil, beta: Float = 0,
+                             c: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
+        let la = lda ?? (transA ? m : k)
+        let lb = ldb ?? (transB ? k : n)
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                    transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k), alpha,
+                    a, Int32(la), b, Int32(lb), beta, c, Int32(ldc ?? n))
+    }
+}

@@ -1,0 +1,168 @@
+import Foundation
+import Synchronization
+
+/// Bytes held by live `Buffer`s and `HalfBuffer`s, for the memory tests and benchmarks.
+public enum MemoryStats {
+    static let live = Atomic<Int>(0)
+    static let peak = Atomic<Int>(0)
+
+    /// Bytes currently allocated by tensor storage.
+    public static var allocatedBytes: Int { live.load(ordering: .relaxed) }
+    /// Highest `allocatedBytes` since the last `resetPeak()`.
+    public static var peakBytes: Int { peak.load(ordering: .relaxed) }
+    /// Sets the peak to the current allocation.
+    public static func resetPeak() { peak.store(live.load(ordering: .relaxed), ordering: .relaxed) }
+
+    static func add(_ bytes: Int) {
+        let now = live.add(bytes, ordering: .relaxed).newValue
+        var p = peak.load(ordering: .relaxed)
+        while now > p {
+            let (exchanged, original) = peak.compareExchange(expected: p, desired: now, ordering: .relaxed)
+            if exchanged { break }
+            p = original
+        }
+    }
+
+    static func sub(_ bytes: Int) { live.subtract(bytes, ordering: .relaxed) }
+
+    /// Resident set size of this process in bytes (Linux `/proc/self/statm`), or 0 when unknown.
+    public static func residentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+}
+
+/// A cache of large freed blocks keyed by their size (rounded up to 4 KiB).
+///
+/// A training step allocates the same activation sizes every time; reusing the blocks avoids
+/// re-faulting fresh pages from the kernel each step (and the RSS creep of the C allocator's
+/// heuristics). Blocks below 64 KiB go to malloc directly. Thread-safe.
+public enum BufferPool {
+    struct State {
+        var free: [Int: [UInt]] = [:]   // addresses of cached blocks by size
+        var cachedBytes = 0
+    }
+    static let state = Mutex(State())
+    static let minPooled = 64 << 10
+    /// Most bytes kept in the cache; blocks freed beyond it go back to the system.
+    nonisolated(unsafe) public static var limitBytes = 4 << 30
+
+    static func roundedSize(_ bytes: Int) -> Int { (bytes + 4095) & ~4095 }
+
+    static func allocate(_ bytes: Int) -> UnsafeMutableRawPointer {
+        if bytes >= minPooled {
+            let size = roundedSize(bytes)
+            let reused: UInt? = state.withLock { s in
+                guard let p = s.free[size]?.popLast() else { return nil }
+                s.cachedBytes -= size
+                return p
+            }
+            if let reused, let p = UnsafeMutableRawPointer(bitPattern: reused) { return p }
+            return systemAllocate(size)
+        }
+        return systemAllocate(max(bytes, 1))
+    }
+
+    static func release(_ p: UnsafeMutableRawPointer, _ bytes: Int) {
+        if bytes >= minPooled {
+            let size = roundedSize(bytes)
+            let address = UInt(bitPattern: p)
+            let kept = state.withLock { s -> Bool in
+                guard s.cachedBytes + size <= limitBytes else { return false }
+                s.free[size, default: []].append(address)
+                s.cachedBytes += size
+                return true
+            }
+            if kept { return }
+        }
+        free(p)
+    }
+
+    static func systemAllocate(_ bytes: Int) -> UnsafeMutableRawPointer {
+        var raw: UnsafeMutableRawPointer?
+        let rc = posix_memalign(&raw, 64, bytes)
+        precondition(rc == 0 && raw != nil, "out of memory allocating \(bytes) bytes")
+        return raw!
+    }
+
+    /// Bytes held in the cache (not in use by any tensor).
+    public static var cachedBytes: Int { state.withLock { $0.cachedBytes } }
+
+    /// Returns every cached block to the system.
+    public static func trim() {
+        let blocks = state.withLock { s -> [UInt] in
+            let all = s.free.values.flatMap { $0 }
+            s.free = [:]
+            s.cachedBytes = 0
+            return all
+        }
+        for a in blocks { free(UnsafeMutableRawPointer(bitPattern: a)) }
+    }
+}
+
+/// Contiguous Float32 storage, 64-byte aligned (pooled, see `BufferPool`). Freed when the last
+/// reference goes.
+public final class Buffer: @unchecked Sendable {
+    public let count: Int
+    public let ptr: UnsafeMutablePointer<Float>
+
+    /// Uninitialised storage for `count` floats.
+    public init(count: Int) {
+        precondition(count >= 0, "Buffer count must be >= 0, got \(count)")
+        self.count = count
+        ptr = BufferPool.allocate(count * 4).bindMemory(to: Float.self, capacity: max(count, 1))
+        MemoryStats.add(count * 4)
+    }
+
+    /// Storage filled with `value`.
+    public convenience init(count: Int, repeating value: Float) {
+        self.init(count: count)
+        ptr.update(repeating: value, count: count)
+    }
+
+    /// A copy of `array`.
+    public convenience init(_ array: [Float]) {
+        self.init(count: array.count)
+        array.withUnsafeBufferPointer { src in
+            if let base = src.baseAddress { ptr.update(from: base, count: array.count) }
+        }
+    }
+
+    deinit {
+        MemoryStats.sub(count * 4)
+        BufferPool.release(UnsafeMutableRawPointer(ptr), count * 4)
+    }
+
+    public var bytes: Int { count * 4 }
+    public var array: [Float] { Array(UnsafeBufferPointer(start: ptr, count: count)) }
+
+    public func zero() { ptr.update(repeating: 0, count: count) }
+
+    /// A new buffer with the same contents.
+    public func copy() -> Buffer {
+        let b = Buffer(count: count)
+        b.ptr.update(from: ptr, count: count)
+        return b
+    }
+}
+
+/// Contiguous IEEE half storage (raw binary16 bits). See `Half` for conversions.
+public final class HalfBuffer: @unchecked Sendable {
+    public let count: Int
+    public let ptr: UnsafeMutablePointer<UInt16>
+
+    public init(count: Int) {
+        self.count = count
+        ptr = BufferPool.allocate(count * 2).bindMemory(to: UInt16.self, capacity: max(count, 1))
+        MemoryStats.add(count * 2)
+    }
+
+    deinit {
+        MemoryStats.sub(count * 2)
+        BufferPool.release(UnsafeMutableRawPointer(ptr), count * 2)
+    }
+
+    public var bytes: Int { count * 2 }
+}

@@ -1,0 +1,237 @@
+import CKernels
+
+/// Running statistics of a batch-norm layer (Float32 buffers, updated in place in training).
+public final class BatchNormStats: @unchecked Sendable {
+    public let mean: Tensor
+    public let variance: Tensor
+    public init(channels: Int) {
+        mean = Tensor(zeros: [channels])
+        variance = Tensor(repeating: 1, shape: [channels])
+    }
+}
+
+extension Tensor {
+    /// Batch normalisation over N, H, W of an NCHW tensor, optionally followed by SiLU (fused).
+    ///
+    /// x: [N, C, H, W], weight (gamma) and bias (beta): [C] -> [N, C, H, W].
+    /// Training: normalises with the batch mean and biased variance and updates the running
+    /// statistics with `momentum` (new = (1 - m) * old + m * batch, the variance unbiased), as
+    /// PyTorch does; Ultralytics uses eps 1e-3, momentum 0.03. Eval: uses the running statistics.
+    /// With `silu`, returns silu(bn(x)) and keeps only x for backward (bn(x) is recomputed).
+    public static func batchNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor, stats: BatchNormStats,
+                                   training: Bool, momentum: Float = 0.03, eps: Float = 1e-3,
+                                   silu: Bool = false) -> Tensor {
+        precondition(x.rank == 4, "batchNorm2d needs NCHW input, got \(x.shape)")
+        let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+        precondition(weight.shape == [c] && bias.shape == [c], "batchNorm2d: weight/bias must be [\(c)]")
+        let m = n * hw
+        var mean = [Float](repeating: 0, count: c)
+        var variance = [Float](repeating: 0, count: c)
+        let px = x.data
+        if training {
+            precondition(m > 1, "batchNorm2d in training needs more than one value per channel, got input \(x.shape)")
+            mean.withUnsafeMutableBufferPointer { mp in
+                variance.withUnsafeMutableBufferPointer { vp in
+                    let mpp = mp.baseAddress!, vpp = vp.baseAddress!
+                    Parallel.chunks(c, grain: Swift.max(1, elementwiseGrain / Swift.max(m, 1))) { r in
+                        df_channel_moments(px, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
+                                           Int32(r.upperBound), mpp, vpp)
+                    }
+                }
+            }
+            let unbias = Float(m) / Float(m - 1)
+            for ch in 0..<c {
+                stats.mean.data[ch] = (1 - momentum) * stats.mean.data[ch] + momentum * mean[ch]
+                stats.variance.data[ch] = (1 - momentum) * stats.variance.data[ch] + momentum * variance[ch] * unbias
+            }
+        } else {
+            for ch in 0..<c { mean[ch] = stats.mean.data[ch]; variance[ch] = stats.variance.data[ch] }
+        }
+        var invstd = [Float](repeating: 0, count: c)
+        var scale = [Float](repeating: 0, count: c)
+        var shift = [Float](repeating: 0, count: c)
+        for ch in 0..<c {
+            invstd[ch] = 1 / (variance[ch] + eps).squareRoot()
+            scale[ch] = weight.data[ch] * invstd[ch]
+            shift[ch] = bias.data[ch] - mean[ch] * scale[ch]
+        }
+        let out = Tensor(uninitialized: x.shape)
+        let po = out.data
+        scale.withUnsafeBufferPointer { sp in
+            shift.withUnsafeBufferPointer { hp in
+                let spp = sp.baseAddress!, hpp = hp.baseAddress!
+                Parallel.chunks(c, grain: Swift.max(1, elementwiseGrain / Swift.max(m, 1))) { r in
+                    df_channel_affine(px, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound), Int32(r.upperBound),
+                                      spp, hpp, silu ? nil : po, silu ? po : nil, silu ? 1 : 0)
+                }
+            }
+        }
+        guard needsGrad(x, weight, bias) else { return out }
+        let sx = SavedActivations.save(x.buffer)
+        let (nx, nw, nb) = (x.node, weight.node, bias.node)
+        let gamma = weight.data
+        out.recording([x, weight, bias]) { gout in
+            let xb = sx.unpack()
+            let xp = xb.ptr
+            let grain = Swift.max(1, elementwiseGrain / Swift.max(m, 1))
+            // dz: gradient w.r.t. the BN output (before SiLU when fused).
+            var dzBuf: Buffer? = nil
+            var dz = UnsafePointer(gout.ptr)
+            if silu {
+                let b = Buffer(count: xb.count)
+                scale.withUnsafeBufferPointer { sp in
+                    shift.withUnsafeBufferPointer { hp in
+                        let spp = sp.baseAddress!, hpp = hp.baseAddress!
+                        Parallel.chunks(c, grain: grain) { r in
+                            df_channel_affine_silu_bwd(xp, gout.ptr, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
+                                                       Int32(r.upperBound), spp, hpp, b.ptr)
+                        }
+                    }
+                }
+                dzBuf = b
+                dz = UnsafePointer(b.ptr)
+            }
+            var sumG = [Float](repeating: 0, count: c)
+            var sumGX = [Float](repeating: 0, count: c)
+            sumG.withUnsafeMutableBufferPointer { gp in
+                sumGX.withUnsafeMutableBufferPointer { xgp in
+                    mean.withUnsafeBufferPointer { mp in
+                        let gpp = gp.baseAddress!, xgpp = xgp.baseAddress!, mpp = mp.baseAddress!
+                        Parallel.chunks(c, grain: grain) { r in
+                            df_channel_grad_sums(xp, dz, mpp, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
+                                                 Int32(r.upperBound), gpp, xgpp)
+                        }
+                    }
+                }
+            }
+            if let nb { nb.accumulate { d in for ch in 0..<c { d[ch] += sumG[ch] } } }
+            if let nw { nw.accumulate { d in for ch in 0..<c { d[ch] += sumGX[ch] * invstd[ch] } } }
+            if let nx {
+                // dx = A*dz + B*x + C per channel.
+                var ca = [Float](repeating: 0, count: c), cb = ca, cc = ca
+                for ch in 0..<c {
+                    if training {
+                        let k = scale[ch] * invstd[ch] * invstd[ch] * sumGX[ch] / Float(m)
+                        ca[ch] = scale[ch]
+                        cb[ch] = -k
+                        cc[ch] = -scale[ch] * sumG[ch] / Float(m) + k * mean[ch]
+                    } else {
+                        ca[ch] = gamma[ch] * invstd[ch]
+                    }
+                }
+                nx.accumulateOrSet { d, fresh in
+                    ca.withUnsafeBufferPointer { ap in
+                        cb.withUnsafeBufferPointer { bp in
+                            cc.withUnsafeBufferPointer { cp in
+                                let app = ap.baseAddress!, bpp = bp.baseAddress!, cpp = cp.baseAddress!
+                                Parallel.chunks(c, grain: grain) { r in
+                                    df_channel_axpby(dz, xp, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
+                                                     Int32(r.upperBound), app, bpp, cpp, d, fresh ? 0 : 1)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            withExtendedLifetime(dzBuf) {}
+        }
+        return out
+    }
+}
+
+// MARK: - Pooling and resampling
+
+extension Tensor {
+    /// Max pooling with a square window k, stride s, padding p (padding never wins: -inf).
+    /// x: [N, C, H, W] -> [N, C, (H+2p-k)/s+1, (W+2p-k)/s+1]. The gradient goes to the first
+    /// maximum of each window.
+    public func maxPool2d(kernel k: Int, stride s: Int, padding p: Int) -> Tensor {
+        precondition(rank == 4, "maxPool2d needs NCHW, got \(shape)")
+        let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3])
+        let oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1
+        let out = Tensor(uninitialized: [n, c, oh, ow])
+        let record = Tensor.needsGrad(self)
+        var argIdx = record ? [Int32](repeating: 0, count: n * c * oh * ow) : []
+        let px = data, po = out.data
+        argIdx.withUnsafeMutableBufferPointer { ap in
+            let app = record ? ap.baseAddress : nil
+            Parallel.chunks(n * c, grain: Swift.max(1, elementwiseGrain / Swift.max(oh * ow * k * k, 1))) { r in
+                for plane in r {
+                    let src = px + plane * h * w, dst = po + plane * oh * ow
+                    for oy in 0..<oh {
+                        let y0 = Swift.max(oy * s - p, 0), y1 = Swift.min(oy * s - p + k, h)
+                        for ox in 0..<ow {
+                            let x0 = Swift.max(ox * s - p, 0), x1 = Swift.min(ox * s - p + k, w)
+                            var best = -Float.infinity, bi = y0 * w + x0
+                            for yy in y0..<y1 {
+                                for xx in x0..<x1 {
+                                    let v = src[yy * w + xx]
+                                    if v > best || v.isNaN { best = v; bi = yy * w + xx; if v.isNaN { break } }
+                                }
+                            }
+                            dst[oy * ow + ox] = best
+                            if let app { app[plane * oh * ow + oy * ow + ox] = Int32(bi) }
+                        }
+                    }
+                }
+            }
+        }
+        if record, let nx = node {
+            let saved = argIdx
+            out.recording([self]) { g in
+                nx.accumulate { d in
+                    saved.withUnsafeBufferPointer { ap in
+                        Parallel.chunks(n * c) { r in
+                            for plane in r {
+                                let dst = d + plane * h * w, src = g.ptr + plane * oh * ow
+                                for q in 0..<(oh * ow) { dst[Int(ap[plane * oh * ow + q])] += src[q] }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Nearest-neighbour upsampling by an integer factor: [N, C, H, W] -> [N, C, fH, fW].
+    public func upsampleNearest(_ f: Int = 2) -> Tensor {
+        precondition(rank == 4, "upsampleNearest needs NCHW, got \(shape)")
+        let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3])
+        let out = Tensor(uninitialized: [n, c, h * f, w * f])
+        let px = data, po = out.data
+        let ow = w * f
+        Parallel.chunks(n * c, grain: Swift.max(1, elementwiseGrain / Swift.max(h * w * f * f, 1))) { r in
+            for plane in r {
+                let src = px + plane * h * w, dst = po + plane * h * w * f * f
+                for y in 0..<h {
+                    let row = dst + y * f * ow
+                    for x in 0..<w { let v = src[y * w + x]; for j in 0..<f { row[x * f + j] = v } }
+                    for i in 1..<f { (row + i * ow).update(from: row, count: ow) }
+                }
+            }
+        }
+        if Tensor.needsGrad(self), let nx = node {
+            out.recording([self]) { g in
+                nx.accumulate { d in
+                    Parallel.chunks(n * c) { r in
+                        for plane in r {
+                            let dst = d + plane * h * w, src = g.ptr + plane * h * w * f * f
+                            for y in 0..<h {
+                                for i in 0..<f {
+                                    let row = src + (y * f + i) * ow
+                                    for x in 0..<w {
+                                        var s: Float = 0
+                                        for j in 0..<f { s += row[x * f + j] }
+                                        dst[y * w + x] += s
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,254 @@
+import CKernels
+import Foundation
+
+/// Element counts below this stay on one core.
+let elementwiseGrain = 1 << 15
+
+// MARK: - Binary ops with broadcasting
+
+extension Tensor {
+    /// out[i] = f(a[i'], b[i'']) over the broadcast shape.
+    static func broadcastMap(_ a: Tensor, _ b: Tensor, _ f: (Float, Float) -> Float) -> Tensor {
+        if a.shape == b.shape {
+            let out = Tensor(uninitialized: a.shape)
+            let pa = a.data, pb = b.data, po = out.data
+            Parallel.chunks(a.count, grain: elementwiseGrain) { r in
+                for i in r { po[i] = f(pa[i], pb[i]) }
+            }
+            return out
+        }
+        let plan = BroadcastPlan(a.shape, b.shape)
+        let out = Tensor(uninitialized: plan.outShape)
+        let pa = a.data, pb = b.data, po = out.data
+        let n = plan.inner, sa = plan.innerA, sb = plan.innerB
+        plan.forEachRow { o, ia, ib in
+            for i in 0..<n { po[o + i] = f(pa[ia + i * sa], pb[ib + i * sb]) }
+        }
+        return out
+    }
+
+    /// Accumulates `local(g, a, b)` into the gradient of `t` (shape `t.shape`), reducing over
+    /// broadcast dimensions from `outShape`.
+    static func accumulateBroadcast(_ node: Node, shape: [Int], outShape: [Int], g: Buffer,
+                                    a: Tensor, b: Tensor, _ local: (Float, Float, Float) -> Float) {
+        if shape == outShape && a.shape == b.shape {
+            let pg = g.ptr, pa = a.data, pb = b.data
+            node.accumulate { dst in
+                Parallel.chunks(g.count, grain: elementwiseGrain) { r in
+                    for i in r { dst[i] += local(pg[i], pa[i], pb[i]) }
+                }
+            }
+            return
+        }
+        // Full-size local gradient, then a reduction to the operand's shape.
+        let plan = BroadcastPlan(a.shape, b.shape)
+        let tmp = Buffer(count: g.count)
+        let pg = g.ptr, pa = a.data, pb = b.data, pt = tmp.ptr
+        let n = plan.inner, sa = plan.innerA, sb = plan.innerB
+        plan.forEachRow { o, ia, ib in
+            for i in 0..<n { pt[o + i] = local(pg[o + i], pa[ia + i * sa], pb[ib + i * sb]) }
+        }
+        node.accumulate { dst in Tensor.reduce(pt, from: outShape, to: shape, into: dst) }
+    }
+
+    public static func + (a: Tensor, b: Tensor) -> Tensor {
+        let out = broadcastMap(a, b, +)
+        if needsGrad(a, b) {
+            let (na, nb, sa, sb, so) = (a.node, b.node, a.shape, b.shape, out.shape)
+            out.recording([a, b]) { g in
+                if let na {
+                    if sa == so { na.accumulate { d in addInto(d, g.ptr, g.count) } }
+                    else { na.accumulate { d in Tensor.reduce(g.ptr, from: so, to: sa, into: d) } }
+                }
+                if let nb {
+                    if sb == so { nb.accumulate { d in addInto(d, g.ptr, g.count) } }
+                    else { nb.accumulate { d in Tensor.reduce(g.ptr, from: so, to: sb, into: d) } }
+                }
+            }
+        }
+        return out
+    }
+
+    public static func - (a: Tensor, b: Tensor) -> Tensor {
+        let out = broadcastMap(a, b, -)
+        if needsGrad(a, b) {
+            let (na, nb, sa, sb, so) = (a.node, b.node, a.shape, b.shape, out.shape)
+            out.recording([a, b]) { g in
+                if let na {
+                    if sa == so { na.accumulate { d in addInto(d, g.ptr, g.count) } }
+                    else { na.accumulate { d in Tensor.reduce(g.ptr, from: so, to: sa, into: d) } }
+                }
+                if let nb {
+                    let neg = Buffer(count: g.count)
+                    for i in 0..<g.count { neg.ptr[i] = -g.ptr[i] }
+                    if sb == so { nb.accumulate { d in addInto(d, neg.ptr, g.count) } }
+                    else { nb.accumulate { d in Tensor.reduce(neg.ptr, from: so, to: sb, into: d) } }
+                }
+            }
+        }
+        return out
+    }
+
+    public static func * (a: Tensor, b: Tensor) -> Tensor {
+        let out = broadcastMap(a, b, *)
+        if needsGrad(a, b) {
+            let (na, nb, so) = (a.node, b.node, out.shape)
+            let (ad, bd) = (a.detached(), b.detached())
+            out.recording([a, b]) { g in
+                if let na { accumulateBroadcast(na, shape: ad.shape, outShape: so, g: g, a: ad, b: bd) { g, _, y in g * y } }
+                if let nb { accumulateBroadcast(nb, shape: bd.shape, outShape: so, g: g, a: ad, b: bd) { g, x, _ in g * x } }
+            }
+        }
+        return out
+    }
+
+    public static func / (a: Tensor, b: Tensor) -> Tensor {
+        let out = broadcastMap(a, b, /)
+        if needsGrad(a, b) {
+            let (na, nb, so) = (a.node, b.node, out.shape)
+            let (ad, bd) = (a.detached(), b.detached())
+            out.recording([a, b]) { g in
+                if let na { accumulateBroadcast(na, shape: ad.shape, outShape: so, g: g, a: ad, b: bd) { g, _, y in g / y } }
+                if let nb { accumulateBroadcast(nb, shape: bd.shape, outShape: so, g: g, a: ad, b: bd) { g, x, y in -g * x / (y * y) } }
+            }
+        }
+        return out
+    }
+
+    /// Element-wise maximum; on ties each side receives half the gradient (as PyTorch).
+    public static func maximum(_ a: Tensor, _ b: Tensor) -> Tensor {
+        let out = broadcastMap(a, b) { Swift.max($0, $1) }
+        if needsGrad(a, b) {
+            let (na, nb, so) = (a.node, b.node, out.shape)
+            let (ad, bd) = (a.detached(), b.detached())
+            out.recording([a, b]) { g in
+                if let na { accumulateBroadcast(na, shape: ad.shape, outShape: so, g: g, a: ad, b: bd) { g, x, y in x > y ? g : (x == y ? g / 2 : 0) } }
+                if let nb { accumulateBroadcast(nb, shape: bd.shape, outShape: so, g: g, a: ad, b: bd) { g, x, y in y > x ? g : (x == y ? g / 2 : 0) } }
+            }
+        }
+        return out
+    }
+
+    /// Element-wise minimum; on ties each side receives half the gradient (as PyTorch).
+    public static func minimum(_ a: Tensor, _ b: Tensor) -> Tensor {
+        let out = broadcastMap(a, b) { Swift.min($0, $1) }
+        if needsGrad(a, b) {
+            let (na, nb, so) = (a.node, b.node, out.shape)
+            let (ad, bd) = (a.detached(), b.detached())
+            out.recording([a, b]) { g in
+                if let na { accumulateBroadcast(na, shape: ad.shape, outShape: so, g: g, a: ad, b: bd) { g, x, y in x < y ? g : (x == y ? g / 2 : 0) } }
+                if let nb { accumulateBroadcast(nb, shape: bd.shape, outShape: so, g: g, a: ad, b: bd) { g, x, y in y < x ? g : (x == y ? g / 2 : 0) } }
+            }
+        }
+        return out
+    }
+
+    public static func + (a: Tensor, s: Float) -> Tensor { a.unary({ $0 + s }, saves: .none) { g, _, _ in g } }
+    public static func + (s: Float, a: Tensor) -> Tensor { a + s }
+    public static func - (a: Tensor, s: Float) -> Tensor { a + (-s) }
+    public static func - (s: Float, a: Tensor) -> Tensor { a.unary({ s - $0 }, saves: .none) { g, _, _ in -g } }
+    public static func * (a: Tensor, s: Float) -> Tensor { a.unary({ $0 * s }, saves: .none) { g, _, _ in g * s } }
+    public static func * (s: Float, a: Tensor) -> Tensor { a * s }
+    public static func / (a: Tensor, s: Float) -> Tensor { a * (1 / s) }
+    public static prefix func - (a: Tensor) -> Tensor { a.unary({ -$0 }, saves: .none) { g, _, _ in -g } }
+}
+
+@inline(__always)
+func addInto(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
+    Parallel.chunks(n, grain: elementwiseGrain) { r in for i in r { dst[i] += src[i] } }
+}
+
+// MARK: - Unary ops
+
+extension Tensor {
+    /// What a unary op keeps for backward.
+    enum UnarySave { case none, input, output }
+
+    /// y = f(x) with backward dx += df(g, x, y). Saves x and/or y only when `saves` asks.
+    func unary(_ f: (Float) -> Float, saves: UnarySave,
+               _ df: @escaping (_ g: Float, _ x: Float, _ y: Float) -> Float) -> Tensor {
+        let out = Tensor(uninitialized: shape)
+        let px = data, py = out.data
+        Parallel.chunks(count, grain: elementwiseGrain) { r in for i in r { py[i] = f(px[i]) } }
+        if Tensor.needsGrad(self), let nx = node {
+            let sx: Saved? = saves == .input ? SavedActivations.save(buffer) : nil
+            let sy: Saved? = saves == .output ? SavedActivations.save(out.buffer) : nil
+            let n = count
+            out.recording([self]) { g in
+                let xb = sx?.unpack(), yb = sy?.unpack()
+                let pg = g.ptr
+                let xp = xb?.ptr, yp = yb?.ptr
+                nx.accumulate { d in
+                    Parallel.chunks(n, grain: elementwiseGrain) { r in
+                        for i in r { d[i] += df(pg[i], xp?[i] ?? 0, yp?[i] ?? 0) }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    public func exp() -> Tensor { unary({ Foundation.exp($0) }, saves: .output) { g, _, y in g * y } }
+    public func log() -> Tensor { unary({ Foundation.log($0) }, saves: .input) { g, x, _ in g / x } }
+    public func sqrt() -> Tensor { unary({ $0.squareRoot() }, saves: .output) { g, _, y in g / (2 * y) } }
+    public func abs() -> Tensor { unary({ Swift.abs($0) }, saves: .input) { g, x, _ in x > 0 ? g : (x < 0 ? -g : 0) } }
+    public func atan() -> Tensor { unary({ Foundation.atan($0) }, saves: .input) { g, x, _ in g / (1 + x * x) } }
+    public func square() -> Tensor { unary({ $0 * $0 }, saves: .input) { g, x, _ in 2 * g * x } }
+
+    /// x^p for a scalar exponent.
+    public func pow(_ p: Float) -> Tensor {
+        if p == 2 { return square() }
+        return unary({ Foundation.pow($0, p) }, saves: .input) { g, x, _ in g * p * Foundation.pow(x, p - 1) }
+    }
+
+    /// Clamps to [lo, hi]; the gradient passes where lo <= x <= hi (as PyTorch).
+    public func clamp(min lo: Float = -.infinity, max hi: Float = .infinity) -> Tensor {
+        unary({ Swift.min(Swift.max($0, lo), hi) }, saves: .input) { g, x, _ in (x >= lo && x <= hi) ? g : 0 }
+    }
+
+    public func relu() -> Tensor { unary({ Swift.max($0, 0) }, saves: .input) { g, x, _ in x > 0 ? g : 0 } }
+
+    /// 1 / (1 + exp(-x)).
+    public func sigmoid() -> Tensor {
+        let out = Tensor(uninitialized: shape)
+        let px = data, py = out.data
+        Parallel.chunks(count, grain: elementwiseGrain) { r in
+            df_sigmoid_fwd(px + r.lowerBound, py + r.lowerBound, r.count)
+        }
+        if Tensor.needsGrad(self), let nx = node {
+            let sy = SavedActivations.save(out.buffer)
+            let n = count
+            out.recording([self]) { g in
+                let y = sy.unpack().ptr, pg = g.ptr
+                nx.accumulate { d in
+                    Parallel.chunks(n, grain: elementwiseGrain) { r in
+                        for i in r { d[i] += pg[i] * y[i] * (1 - y[i]) }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// x * sigmoid(x) (Ultralytics' default activation).
+    public func silu() -> Tensor {
+        let out = Tensor(uninitialized: shape)
+        let px = data, py = out.data
+        Parallel.chunks(count, grain: elementwiseGrain) { r in
+            df_silu_fwd(px + r.lowerBound, py + r.lowerBound, r.count)
+        }
+        if Tensor.needsGrad(self), let nx = node {
+            let sx = SavedActivations.save(buffer)
+            let n = count
+            out.recording([self]) { g in
+                let x = sx.unpack().ptr, pg = g.ptr
+                nx.accumulateOrSet { d, fresh in
+                    Parallel.chunks(n, grain: elementwiseGrain) { r in
+                        df_silu_bwd(x + r.lowerBound, pg + r.lowerBound, d + r.lowerBound, r.count, fresh ? 0 : 1)
+                    }
+                }
+            }
+        }
+        return out
+    }
+}

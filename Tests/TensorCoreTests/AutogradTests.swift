@@ -1,0 +1,87 @@
+import Testing
+import _TestSupport
+@testable import TensorCore
+
+@Suite struct AutogradTests {
+    @Test func tensorUsedTwiceAccumulates() {
+        let x = Tensor([1, 2, 3], shape: [3])
+        x.requiresGrad = true
+        let y = x * x + x          // dy/dx = 2x + 1
+        y.sum().backward()
+        #expect(x.grad!.array == [3, 5, 7])
+        // A second backward adds (gradient accumulation across micro-batches).
+        (x * 2).sum().backward()
+        #expect(x.grad!.array == [5, 7, 9])
+        x.zeroGrad()
+        #expect(x.grad == nil)
+    }
+
+    @Test func noGradRecordsNothing() {
+        let x = Tensor([1, 2], shape: [2])
+        x.requiresGrad = true
+        let y = noGrad { (x * 3).exp() }
+        #expect(!y.requiresGrad)
+        #expect(GradMode.isEnabled)
+    }
+
+    @Test func detachStopsTheGradient() {
+        let x = Tensor([1, 2], shape: [2])
+        x.requiresGrad = true
+        let y = (x * x.detached()).sum()   // d/dx = x (the detached factor is a constant)
+        y.backward()
+        #expect(x.grad!.array == [1, 2])
+    }
+
+    @Test func backwardReleasesIntermediatesAndSavedActivations() {
+        var rng = RandomState(seed: 5)
+        let w = Tensor.normal([8, 4, 3, 3], rng: &rng)
+        w.requiresGrad = true
+        let x = Tensor.normal([2, 4, 16, 16], rng: &rng)
+        let before = MemoryStats.allocatedBytes
+        do {
+            let y = Tensor.conv2d(x, weight: w, stride: 1, padding: 1).silu()
+            let loss = y.sum()
+            #expect(SavedActivations.bytes > 0)
+            loss.backward()
+            #expect(SavedActivations.bytes == 0)
+        }
+        // Only the weight gradient stays (plus conv workspace, which is reused).
+        Workspace.release()
+        #expect(MemoryStats.allocatedBytes - before == w.count * 4)
+    }
+
+    @Test func halfActivationsHalveSavedBytesAndRoundGradients() {
+        var rng = RandomState(seed: 6)
+        let w = Tensor.normal([8, 4, 3, 3], rng: &rng)
+        w.requiresGrad = true
+        let w2 = Tensor.normal([8, 8, 3, 3], rng: &rng)
+        let x = Tensor.normal([2, 4, 16, 16], rng: &rng)
+        func step(_ half: Bool) -> (Int, [Float]) {
+            w.zeroGrad()
+            return Autocast.withHalfActivations(half) {
+                let h = Tensor.conv2d(x, weight: w, stride: 1, padding: 1).silu()
+                let y = Tensor.conv2d(h, weight: w2, stride: 1, padding: 1)
+                let bytes = SavedActivations.bytes
+                (y * 1e-3).sum().backward()
+                return (bytes, w.grad!.array)
+            }
+        }
+        let (full, g32) = step(false)
+        let (half, g16) = step(true)
+        #expect(half * 2 == full, "saved bytes \(half) vs \(full)")
+        #expect(g16 != g32)
+        let scale = Double(g32.map { abs($0) }.max()!)
+        #expect(maxRelativeError(g16, g32, floor: scale) < 1e-2, "\(g16.prefix(4)) vs \(g32.prefix(4))")
+    }
+
+    @Test func parallelChunksCoverTheRangeOnce() {
+        for n in [0, 1, 7, 1000, 100_003] {
+            var hits = [Int](repeating: 0, count: n)
+            hits.withUnsafeMutableBufferPointer { p in
+                let base = p.baseAddress
+                Parallel.chunks(n, grain: 3) { r in for i in r { base![i] += 1 } }
+            }
+            #expect(hits.allSatisfy { $0 == 1 })
+        }
+    }
+}

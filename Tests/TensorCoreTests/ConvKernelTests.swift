@@ -1,0 +1,121 @@
+import CKernels
+import Testing
+import _TestSupport
+@testable import TensorCore
+
+/// The im2col + sgemm convolution against the direct-loop reference, in both threading modes.
+@Suite(.serialized) struct ConvKernelTests {
+    static let geometries: [ConvGeometry] = [
+        ConvGeometry(n: 1, c: 3, h: 11, w: 9, o: 5, k: 3, s: 1, p: 1),
+        ConvGeometry(n: 4, c: 3, h: 16, w: 16, o: 8, k: 3, s: 2, p: 1),
+        ConvGeometry(n: 3, c: 16, h: 7, w: 7, o: 12, k: 1, s: 1, p: 0),
+        ConvGeometry(n: 2, c: 5, h: 13, w: 10, o: 6, k: 5, s: 2, p: 2),
+        ConvGeometry(n: 5, c: 8, h: 6, w: 6, o: 4, k: 3, s: 1, p: 0),
+        ConvGeometry(n: 2, c: 4, h: 9, w: 9, o: 3, k: 1, s: 2, p: 0),
+    ]
+
+    func random(_ n: Int, seed: UInt64) -> [Float] {
+        var rng = RandomState(seed: seed)
+        return (0..<n).map { _ in rng.uniform(-1, 1) }
+    }
+
+    @Test(arguments: 0..<geometries.count, [1, 2])
+    func forwardAndGradientsMatchNaive(_ gi: Int, threads: Int) {
+        let saved = Parallel.threads
+        Parallel.threads = threads
+        defer { Parallel.threads = saved }
+        let g = ConvKernelTests.geometries[gi]
+        let x = random(g.n * g.c * g.h * g.w, seed: 1)
+        let w = random(g.o * g.kdim, seed: 2)
+        let b = random(g.o, seed: 3)
+        let gy = random(g.n * g.o * g.pixels, seed: 4)
+        let xt = Tensor(x, shape: [g.n, g.c, g.h, g.w]), wt = Tensor(w, shape: [g.o, g.c, g.k, g.k])
+        let bt = Tensor(b, shape: [g.o])
+        xt.requiresGrad = true; wt.requiresGrad = true; bt.requiresGrad = true
+        let y = Tensor.conv2d(xt, weight: wt, bias: bt, stride: g.s, padding: g.p)
+        let ref = Tensor.conv2dNaive(g, x: x, w: w, bias: b)
+        #expect(maxMixedError(y.array, ref) < 1e-5, "forward \(g)")
+        (y * Tensor(gy, shape: y.shape)).sum().backward()
+        let (dx, dw) = Tensor.conv2dNaiveGrads(g, x: x, w: w, gy: gy)
+        #expect(maxMixedError(xt.grad!.array, dx) < 1e-5, "input gradient \(g)")
+        #expect(maxMixedError(wt.grad!.array, dw) < 1e-5, "weight gradient \(g)")
+        var db = [Float](repeating: 0, count: g.o)
+        for n in 0..<g.n { for o in 0..<g.o { for p in 0..<g.pixels { db[o] += gy[(n * g.o + o) * g.pixels + p] } } }
+        #expect(maxMixedError(bt.grad!.array, db) < 1e-5, "bias gradient \(g)")
+    }
+
+    @Test(arguments: 0..<geometries.count)
+    func im2colMatchesNaiveAndCol2imIsItsAdjoint(_ gi: Int) {
+        let g = ConvKernelTests.geometries[gi]
+        let img = random(g.c * g.h * g.w, seed: 5)
+        var col = [Float](repeating: .nan, count: g.kdim * g.pixels)
+        df_im2col(img, Int32(g.c), Int32(g.h), Int32(g.w), Int32(g.k), Int32(g.s), Int32(g.p),
+                  Int32(g.oh), Int32(g.ow), 0, Int32(g.c), &col)
+        #expect(col == Tensor.im2colNaive(g, image: img))
+        // <im2col(x), c> == <x, col2im(c)> for random c: col2im is the adjoint.
+        let c = random(col.count, seed: 6)
+        var folded = [Float](repeating: 0, count: img.count)
+        df_col2im(c, Int32(g.c), Int32(g.h), Int32(g.w), Int32(g.k), Int32(g.s), Int32(g.p),
+                  Int32(g.oh), Int32(g.ow), 0, Int32(g.c), &folded)
+        var lhs = 0.0, rhs = 0.0
+        for i in 0..<col.count { lhs += Double(col[i]) * Double(c[i]) }
+        for i in 0..<img.count { rhs += Double(img[i]) * Double(folded[i]) }
+        #expect(abs(lhs - rhs) < 1e-4 * max(1, abs(lhs)))
+        // Channel ranges compose: two halves give the whole.
+        var split = [Float](repeating: 0, count: img.count)
+        let mid = Int32(g.c / 2)
+        df_col2im(c, Int32(g.c), Int32(g.h), Int32(g.w), Int32(g.k), Int32(g.s), Int32(g.p), Int32(g.oh), Int32(g.ow), 0, mid, &split)
+        df_col2im(c, Int32(g.c), Int32(g.h), Int32(g.w), Int32(g.k), Int32(g.s), Int32(g.p), Int32(g.oh), Int32(g.ow), mid, Int32(g.c), &split)
+        #expect(split == folded)
+    }
+
+    @Test func deterministicForSeedAndThreads() {
+        func run() -> [Float] {
+            var rng = RandomState(seed: 9)
+            let x = Tensor.normal([4, 8, 12, 12], rng: &rng)
+            let w = Tensor.normal([16, 8, 3, 3], rng: &rng)
+            w.requiresGrad = true
+            let y = Tensor.conv2d(x, weight: w, stride: 1, padding: 1)
+            y.square().sum().backward()
+            return y.array + w.grad!.array
+        }
+        #expect(run() == run())
+    }
+}
+
+@Suite struct BatchNormBehaviour {
+    @Test func trainingUpdatesRunningStatisticsAndEvalUsesThem() {
+        var rng = RandomState(seed: 3)
+        let x = Tensor.normal([4, 2, 3, 3], mean: 2, std: 3, rng: &rng)
+        let stats = BatchNormStats(channels: 2)
+        let gamma = Tensor([1, 1], shape: [2]), beta = Tensor([0, 0], shape: [2])
+        let y = Tensor.batchNorm2d(x, weight: gamma, bias: beta, stats: stats, training: true, momentum: 0.03, eps: 1e-3)
+        for ch in 0..<2 {
+            var vals: [Double] = []
+            for n in 0..<4 { for i in 0..<9 { vals.append(Double(x.data[(n * 2 + ch) * 9 + i])) } }
+            let m = vals.reduce(0, +) / Double(vals.count)
+            let v = vals.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(vals.count)
+            let unbiased = v * Double(vals.count) / Double(vals.count - 1)
+            #expect(abs(Double(stats.mean.data[ch]) - 0.03 * m) < 1e-5)
+            #expect(abs(Double(stats.variance.data[ch]) - (0.97 + 0.03 * unbiased)) < 1e-4)
+            // Normalised output: mean 0, variance v / (v + eps).
+            var ys: [Double] = []
+            for n in 0..<4 { for i in 0..<9 { ys.append(Double(y.data[(n * 2 + ch) * 9 + i])) } }
+            #expect(abs(ys.reduce(0, +) / 36) < 1e-5)
+            let yv = ys.map { $0 * $0 }.reduce(0, +) / 36
+            #expect(abs(yv - v / (v + 1e-3)) < 1e-4)
+        }
+        let e = Tensor.batchNorm2d(x, weight: gamma, bias: beta, stats: stats, training: false)
+        let inv = 1 / (stats.variance.data[1] + 1e-3).squareRoot()
+        #expect(abs(e.data[9] - (x.data[9] - stats.mean.data[1]) * inv) < 1e-5)
+    }
+
+    @Test func fusedSiLUMatchesComposition() {
+        var rng = RandomState(seed: 4)
+        let x = Tensor.normal([2, 3, 5, 5], rng: &rng)
+        let gamma = Tensor.uniform([3], lo: 0.5, hi: 1.5, rng: &rng), beta = Tensor.normal([3], rng: &rng)
+        let fused = Tensor.batchNorm2d(x, weight: gamma, bias: beta, stats: BatchNormStats(channels: 3), training: true, silu: true)
+        let plain = Tensor.batchNorm2d(x, weight: gamma, bias: beta, stats: BatchNormStats(channels: 3), training: true).silu()
+        #expect(maxMixedError(fused.array, plain.array) < 1e-6)
+    }
+}

@@ -26,14 +26,20 @@ let package = Package(
         // MARK: - Tensor + autodiff core
         .target(name: "TensorCore", dependencies: ["CBLAS", "CKernels"]),
 
-        // MARK: - Executables
-        .executableTarget(name: "bench", dependencies: [
-            "TensorCore",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        // MARK: - Model: layers, YAML graphs, detection
+        .target(name: "NN", dependencies: ["TensorCore"]),
+        .target(name: "Detection", dependencies: [
+            "NN", "TensorCore", .product(name: "Yams", package: "Yams"),
         ]),
 
+        // MARK: - Executables
+        .executableTarget(name: "bench", dependencies: [
+            "TensorCore", "NN", "Detection",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         // MARK: - Tests
         .target(name: "_TestSupport", dependencies: ["TensorCore"], path: "Tests/_TestSupport"),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "_TestSupport", "CKernels"]),
+        .testTarget(name: "NNTests", dependencies: ["NN", "Detection", "TensorCore", "_TestSupport"]),
     ]
 )

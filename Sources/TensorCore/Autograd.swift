@@ -82,13 +82,20 @@ public struct Saved: @unchecked Sendable {
     let half: HalfBuffer?
     public let count: Int
 
-    /// Float32 values (a temporary conversion when stored as half).
+    /// Float32 values (a temporary conversion when stored as half). Keep the returned buffer
+    /// alive while using its pointer: prefer `withValues`.
     public func unpack() -> Buffer {
         if let full { return full }
         let h = half!
         let b = Buffer(count: h.count)
         df_f16_to_f32(h.ptr, b.ptr, h.count)
         return b
+    }
+
+    /// Calls `body` with the Float32 values; the storage lives until `body` returns.
+    public func withValues<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+        let b = unpack()
+        return try withExtendedLifetime(b) { try body(b.ptr) }
     }
 }
 

@@ -72,6 +72,7 @@ extension Tensor {
         let gamma = weight.data
         out.recording([x, weight, bias]) { gout in
             let xb = sx.unpack()
+            defer { withExtendedLifetime(xb) {} }
             let xp = xb.ptr
             let grain = Swift.max(1, elementwiseGrain / Swift.max(m, 1))
             // dz: gradient w.r.t. the BN output (before SiLU when fused).
@@ -134,6 +135,7 @@ extension Tensor {
                 }
             }
             withExtendedLifetime(dzBuf) {}
+            withExtendedLifetime(gout) {}
         }
         return out
     }

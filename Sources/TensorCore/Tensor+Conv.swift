@@ -71,8 +71,7 @@ extension Tensor {
                     nb.accumulate { d in channelSums(gy.ptr, n: g.n, c: g.o, hw: g.pixels, into: d) }
                 }
                 if let nw, let sx {
-                    let xb = sx.unpack()
-                    nw.accumulate { d in convWeightGrad(g, x: xb.ptr, gy: gy.ptr, gw: d) }
+                    sx.withValues { xp in nw.accumulate { d in convWeightGrad(g, x: xp, gy: gy.ptr, gw: d) } }
                 }
                 if let nx {
                     if g.isPointwise {

@@ -176,11 +176,13 @@ extension Tensor {
             let n = count
             out.recording([self]) { g in
                 let xb = sx?.unpack(), yb = sy?.unpack()
-                let pg = g.ptr
-                let xp = xb?.ptr, yp = yb?.ptr
-                nx.accumulate { d in
-                    Parallel.chunks(n, grain: elementwiseGrain) { r in
-                        for i in r { d[i] += df(pg[i], xp?[i] ?? 0, yp?[i] ?? 0) }
+                withExtendedLifetime((xb, yb)) {
+                    let pg = g.ptr
+                    let xp = xb?.ptr, yp = yb?.ptr
+                    nx.accumulate { d in
+                        Parallel.chunks(n, grain: elementwiseGrain) { r in
+                            for i in r { d[i] += df(pg[i], xp?[i] ?? 0, yp?[i] ?? 0) }
+                        }
                     }
                 }
             }
@@ -219,10 +221,12 @@ extension Tensor {
             let sy = SavedActivations.save(out.buffer)
             let n = count
             out.recording([self]) { g in
-                let y = sy.unpack().ptr, pg = g.ptr
-                nx.accumulate { d in
-                    Parallel.chunks(n, grain: elementwiseGrain) { r in
-                        for i in r { d[i] += pg[i] * y[i] * (1 - y[i]) }
+                sy.withValues { y in
+                    let pg = g.ptr
+                    nx.accumulate { d in
+                        Parallel.chunks(n, grain: elementwiseGrain) { r in
+                            for i in r { d[i] += pg[i] * y[i] * (1 - y[i]) }
+                        }
                     }
                 }
             }
@@ -241,10 +245,12 @@ extension Tensor {
             let sx = SavedActivations.save(buffer)
             let n = count
             out.recording([self]) { g in
-                let x = sx.unpack().ptr, pg = g.ptr
-                nx.accumulateOrSet { d, fresh in
-                    Parallel.chunks(n, grain: elementwiseGrain) { r in
-                        df_silu_bwd(x + r.lowerBound, pg + r.lowerBound, d + r.lowerBound, r.count, fresh ? 0 : 1)
+                sx.withValues { x in
+                    let pg = g.ptr
+                    nx.accumulateOrSet { d, fresh in
+                        Parallel.chunks(n, grain: elementwiseGrain) { r in
+                            df_silu_bwd(x + r.lowerBound, pg + r.lowerBound, d + r.lowerBound, r.count, fresh ? 0 : 1)
+                        }
                     }
                 }
             }

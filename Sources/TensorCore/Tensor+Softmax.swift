@@ -20,7 +20,8 @@ extension Tensor {
         if Tensor.needsGrad(self), let nx = node {
             let sy = SavedActivations.save(out.buffer)
             out.recording([self]) { g in
-                let y = sy.unpack().ptr, pg = g.ptr
+                sy.withValues { y in
+                let pg = g.ptr
                 nx.accumulate { d in
                     for o in 0..<outer {
                         for i in 0..<inner {
@@ -30,6 +31,7 @@ extension Tensor {
                             for j in 0..<n { let q = base + j * inner; d[q] += y[q] * (pg[q] - dot) }
                         }
                     }
+                }
                 }
             }
         }
@@ -55,7 +57,8 @@ extension Tensor {
         if Tensor.needsGrad(self), let nx = node {
             let sy = SavedActivations.save(out.buffer)
             out.recording([self]) { g in
-                let y = sy.unpack().ptr, pg = g.ptr
+                sy.withValues { y in
+                let pg = g.ptr
                 nx.accumulate { d in
                     for o in 0..<outer {
                         for i in 0..<inner {
@@ -65,6 +68,7 @@ extension Tensor {
                             for j in 0..<n { let q = base + j * inner; d[q] += pg[q] - Foundation.exp(y[q]) * gs }
                         }
                     }
+                }
                 }
             }
         }

@@ -40,6 +40,7 @@ from safetensors.torch import load_file  # noqa: E402
 from ultralytics.nn.modules import Conv  # noqa: E402
 from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 
+sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, ROOT, write_safetensors  # noqa: E402
 
@@ -137,9 +138,16 @@ def outputs(tag: str, y) -> dict[str, torch.Tensor]:
     return {k: v.detach().float().contiguous() for k, v in out.items()}
 
 
+# The `yaml` metadata names DualFuse's own config rather than embedding the Ultralytics file's text; the YAML actually
+# parsed is tiny_yaml_text(): the packaged yolov8.yaml with nc and scales replaced (same rows as
+# configs/models/yolov8n.yaml).
+YAML_META = (f"configs/models/yolov8n.yaml rows (DualFuse: dual_yolov8n_mid.yaml for the mid model) with scale "
+             f"{SCALE_NAME}: {SCALE}, nc {NC}")
+
+
 def base_metadata(yaml_text: str, stride, params: int) -> dict[str, str]:
     return {
-        "yaml": yaml_text,
+        "yaml": YAML_META,
         "nc": str(NC),
         "imgsz": str(IMGSZ),
         "batch": str(BATCH),
@@ -287,8 +295,8 @@ def make_mid(yaml_text: str, cfg: dict) -> None:
     meta["model"] = (
         "mid fusion: two backbones = rows 0-9 of the yaml (RGB ch=3, IR ch=1); at rows 4, 6, 9 (P3, P4, P5) "
         "torch.cat([rgb, ir], 1) then ultralytics Conv(2c, c, 1, 1) (conv no bias + BN(eps 1e-3, momentum 0.03) + SiLU), "
-        f"c = {model.widths}; then rows 10-22 of the RGB model unchanged: row 10 (Upsample) reads the fused P5, "
-        "row 11 Concat [-1, 6] the fused P4, row 14 Concat [-1, 4] the fused P3, row 20 Concat [-1, 9] the fused P5"
+        f"c = {model.widths}; then rows 10-22 of the RGB model, whose Concat rows read the fused P4 (row 6) and P5 (row 9) "
+        "and the fused P3 (row 4)"
     )
     meta["name_mapping"] = NAME_MAP
     meta["fusion_rows"] = "fuse.0 Concat(rgb.4, ir.4), fuse.1 Conv; fuse.2 Concat(rgb.6, ir.6), fuse.3 Conv; " \

@@ -41,5 +41,6 @@ let package = Package(
         .target(name: "_TestSupport", dependencies: ["TensorCore"], path: "Tests/_TestSupport"),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "_TestSupport", "CKernels"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Detection", "TensorCore", "_TestSupport"]),
+        .testTarget(name: "DetectionTests", dependencies: ["Detection", "NN", "TensorCore", "_TestSupport"]),
     ]
 )

@@ -12,6 +12,10 @@ public struct DetectOutput: @unchecked Sendable {
     public let strides: [Int]
     public let regMax: Int
 
+    public init(boxes: Tensor, scores: Tensor, levels: [(height: Int, width: Int)], strides: [Int], regMax: Int = 16) {
+        (self.boxes, self.scores, self.levels, self.strides, self.regMax) = (boxes, scores, levels, strides, regMax)
+    }
+
     public var anchorCount: Int { levels.reduce(0) { $0 + $1.height * $1.width } }
     public var nc: Int { scores.shape[1] }
 }

@@ -12,6 +12,11 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "bench", targets: ["bench"]),
+        .executable(name: "train_dual", targets: ["train_dual"]),
+        .executable(name: "val_dual", targets: ["val_dual"]),
+        .executable(name: "predict", targets: ["predict"]),
+        .executable(name: "check_data", targets: ["check_data"]),
+        .executable(name: "synth_data", targets: ["synth_data"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -22,6 +27,8 @@ let package = Package(
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .target(name: "CKernels", cSettings: cOptimised),
+        .target(name: "CImageIO", cSettings: cOptimised,
+                linkerSettings: [.linkedLibrary("png"), .linkedLibrary("jpeg")]),
 
         // MARK: - Tensor + autodiff core
         .target(name: "TensorCore", dependencies: ["CBLAS", "CKernels"]),
@@ -32,15 +39,48 @@ let package = Package(
             "NN", "TensorCore", .product(name: "Yams", package: "Yams"),
         ]),
 
+        // MARK: - Data pipeline (paired RGB-IR datasets, augmentation, loader, synthetic scenes)
+        .target(name: "DataPipeline", dependencies: [
+            "TensorCore", "CImageIO", .product(name: "Yams", package: "Yams"),
+        ], exclude: ["README.md"]),
+
+        // MARK: - Training engine
+        .target(name: "Training", dependencies: [
+            "Detection", "NN", "TensorCore", "DataPipeline", .product(name: "Yams", package: "Yams"),
+        ]),
+
         // MARK: - Executables
-        .executableTarget(name: "bench", dependencies: [
-            "TensorCore", "NN", "Detection",
+        .executableTarget(name: "val_dual", dependencies: [
+            "Training", "Detection", "DataPipeline", "TensorCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .executableTarget(name: "predict", dependencies: [
+            "Training", "Detection", "DataPipeline", "TensorCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "train_dual", dependencies: [
+            "Training", "Detection", "DataPipeline", "TensorCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "bench", dependencies: [
+            "TensorCore", "NN", "Detection", "DataPipeline",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "check_data", dependencies: [
+            "DataPipeline",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "synth_data", dependencies: [
+            "DataPipeline",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
         // MARK: - Tests
         .target(name: "_TestSupport", dependencies: ["TensorCore"], path: "Tests/_TestSupport"),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "_TestSupport", "CKernels"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "DataPipeline", "Detection", "NN", "TensorCore", "_TestSupport"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Detection", "TensorCore", "_TestSupport"]),
         .testTarget(name: "DetectionTests", dependencies: ["Detection", "NN", "TensorCore", "_TestSupport"]),
+        .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline", "TensorCore"]),
     ]
 )

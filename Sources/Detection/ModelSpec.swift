@@ -120,8 +120,9 @@ public struct ModelSpec: Sendable {
             throw fail(nil, "YAML syntax error: \(error)")
         }
         guard let map = root.mapping else { throw fail(nil, "top level must be a mapping with nc, backbone and head") }
+        // yaml_file and channels are what Ultralytics adds to the model dicts it stores; ignored.
         let known: Set<String> = ["nc", "scales", "scale", "depth_multiple", "width_multiple", "streams",
-                                  "backbone", "fusion", "head", "reg_max", "activation", "ch"]
+                                  "backbone", "fusion", "head", "reg_max", "activation", "ch", "yaml_file", "channels"]
         for (k, _) in map {
             guard let key = k.string else { continue }
             if !known.contains(key) {

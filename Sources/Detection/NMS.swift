@@ -174,31 +174,3 @@ public enum WeightedBoxFusion {
         return Array(NMS.stableSortedByConfidence(fused).prefix(maxDetections))
     }
 }
-
-/// Mapping between a letterboxed network input and the original image.
-public struct LetterboxGeometry: Sendable, Equatable {
-    /// Scale from original to network pixels.
-    public var ratio: Float
-    /// Padding added on the left and top (network pixels).
-    public var padX: Float
-    public var padY: Float
-    /// Original image size.
-    public var width: Int
-    public var height: Int
-
-    public init(ratio: Float, padX: Float, padY: Float, width: Int, height: Int) {
-        (self.ratio, self.padX, self.padY, self.width, self.height) = (ratio, padX, padY, width, height)
-    }
-
-    /// Ultralytics' `scale_boxes`: removes the padding, divides by the ratio, clips to the image.
-    public func toOriginal(_ b: Box) -> Box {
-        func cx(_ v: Float) -> Float { min(max((v - padX) / ratio, 0), Float(width)) }
-        func cy(_ v: Float) -> Float { min(max((v - padY) / ratio, 0), Float(height)) }
-        return Box(x1: cx(b.x1), y1: cy(b.y1), x2: cx(b.x2), y2: cy(b.y2))
-    }
-
-    /// The forward mapping (original -> network pixels).
-    public func toNetwork(_ b: Box) -> Box {
-        Box(x1: b.x1 * ratio + padX, y1: b.y1 * ratio + padY, x2: b.x2 * ratio + padX, y2: b.y2 * ratio + padY)
-    }
-}

@@ -14,12 +14,15 @@ public final class Node: @unchecked Sendable {
     public var grad: Buffer?
     var parents: [Node]
     var backwardFn: ((Buffer) -> Void)?
+    /// Created under `Autocast.halfActivations`: this activation's gradient is held as half.
+    let halfGradient: Bool
 
     init(count: Int, isLeaf: Bool, parents: [Node] = [], backward: ((Buffer) -> Void)? = nil) {
         self.count = count
         self.isLeaf = isLeaf
         self.parents = parents
         self.backwardFn = backward
+        halfGradient = !isLeaf && Autocast.halfActivations
     }
 
     /// Adds into the gradient: `body` receives a buffer that already holds the running sum
@@ -62,9 +65,10 @@ public func noGrad<T>(_ body: () throws -> T) rethrows -> T { try GradMode.noGra
 /// Mixed-precision emulation switches (the `--amp` path of training).
 ///
 /// When `halfActivations` is on, activations that ops save for backward are stored as IEEE half
-/// (`HalfBuffer`) and every non-leaf gradient is rounded to half precision before it is used,
-/// so overflow gives inf and tiny values flush to subnormals or zero as on a GPU under autocast.
-/// Parameters, their gradients and all reductions stay Float32.
+/// (`HalfBuffer`), and the gradient of every activation created in that region is rounded to
+/// half precision before it is used, so overflow gives inf and tiny values flush to subnormals or
+/// zero as on a GPU under autocast. Parameters, their gradients, and whatever is computed outside
+/// the region (the loss and its reductions) stay Float32.
 public enum Autocast {
     nonisolated(unsafe) public static var halfActivations = false
 
@@ -161,11 +165,10 @@ extension Tensor {
         }
         let order = Tensor.topologicalOrder(from: root)
         root.accumulate { g in for i in 0..<root.count { g[i] += seed } }
-        let roundHalf = Autocast.halfActivations
         for n in order.reversed() {
             guard let fn = n.backwardFn else { continue }
             if let g = n.grad {
-                if roundHalf { df_round_f16(g.ptr, g.count) }
+                if n.halfGradient { df_round_f16(g.ptr, g.count) }
                 fn(g)
             }
             n.backwardFn = nil

@@ -64,14 +64,6 @@ private func floats(_ v: Any) -> [Float] {
         let w = DetectionMerge.wbf.merge([pred(20, 0.9), pred(21, 0.8)], options: NMSOptions())
         #expect(w[0].count == 1 && abs(w[0][0].box.x1 - (15 * 0.9 + 16 * 0.8) / 1.7) < 1e-5)
     }
-
-    @Test func letterboxInverse() {
-        let g = LetterboxGeometry(ratio: 0.5, padX: 0, padY: 40, width: 640, height: 480)
-        let net = Box(x1: 10, y1: 50, x2: 100, y2: 300)
-        let orig = g.toOriginal(net)
-        #expect(orig == Box(x1: 20, y1: 20, x2: 200, y2: 480))      // clipped to the image height
-        #expect(g.toNetwork(Box(x1: 20, y1: 20, x2: 200, y2: 400)) == Box(x1: 10, y1: 50, x2: 100, y2: 240))
-    }
 }
 
 /// Metrics against Ultralytics' ap_per_class / match_predictions / ConfusionMatrix: Tests/Fixtures/metrics.json.

@@ -1,0 +1,59 @@
+import Foundation
+
+/// Errors that stop a training run; each says what to do.
+public enum TrainingError: Error, CustomStringConvertible {
+    case invalid(String)
+    case diverged(String)
+    case checkpoint(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .invalid(m): return m
+        case let .diverged(m): return m
+        case let .checkpoint(path, reason): return "\(path): \(reason)"
+        }
+    }
+}
+
+/// Everything `train_dual` is told besides the hyper-parameters.
+public struct TrainOptions: Sendable {
+    /// Dataset YAML.
+    public var data: String
+    /// Model YAML.
+    public var cfg: String
+    /// Initial weights (partial loading with a report).
+    public var weights: String?
+    public var project = "runs/train"
+    public var name = "train"
+    public var existOK = false
+    /// A run to continue: its directory, its weights/last.safetensors, or "" for the most recent run of `project`.
+    public var resume: String?
+    /// IR channels overriding the data YAML (1 or 3).
+    public var irChannels: Int?
+    public var threads: Int?
+    public var allowResizeIR = false
+    public var hyp = Hyperparameters()
+    /// Print progress (tests turn it off).
+    public var verbose = true
+    /// Test-only: iterations (global batch index) whose loss is replaced by NaN.
+    public var injectNaNAt: Set<Int> = []
+    /// Test-only: stop after this many completed epochs of this invocation (a simulated kill).
+    public var stopAfterEpochs: Int?
+
+    public init(data: String, cfg: String) {
+        self.data = data
+        self.cfg = cfg
+    }
+}
+
+/// What a finished run reports.
+public struct TrainSummary: Sendable {
+    public var runDirectory: String
+    public var epochs: Int
+    public var best: (epoch: Int, fitness: Double)
+    public var final: ValidationReport?
+    public var lossHistory: [Double]
+    public var seconds: Double
+    public var recoveries: Int
+    public var lrScale: Double
+}

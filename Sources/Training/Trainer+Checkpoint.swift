@@ -1,0 +1,110 @@
+import DataPipeline
+import Detection
+import Foundation
+import NN
+import TensorCore
+
+/// The run options a state file keeps, so `--resume` needs nothing else.
+struct SavedOptions: Codable {
+    var data: String
+    var cfg: String
+    var weights: String?
+    var project: String
+    var name: String
+    var irChannels: Int?
+    var allowResizeIR: Bool
+
+    init(_ o: TrainOptions) {
+        (data, cfg, weights, project, name, irChannels, allowResizeIR) = (o.data, o.cfg, o.weights, o.project, o.name, o.irChannels, o.allowResizeIR)
+    }
+
+    func apply(to o: TrainOptions) -> TrainOptions {
+        var r = o
+        (r.data, r.cfg, r.weights, r.project, r.name, r.irChannels, r.allowResizeIR) = (data, cfg, weights, project, name, irChannels, allowResizeIR)
+        return r
+    }
+}
+
+extension Trainer {
+    /// Metadata of a weights file: what predict and val_dual need to rebuild the model.
+    func weightsMetadata(fitness: Double?) -> [String: String] {
+        var m: [String: String] = [
+            "format": "dualfuse-weights-v1",
+            "yaml": model.spec.text,
+            "yaml_file": model.spec.file,
+            "nc": String(names.count),
+            "names": (try? String(data: JSONEncoder().encode(names), encoding: .utf8) ?? "[]") ?? "[]",
+            "streams": model.streams.map { "\($0.name):\($0.channels)" }.joined(separator: ","),
+            "imgsz": String(hyp.imgsz),
+            "epoch": String(state.epoch),
+            "date": ISO8601DateFormatter().string(from: Date()),
+            "weights": "EMA",
+        ]
+        if let fitness { m["fitness"] = String(fitness) }
+        return m
+    }
+
+    /// Writes last (and best) weights — the EMA model under Ultralytics names — and the state
+    /// files beside them, each atomically (temporary file, fsync, rename).
+    func saveCheckpoint(fitness: Double?, isBest: Bool) throws {
+        ema.copy(into: evalModel.namedTensors())
+        let meta = weightsMetadata(fitness: fitness)
+        try StateDict.save(evalModel.namedTensors(), metadata: meta, to: paths.last)
+        try saveState(paths.lastState)
+        if isBest {
+            try StateDict.save(evalModel.namedTensors(), metadata: meta, to: paths.best)
+            try saveState(paths.bestState)
+        }
+    }
+
+    /// Raw weights and buffers, EMA averages, optimizer moments, pending gradients, and the
+    /// JSON state (epoch, scaler, counters, recovery) with the hyper-parameters and run options.
+    func saveState(_ path: String) throws {
+        var named: [NamedTensor] = []
+        for t in model.namedTensors() { named.append(NamedTensor("raw." + t.name, t.tensor, t.role)) }
+        for p in ema.pairs { named.append(NamedTensor("ema." + p.name, p.ema, .buffer)) }
+        for (i, p) in table.params.enumerated() {
+            if let m = optimizer.m[i] { named.append(NamedTensor("opt.m." + p.name, Tensor(shape: p.tensor.shape, buffer: m), .buffer)) }
+            if let v = optimizer.v[i] { named.append(NamedTensor("opt.v." + p.name, Tensor(shape: p.tensor.shape, buffer: v), .buffer)) }
+            if let g = p.tensor.node?.grad { named.append(NamedTensor("grad." + p.name, Tensor(shape: p.tensor.shape, buffer: g), .buffer)) }
+        }
+        var st = state
+        st.emaUpdates = ema.updates
+        st.optimizerSteps = optimizer.steps
+        let json = String(data: try JSONEncoder().encode(st), encoding: .utf8)!
+        let opts = String(data: try JSONEncoder().encode(SavedOptions(options)), encoding: .utf8)!
+        try StateDict.save(named, metadata: ["format": "dualfuse-state-v1", "state": json, "hyp": hyp.yaml(), "options": opts], to: path)
+    }
+
+    /// Restores everything `saveState` wrote.
+    func loadState(_ path: String) throws {
+        let (t, meta) = try Safetensors.read(path)
+        guard let js = meta["state"]?.data(using: .utf8), let st = try? JSONDecoder().decode(TrainState.self, from: js) else {
+            throw TrainingError.checkpoint(path: path, reason: "no training state in the metadata (not a DualFuse *.state.safetensors?)")
+        }
+        for n in model.namedTensors() {
+            guard let v = t["raw." + n.name] else { throw TrainingError.checkpoint(path: path, reason: "missing raw.\(n.name)") }
+            guard v.shape == n.tensor.shape else {
+                throw TrainingError.checkpoint(path: path, reason: "raw.\(n.name) has shape \(v.shape), the model \(n.tensor.shape): different model YAML or ir_channels?")
+            }
+            v.values.withUnsafeBufferPointer { n.tensor.data.update(from: $0.baseAddress!, count: v.values.count) }
+        }
+        for p in ema.pairs {
+            guard let v = t["ema." + p.name] else { throw TrainingError.checkpoint(path: path, reason: "missing ema.\(p.name)") }
+            v.values.withUnsafeBufferPointer { p.ema.data.update(from: $0.baseAddress!, count: v.values.count) }
+        }
+        ema.updates = st.emaUpdates
+        for (i, p) in table.params.enumerated() {
+            optimizer.m[i] = t["opt.m." + p.name].map { Buffer($0.values) }
+            optimizer.v[i] = t["opt.v." + p.name].map { Buffer($0.values) }
+            p.tensor.zeroGrad()
+            if let g = t["grad." + p.name] {
+                p.tensor.node?.grad = Buffer(g.values)
+            }
+        }
+        optimizer.steps = st.optimizerSteps
+        state = st
+        targetAccumulate = st.accumulate
+        lr0 = st.lr0
+    }
+}

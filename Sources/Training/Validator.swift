@@ -1,0 +1,120 @@
+import DataPipeline
+import Detection
+import Foundation
+import NN
+import TensorCore
+
+/// Validation results: metrics, mean losses and per-scene-type splits.
+public struct ValidationReport: Sendable {
+    public var metrics: DetectionMetrics.Result
+    /// Mean gained box, cls, dfl losses per batch (Ultralytics' val/*_loss).
+    public var losses: (box: Double, cls: Double, dfl: Double)
+    public var images: Int
+    public var names: [String]
+    /// Metrics of image subsets chosen by file-name tags (e.g. "night", "day", "distract").
+    public var subsets: [String: DetectionMetrics.Result]
+    public var seconds: Double
+
+    /// Ultralytics-style table: one row for all classes and one per class with ground truth.
+    public func table() -> String {
+        func row(_ name: String, _ imgs: Int, _ inst: Int, _ p: Double, _ r: Double, _ m50: Double, _ m: Double) -> String {
+            let n = name.count >= 12 ? String(name.prefix(12)) : String(repeating: " ", count: 12 - name.count) + name
+            return n + String(format: " %8d %9d %9.3f %9.3f %9.3f %9.3f", imgs, inst, p, r, m50, m)
+        }
+        var lines = ["       Class   Images Instances         P         R     mAP50  mAP50-95"]
+        let m = metrics
+        lines.append(row("all", images, m.truthCounts.reduce(0, +), m.meanPrecision, m.meanRecall, m.map50, m.map))
+        if names.count > 1 {
+            for (i, c) in m.classes.enumerated() {
+                lines.append(row(c < names.count ? names[c] : "class\(c)", images, m.truthCounts[i], m.precision[i], m.recall[i],
+                                 m.ap[i][0], m.ap[i].reduce(0, +) / Double(m.ap[i].count)))
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Runs a model over a validation loader: NMS (multi-label, conf 0.001, iou 0.7 by default),
+/// boxes mapped back to each original image, matched against the labels there.
+public struct Validator {
+    public var nms: NMSOptions
+    public var merge: DetectionMerge
+    /// File-name tags that define metric subsets: an image belongs to tag t when its stem
+    /// contains `_t` (the synthetic scenes write `_day`, `_night`, `_distract`).
+    public var subsetTags: [String]
+
+    public init(nms: NMSOptions = NMSOptions(confidence: 0.001, iou: 0.7, multiLabel: true), merge: DetectionMerge = .nms,
+                subsetTags: [String] = ["day", "night", "distract"]) {
+        self.nms = nms
+        self.merge = merge
+        self.subsetTags = subsetTags
+    }
+
+    /// Detections per image in original-image pixels, and the batch's ground truths there.
+    static func detections(_ outs: [DetectOutput], batch: PairBatch, nms: NMSOptions, merge: DetectionMerge)
+        -> (dets: [[Detection]], truths: [[GroundTruth]]) {
+        let merged = merge.merge(outs.map { $0.decoded() }, options: nms)
+        let h = Float(batch.rgb.shape[2]), w = Float(batch.rgb.shape[3])
+        let truthsNet = BatchTargets(batchIndex: batch.batchIndex, classes: batch.classes, boxes: batch.boxes)
+            .perImage(batch: batch.count, width: w, height: h)
+        var dets: [[Detection]] = [], truths: [[GroundTruth]] = []
+        for i in 0..<batch.count {
+            let lb = batch.letterbox[i]
+            func back(_ b: Box) -> Box {
+                let v = Letterbox.scaleBoxes([b.x1, b.y1, b.x2, b.y2], lb)
+                return Box(x1: v[0], y1: v[1], x2: v[2], y2: v[3])
+            }
+            dets.append(merged[i].map { var d = $0; d.box = back(d.box); return d })
+            truths.append(truthsNet[i].map { GroundTruth(label: $0.label, box: back($0.box)) })
+        }
+        return (dets, truths)
+    }
+
+    /// Validates `model` (switched to eval mode for the pass) on every batch of `loader`.
+    public func run(model: DetectionModel, loader: PairLoader, loss: DetectionLoss?, names: [String]) throws -> ValidationReport {
+        let t0 = Date()
+        let wasTraining = model.training
+        model.training = false
+        defer { model.training = wasTraining }
+        var all = ValidationStats()
+        var subsets: [String: ValidationStats] = [:]
+        var lsum = (0.0, 0.0, 0.0), batches = 0
+        let epoch = loader.epoch(0)
+        defer { epoch.cancel() }
+        while let batch = try epoch.next() {
+            let outs = noGrad { model(PairInputs.inputs(batch, model: model)) }
+            if let loss {
+                let t = BatchTargets(batchIndex: batch.batchIndex, classes: batch.classes, boxes: batch.boxes)
+                for o in outs {
+                    let l = noGrad { loss(o, t) }
+                    lsum.0 += Double(l.box); lsum.1 += Double(l.cls); lsum.2 += Double(l.dfl)
+                }
+                batches += 1
+            }
+            let (dets, truths) = Validator.detections(outs, batch: batch, nms: nms, merge: merge)
+            for i in 0..<batch.count {
+                all.add(dets[i], truths[i])
+                let stem = URL(fileURLWithPath: batch.files[i]).deletingPathExtension().lastPathComponent
+                for tag in subsetTags where stem.contains("_" + tag) { subsets[tag, default: ValidationStats()].add(dets[i], truths[i]) }
+            }
+        }
+        let n = Double(max(batches, 1))
+        return ValidationReport(metrics: all.result(), losses: (lsum.0 / n, lsum.1 / n, lsum.2 / n), images: all.images,
+                                names: names, subsets: subsets.mapValues { $0.result() }, seconds: Date().timeIntervalSince(t0))
+    }
+}
+
+/// Maps a batch's streams onto a model's inputs.
+public enum PairInputs {
+    /// `rgb` and `ir` by name; a single-stream model named otherwise gets the RGB image.
+    public static func inputs(_ batch: PairBatch, model: DetectionModel) -> [String: Tensor] {
+        var d: [String: Tensor] = [:]
+        for s in model.streams {
+            switch s.name {
+            case "ir": d["ir"] = batch.ir
+            default: d[s.name] = batch.rgb
+            }
+        }
+        return d
+    }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import DataPipeline
+import Detection
+import Foundation
+import TensorCore
+import Training
+
+/// `val_dual`: evaluate weights on a data set split.
+@main
+struct ValDual: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "val_dual",
+        abstract: "Evaluate a detector on a data set: P, R, F1, mAP50, mAP50-95 per class and per scene type.",
+        discussion: """
+        Predictions use NMS at --conf 0.001 / --iou 0.7 in multi-label mode (Ultralytics' validation), boxes
+        mapped back to each original image. Images whose file stem contains _day, _night or _distract
+        (the synthetic scenes) are also scored as subsets. Late-fusion models merge their two heads
+        with --merge nms (concatenate + NMS, default) or wbf (weighted box fusion).
+        """)
+
+    @Option(help: "Weights (.safetensors) written by train_dual or tools/convert_pt.py.") var weights: String
+    @Option(help: "Dataset YAML.") var data: String = "data/synth/data.yaml"
+    @Option(help: "Model YAML (default: the one stored in the weights).") var cfg: String?
+    @Option(help: "Split: val, test or train.") var split: String = "val"
+    @Option(help: "Image size.") var imgsz: Int?
+    @Option(help: "Batch size.") var batch = 16
+    @Option(help: "Confidence threshold.") var conf: Float = 0.001
+    @Option(help: "NMS IoU threshold.") var iou: Float = 0.7
+    @Option(help: "Detections kept per image.") var maxDet = 300
+    @Option(help: "Late fusion merge: nms or wbf.") var merge: String = "nms"
+    @Option(help: "IR channels (1 or 3); default: stored with the weights.") var irChannels: Int?
+    @Option(help: "Background threads for loading.") var workers = 2
+    @Option(help: "Compute threads (default: all cores).") var threads: Int?
+    @Option(help: "Also write the metrics as JSON to this file.") var json: String?
+    @Flag(help: "Resize IR images whose size differs from their RGB partner.") var allowResizeIr = false
+
+    func run() throws {
+        if let threads { Parallel.threads = threads }
+        guard let mergeMode = DetectionMerge(rawValue: merge) else { throw ValidationError("--merge must be nms or wbf, got \(merge)") }
+        guard let sp = DatasetSplit(rawValue: split) else { throw ValidationError("--split must be val, test or train, got \(split)") }
+        do {
+            let loaded = try ModelFiles.load(weights: weights, cfg: cfg, irChannels: irChannels)
+            var config = try DatasetConfig.load(path: data)
+            if let c = loaded.model.streams.first(where: { $0.name == "ir" })?.channels { config.irChannels = c }
+            var scan = ScanOptions()
+            scan.allowResizeIR = allowResizeIr
+            let dataset = try PairedDataset(config: config, split: sp, scan: scan)
+            print(dataset.report.summary)
+            let size = imgsz ?? Int(loaded.metadata["imgsz"] ?? "") ?? 640
+            let loader = try PairLoader(dataset: dataset, options: LoaderOptions(mode: .val, imageSize: size, batchSize: batch,
+                                                                               stride: loaded.model.strides.max() ?? 32, workers: workers))
+            let v = Validator(nms: NMSOptions(confidence: conf, iou: iou, multiLabel: true, maxDetections: maxDet), merge: mergeMode)
+            let r = try v.run(model: loaded.model, loader: loader, loss: nil, names: loaded.names)
+            print(r.table())
+            for (tag, m) in r.subsets.sorted(by: { $0.key < $1.key }) {
+                print("  scenes _\(tag): " + String(format: "mAP50 %.3f, mAP50-95 %.3f over %d objects", m.map50, m.map, m.truthCounts.reduce(0, +)))
+            }
+            print(String(format: "mAP50 %.4f  mAP50-95 %.4f  P %.4f  R %.4f  F1 %.4f  fitness %.4f  (%d images, %.1f s)",
+                         r.metrics.map50, r.metrics.map, r.metrics.meanPrecision, r.metrics.meanRecall, r.metrics.meanF1,
+                         r.metrics.fitness, r.images, r.seconds))
+            if let json {
+                var d: [String: Any] = ["weights": weights, "data": data, "split": split, "images": r.images,
+                                        "mAP50": r.metrics.map50, "mAP50-95": r.metrics.map, "precision": r.metrics.meanPrecision,
+                                        "recall": r.metrics.meanRecall, "f1": r.metrics.meanF1, "fitness": r.metrics.fitness]
+                d["subsets"] = r.subsets.mapValues { ["mAP50": $0.map50, "mAP50-95": $0.map] }
+                let out = try JSONSerialization.data(withJSONObject: d, options: [.prettyPrinted, .sortedKeys])
+                try out.write(to: URL(fileURLWithPath: json))
+            }
+        } catch let e as ValidationError {
+            throw e
+        } catch {
+            FileHandle.standardError.write("error: \(error)\n".data(using: .utf8)!)
+            throw ExitCode(1)
+        }
+    }
+}

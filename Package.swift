@@ -63,7 +63,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "bench", dependencies: [
-            "TensorCore", "NN", "Detection", "DataPipeline",
+            "TensorCore", "NN", "Detection", "DataPipeline", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "check_data", dependencies: [

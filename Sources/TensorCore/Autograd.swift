@@ -92,7 +92,8 @@ public struct Saved: @unchecked Sendable {
         if let full { return full }
         let h = half!
         let b = Buffer(count: h.count)
-        df_f16_to_f32(h.ptr, b.ptr, h.count)
+        let src = h.ptr, dst = b.ptr
+        Parallel.chunks(h.count, grain: 1 << 16) { r in df_f16_to_f32(src + r.lowerBound, dst + r.lowerBound, r.count) }
         return b
     }
 
@@ -127,7 +128,8 @@ public enum SavedActivations {
         }
         if Autocast.halfActivations {
             let h = HalfBuffer(count: buffer.count)
-            df_f32_to_f16(buffer.ptr, h.ptr, buffer.count)
+            let src = buffer.ptr, dst = h.ptr
+            Parallel.chunks(buffer.count, grain: 1 << 16) { r in df_f32_to_f16(src + r.lowerBound, dst + r.lowerBound, r.count) }
             seen[id] = Entry(source: buffer, half: h)
             bytesNow += h.bytes
             return Saved(full: nil, half: h, count: buffer.count)
@@ -168,7 +170,10 @@ extension Tensor {
         for n in order.reversed() {
             guard let fn = n.backwardFn else { continue }
             if let g = n.grad {
-                if n.halfGradient { df_round_f16(g.ptr, g.count) }
+                if n.halfGradient {
+                    let p = g.ptr
+                    Parallel.chunks(g.count, grain: 1 << 16) { r in df_round_f16(p + r.lowerBound, r.count) }
+                }
                 fn(g)
             }
             n.backwardFn = nil

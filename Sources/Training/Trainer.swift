@@ -256,6 +256,8 @@ public final class Trainer {
         var norms: [Double] = []
         var rgbNorms: [Double] = []
         var irNorms: [Double] = []
+        /// Norms of the fused rest (fusion, neck, head).
+        var restNorms: [Double] = []
         var clipped = 0
         var skipped = 0
         var overflows = 0
@@ -359,13 +361,14 @@ public final class Trainer {
         // Per-stream norms of the unscaled gradient, before clipping (read before the step zeroes them).
         let unscale = hyp.amp ? 1 / state.scaler.scale : 1
         let rgb = table.gradNorm { $0.stream == "rgb" } * unscale, ir = table.gradNorm { $0.stream == "ir" } * unscale
+        let rest = table.gradNorm { $0.stream != "rgb" && $0.stream != "ir" } * unscale
         let probing = state.probeNorms.count < hyp.grad_probe
         let outcome = OptimizerStep.run(table: table, optimizer: optimizer, ema: ema, scaler: &state.scaler, amp: hyp.amp,
                                         maxNorm: probing ? nil : hyp.max_norm)
         switch outcome {
         case let .stepped(norm, clipped):
             consecutiveSkips = 0
-            s.norms.append(norm); s.rgbNorms.append(rgb); s.irNorms.append(ir)
+            s.norms.append(norm); s.rgbNorms.append(rgb); s.irNorms.append(ir); s.restNorms.append(rest)
             if probing {
                 state.probeNorms.append(norm)
                 if state.probeNorms.count == hyp.grad_probe { reportProbe() }
@@ -457,15 +460,16 @@ public final class Trainer {
                              CSVLog.f(mean(s.rgbNorms)), CSVLog.f(mean(s.irNorms)), CSVLog.f(hyp.amp ? state.scaler.scale : 1),
                              String(s.overflows + s.skipped), CSVLog.f(s.waitFraction, 3)]
         results.append(row)
+        if hyp.plots { try? ResultsPlot.write(csv: paths.results, png: paths.root + "/results.png") }
         try saveCheckpoint(fitness: fitness, isBest: improved)
         if hyp.save_period > 0 && state.epoch % hyp.save_period == 0 {
             try? FileManager.default.removeItem(atPath: paths.weights + "/epoch\(state.epoch).safetensors")
             try? FileManager.default.copyItem(atPath: paths.last, toPath: paths.weights + "/epoch\(state.epoch).safetensors")
         }
         guard options.verbose else { return }
-        var line = String(format: "epoch %d/%d: %.1fs, loss box %.3f cls %.3f dfl %.3f; grad norm mean %.3g max %.3g (rgb %.3g, ir %.3g), %d/%d clipped",
+        var line = String(format: "epoch %d/%d: %.1fs, loss box %.3f cls %.3f dfl %.3f; grad norm mean %.3g max %.3g (rgb %.3g, ir %.3g, rest %.3g), %d/%d clipped",
                           epoch + 1, hyp.epochs, s.seconds, s.losses.box / n, s.losses.cls / n, s.losses.dfl / n, mean(s.norms), s.norms.max() ?? 0,
-                          mean(s.rgbNorms), mean(s.irNorms), s.clipped, s.norms.count)
+                          mean(s.rgbNorms), mean(s.irNorms), mean(s.restNorms), s.clipped, s.norms.count)
         line += String(format: "; data wait %.1f%%", 100 * s.waitFraction)
         if hyp.amp { line += "; loss scale \(Int(state.scaler.scale)), \(s.overflows) overflow skips" }
         if s.skipped > 0 { line += "; \(s.skipped) non-finite steps skipped" }

@@ -5,5 +5,5 @@ import ArgumentParser
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "DualFuse benchmarks: figures, not pass/fail tests. Build with -c release.",
-        subcommands: [ConvBench.self, ModelBench.self, LossBench.self, LoaderBench.self])
+        subcommands: [ConvBench.self, ModelBench.self, LossBench.self, LoaderBench.self, TrainBench.self])
 }

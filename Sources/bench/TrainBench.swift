@@ -1,0 +1,87 @@
+import ArgumentParser
+import Detection
+import Foundation
+import NN
+import TensorCore
+import Training
+
+struct TrainBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Time full training steps (forward, v8 loss, backward, clip, SGD step, EMA) as torch_reference.py does.",
+        discussion: "Inputs and targets follow ../shared/bench/torch_reference.py: uniform images, 3 boxes per image. Prints the median step time, its parts, img/s, the bytes of activations saved for backward and the peak RSS; with --amp also the FP32 run for the ratio.")
+
+    @Option(help: "Model YAML.") var cfg = "configs/models/dual_yolov8n_mid.yaml"
+    @Option(help: "Image size.") var imgsz = 320
+    @Option(help: "Batch size.") var batch = 8
+    @Option(help: "Timed steps (the median is printed).") var steps = 7
+    @Option(help: "Warm-up steps.") var warmup = 2
+    @Flag(help: "Also time the step with Float16 emulation (--amp) and print the ratio.") var amp = false
+    @Option(help: "Threads (default: all cores).") var threads: Int?
+
+    func run() throws {
+        if let threads { Parallel.threads = threads }
+        let model = try ModelBuilder.build(try ModelSpec.load(cfg), nc: 1)
+        let table = ParamTable(model.namedTensors(), streams: model.streamTags())
+        let opt = Optimizer(kind: .sgd, table: table, lr: 0.01, momentum: 0.937, weightDecay: 5e-4)
+        let ema = EMA(model.namedTensors())
+        let loss = DetectionLoss(nc: 1)
+        var rng = RandomState(seed: 1)
+        var inputs: [String: Tensor] = [:]
+        for s in model.streams { inputs[s.name] = Tensor.uniform([batch, s.channels, imgsz, imgsz], rng: &rng) }
+        var bi: [Int] = [], bx: [Float] = []
+        for b in 0..<batch { for _ in 0..<3 {
+            bi.append(b)
+            bx += [rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.35), rng.uniform(0.05, 0.35)]
+        } }
+        let targets = BatchTargets(batchIndex: bi, classes: [Int](repeating: 0, count: bi.count), boxes: bx)
+        model.training = true
+        func measure(_ half: Bool) -> (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int) {
+            var scaler = LossScaler(initial: half ? 1024 : 1)
+            var rows: [[Double]] = []   // total, forward, loss, backward, optimizer
+            var saved = 0
+            for i in 0..<(warmup + steps) {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let outs = Autocast.withHalfActivations(half) { model(inputs) }
+                saved = SavedActivations.bytes
+                let t1 = DispatchTime.now().uptimeNanoseconds
+                var total = loss(outs[0], targets).total
+                for o in outs.dropFirst() { total = total + loss(o, targets).total }
+                let t2 = DispatchTime.now().uptimeNanoseconds
+                total.backward(seed: Float(scaler.scale))
+                let t3 = DispatchTime.now().uptimeNanoseconds
+                _ = OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, amp: half, maxNorm: 10)
+                let t4 = DispatchTime.now().uptimeNanoseconds
+                if i >= warmup { rows.append([Double(t4 - t0), Double(t1 - t0), Double(t2 - t1), Double(t3 - t2), Double(t4 - t3)]) }
+            }
+            func med(_ k: Int) -> Double {
+                let v = rows.map { $0[k] }.sorted()
+                return v[v.count / 2] / 1e6
+            }
+            return (med(0), med(1), med(2), med(3), med(4), saved)
+        }
+        func report(_ name: String, _ r: (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int)) {
+            print(String(format: "%@: %.1f ms/step (forward %.1f, loss %.1f, backward %.1f, clip+SGD+EMA %.1f) = %.2f img/s; activations saved for backward %.0f MB",
+                         name, r.total, r.fwd, r.loss, r.bwd, r.opt, Double(batch) / r.total * 1e3, Double(r.saved) / 1e6))
+        }
+        print("bench train: \(cfg), \(imgsz) px, batch \(batch), \(Parallel.threads) threads, median of \(steps) steps after \(warmup) warm-up")
+        let fp32 = measure(false)
+        report("FP32", fp32)
+        if amp {
+            let half = measure(true)
+            report("AMP (Float16 emulation)", half)
+            print(String(format: "AMP/FP32: time %.2fx, saved activations %.2fx", half.total / fp32.total, Double(half.saved) / Double(fp32.saved)))
+        }
+        print(String(format: "peak RSS %.0f MB", Double(Self.peakRSS()) / 1e6))
+    }
+
+    /// VmHWM of this process (bytes).
+    static func peakRSS() -> Int {
+        guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+            return kb * 1024
+        }
+        return 0
+    }
+}

@@ -149,9 +149,9 @@ public enum DatasetScanner {
         // 3. Verify every pair (in parallel; results kept in list order).
         var results = [CandidateResult](repeating: CandidateResult(), count: candidates.count)
         results.withUnsafeMutableBufferPointer { out in
-            let box = UncheckedBox(out)
+            let slots = out   // disjoint indices per chunk; Parallel owns the threading
             Parallel.chunks(candidates.count, grain: 4) { range in
-                for i in range { box.value[i] = check(candidates[i], config: config, options: options) }
+                for i in range { slots[i] = check(candidates[i], config: config, options: options) }
             }
         }
         for r in results {
@@ -337,8 +337,3 @@ public enum DatasetScanner {
     }
 }
 
-/// Lets a parallel loop write disjoint indices of one buffer.
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
-}

@@ -104,9 +104,9 @@ public final class PairLoader: @unchecked Sendable {
             }
             var loaded = [Result<LoadedPair, Error>?](repeating: nil, count: dataset.count)
             loaded.withUnsafeMutableBufferPointer { out in
-                let box = UncheckedBox(out)
+                let slots = out   // disjoint indices per chunk; Parallel owns the threading
                 Parallel.chunks(dataset.count) { range in
-                    for i in range { box.value[i] = Result { try dataset.load(i, longSide: options.imageSize) } }
+                    for i in range { slots[i] = Result { try dataset.load(i, longSide: options.imageSize) } }
                 }
             }
             ramCache = try loaded.map { entry -> LoadedPair in

@@ -336,10 +336,10 @@ public enum SyntheticScenes {
         for (split, count, offset, streamSeed) in [("train", train, 0, seed), ("val", val, train, PairLoader.mix(seed, 0x56414C))] {
             var results = [Result<SyntheticScene, Error>?](repeating: nil, count: count)
             results.withUnsafeMutableBufferPointer { out in
-                let box = UncheckedBox(out)
+                let slots = out   // disjoint indices per chunk; Parallel owns the threading
                 Parallel.chunks(count, grain: 4) { range in
                     for i in range {
-                        box.value[i] = Result {
+                        slots[i] = Result {
                             let index = offset + i
                             let scene = render(seed: streamSeed, index: index, options: opts)
                             try write(scene, stem: scene.stem(index: index), split: split, root: dir)

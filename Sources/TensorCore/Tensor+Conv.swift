@@ -99,28 +99,30 @@ extension Tensor {
             let cols = (0..<Parallel.workers(g.n)).map { g.isPointwise ? nil : Workspace.get($0, 0, count: colCount) }
             Parallel.indexedChunks(g.n) { worker, images in
                 for i in images {
-                    let xi = x + i * inSize
-                    var colPtr = UnsafePointer(xi)
-                    if let col = cols[worker] {
-                        df_im2col(xi, Int32(g.c), Int32(g.h), Int32(g.w), Int32(g.k), Int32(g.s), Int32(g.p),
-                                  Int32(g.oh), Int32(g.ow), 0, Int32(g.c), col)
-                        colPtr = UnsafePointer(col)
-                    }
-                    BLAS.sgemm(m: g.o, n: g.pixels, k: g.kdim, a: w, b: colPtr, c: y + i * outSize)
+                    let colMatrix = columns(g, x + i * inSize, cols[worker], parallel: false)
+                    BLAS.sgemm(m: g.o, n: g.pixels, k: g.kdim, a: w, b: colMatrix, c: y + i * outSize)
                 }
             }
         } else {
             let col = g.isPointwise ? nil : Workspace.get(0, 0, count: colCount)
             for i in 0..<g.n {
-                let xi = x + i * inSize
-                var colPtr = UnsafePointer(xi)
-                if let col {
-                    im2colParallel(g, xi, col)
-                    colPtr = UnsafePointer(col)
-                }
-                BLAS.sgemm(m: g.o, n: g.pixels, k: g.kdim, a: w, b: colPtr, c: y + i * outSize)
+                let colMatrix = columns(g, x + i * inSize, col, parallel: true)
+                BLAS.sgemm(m: g.o, n: g.pixels, k: g.kdim, a: w, b: colMatrix, c: y + i * outSize)
             }
         }
+    }
+
+    /// The column matrix of image `xi`: the image itself for the pointwise case, else im2col into
+    /// `col` (over all channels on this thread, or split across threads when `parallel`).
+    static func columns(_ g: ConvGeometry, _ xi: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>?,
+                        parallel: Bool) -> UnsafePointer<Float> {
+        guard let col else { return xi }
+        if parallel { im2colParallel(g, xi, col) }
+        else {
+            df_im2col(xi, Int32(g.c), Int32(g.h), Int32(g.w), Int32(g.k), Int32(g.s), Int32(g.p),
+                      Int32(g.oh), Int32(g.ow), 0, Int32(g.c), col)
+        }
+        return UnsafePointer(col)
     }
 
     static func im2colParallel(_ g: ConvGeometry, _ xi: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>) {
@@ -146,15 +148,8 @@ extension Tensor {
                 let dst = partials[worker]
                 if worker > 0 { dst.update(repeating: 0, count: wCount) }
                 for i in images {
-                    let xi = x + i * inSize
-                    var colPtr = UnsafePointer(xi)
-                    if let col = cols[worker] {
-                        df_im2col(xi, Int32(g.c), Int32(g.h), Int32(g.w), Int32(g.k), Int32(g.s), Int32(g.p),
-                                  Int32(g.oh), Int32(g.ow), 0, Int32(g.c), col)
-                        colPtr = UnsafePointer(col)
-                    }
-                    BLAS.sgemm(transB: true, m: g.o, n: g.kdim, k: g.pixels, a: gy + i * outSize,
-                               b: colPtr, beta: 1, c: dst)
+                    let colMatrix = columns(g, x + i * inSize, cols[worker], parallel: false)
+                    BLAS.sgemm(transB: true, m: g.o, n: g.kdim, k: g.pixels, a: gy + i * outSize, b: colMatrix, beta: 1, c: dst)
                 }
             }
             for wk in 1..<workers {
@@ -164,14 +159,8 @@ extension Tensor {
         } else {
             let col = g.isPointwise ? nil : Workspace.get(0, 0, count: colCount)
             for i in 0..<g.n {
-                let xi = x + i * inSize
-                var colPtr = UnsafePointer(xi)
-                if let col {
-                    im2colParallel(g, xi, col)
-                    colPtr = UnsafePointer(col)
-                }
-                BLAS.sgemm(transB: true, m: g.o, n: g.kdim, k: g.pixels, a: gy + i * outSize,
-                           b: colPtr, beta: 1, c: gw)
+                let colMatrix = columns(g, x + i * inSize, col, parallel: true)
+                BLAS.sgemm(transB: true, m: g.o, n: g.kdim, k: g.pixels, a: gy + i * outSize, b: colMatrix, beta: 1, c: gw)
             }
         }
     }

@@ -51,38 +51,24 @@ extension Tensor {
         node.accumulate { dst in Tensor.reduce(pt, from: outShape, to: shape, into: dst) }
     }
 
-    public static func + (a: Tensor, b: Tensor) -> Tensor {
-        let out = broadcastMap(a, b, +)
-        if needsGrad(a, b) {
-            let (na, nb, sa, sb, so) = (a.node, b.node, a.shape, b.shape, out.shape)
-            out.recording([a, b]) { g in
-                if let na {
-                    if sa == so { na.accumulate { d in addInto(d, g.ptr, g.count) } }
-                    else { na.accumulate { d in Tensor.reduce(g.ptr, from: so, to: sa, into: d) } }
-                }
-                if let nb {
-                    if sb == so { nb.accumulate { d in addInto(d, g.ptr, g.count) } }
-                    else { nb.accumulate { d in Tensor.reduce(g.ptr, from: so, to: sb, into: d) } }
-                }
-            }
-        }
-        return out
-    }
+    public static func + (a: Tensor, b: Tensor) -> Tensor { addOrSubtract(a, b, sign: 1) }
+    public static func - (a: Tensor, b: Tensor) -> Tensor { addOrSubtract(a, b, sign: -1) }
 
-    public static func - (a: Tensor, b: Tensor) -> Tensor {
-        let out = broadcastMap(a, b, -)
+    /// a + sign * b; the gradient of b is sign * g, reduced over its broadcast dimensions.
+    static func addOrSubtract(_ a: Tensor, _ b: Tensor, sign: Float) -> Tensor {
+        let out = sign > 0 ? broadcastMap(a, b, +) : broadcastMap(a, b, -)
         if needsGrad(a, b) {
             let (na, nb, sa, sb, so) = (a.node, b.node, a.shape, b.shape, out.shape)
             out.recording([a, b]) { g in
-                if let na {
-                    if sa == so { na.accumulate { d in addInto(d, g.ptr, g.count) } }
-                    else { na.accumulate { d in Tensor.reduce(g.ptr, from: so, to: sa, into: d) } }
-                }
-                if let nb {
-                    let neg = Buffer(count: g.count)
-                    for i in 0..<g.count { neg.ptr[i] = -g.ptr[i] }
-                    if sb == so { nb.accumulate { d in addInto(d, neg.ptr, g.count) } }
-                    else { nb.accumulate { d in Tensor.reduce(neg.ptr, from: so, to: sb, into: d) } }
+                for (node, shape, s) in [(na, sa, Float(1)), (nb, sb, sign)] {
+                    guard let node else { continue }
+                    var src = g
+                    if s != 1 {
+                        src = Buffer(count: g.count)
+                        for i in 0..<g.count { src.ptr[i] = s * g.ptr[i] }
+                    }
+                    if shape == so { node.accumulate { d in addInto(d, src.ptr, src.count) } }
+                    else { node.accumulate { d in Tensor.reduce(src.ptr, from: so, to: shape, into: d) } }
                 }
             }
         }

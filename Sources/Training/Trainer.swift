@@ -400,7 +400,7 @@ public final class Trainer {
 
     func reportProbe() {
         guard let p = GradProbe.summarize(state.probeNorms) else { return }
-        log(String(format: "grad probe over %d unclipped steps: mean %.3g, p95 %.3g, max %.3g -> suggested --max-norm %.2g (now %.3g). Units: L2 norm of the gradient of the loss as Ultralytics scales it (gained terms x batch), summed over accumulated batches.",
+        log(String(format: "grad probe over %d unclipped steps: mean %.3g, p95 %.3g, max %.3g -> suggested --max-norm %.3g (now %.3g). Units: L2 norm of the gradient of the loss as Ultralytics scales it (gained terms x batch), summed over accumulated batches.",
                    state.probeNorms.count, p.mean, p.p95, p.max, p.suggested, hyp.max_norm))
         state.probeReported = true
     }

@@ -61,7 +61,7 @@ func yolov8nConvShapes(imgsz: Int) -> [(ConvShape, Int)] {
     return order.map { ($0, counts[$0]!) }
 }
 
-/// Median wall time of `body` in seconds over `runs` runs after one warm-up.
+/// Median wall time of `body` in seconds over `runs` runs after one warm-up (used by the other benches).
 func medianTime(runs: Int, _ body: () -> Void) -> Double {
     body()
     var t: [Double] = []
@@ -91,27 +91,58 @@ struct ConvBench: ParsableCommand {
         print("    C    O  k s    H  count |   fwd ms  GFLOP/s |  dgrad ms  GFLOP/s |  wgrad ms  GFLOP/s | sgemm GFLOP/s f/d/w")
         var rng = RandomState(seed: 1)
         var convTime = 0.0, gemmTime = 0.0, totalFlops = 0.0
+        // Buffers per shape, then `runs` rounds that time every measurement once each, conv and
+        // sgemm of the same GEMM back to back, so load from other processes hits both alike;
+        // medians over the rounds.
+        struct Case {
+            let s: ConvShape, count: Int, g: ConvGeometry
+            let x, w, y, gy, gx, gw, a1, b1, c1, c2, c3: Tensor
+        }
+        var cases: [Case] = []
         for (s, count) in yolov8nConvShapes(imgsz: imgsz) {
             let g = ConvGeometry(n: batch, c: s.c, h: s.h, w: s.h, o: s.o, k: s.k, s: s.s, p: s.k / 2)
-            let x = Tensor.normal([g.n, g.c, g.h, g.w], rng: &rng)
-            let w = Tensor.normal([g.o, g.c, g.k, g.k], rng: &rng)
-            let y = Tensor(uninitialized: [g.n, g.o, g.oh, g.ow])
-            let gy = Tensor.normal(y.shape, rng: &rng)
-            let gx = Tensor(zeros: x.shape)
-            let gw = Tensor(zeros: w.shape)
-            let flops = 2.0 * Double(g.macs)
-            let tf = medianTime(runs: runs) { Tensor.convForward(g, x: x.data, w: w.data, y: y.data) }
-            let td = medianTime(runs: runs) { Tensor.convInputGrad(g, w: w.data, gy: gy.data, gx: gx.data, fresh: g.isPointwise) }
-            let tw = medianTime(runs: runs) { Tensor.convWeightGrad(g, x: x.data, gy: gy.data, gw: gw.data) }
-            // The same GEMMs as single sgemm calls on all threads, the batch folded into N or K.
             let np = g.n * g.pixels
-            let a1 = Tensor.normal([g.o, g.kdim], rng: &rng), b1 = Tensor.normal([g.kdim, np], rng: &rng)
-            let c1 = Tensor(uninitialized: [g.o, np])
-            let gf = medianTime(runs: runs) { BLAS.sgemm(m: g.o, n: np, k: g.kdim, a: a1.data, b: b1.data, c: c1.data) }
-            let c2 = Tensor(uninitialized: [g.kdim, np])
-            let gd = medianTime(runs: runs) { BLAS.sgemm(transA: true, m: g.kdim, n: np, k: g.o, a: a1.data, b: c1.data, c: c2.data) }
-            let c3 = Tensor(uninitialized: [g.o, g.kdim])
-            let gw2 = medianTime(runs: runs) { BLAS.sgemm(transB: true, m: g.o, n: g.kdim, k: np, a: c1.data, b: b1.data, c: c3.data) }
+            cases.append(Case(s: s, count: count, g: g,
+                              x: Tensor.normal([g.n, g.c, g.h, g.w], rng: &rng), w: Tensor.normal([g.o, g.c, g.k, g.k], rng: &rng),
+                              y: Tensor(uninitialized: [g.n, g.o, g.oh, g.ow]), gy: Tensor.normal([g.n, g.o, g.oh, g.ow], rng: &rng),
+                              gx: Tensor(zeros: [g.n, g.c, g.h, g.w]), gw: Tensor(zeros: [g.o, g.c, g.k, g.k]),
+                              a1: Tensor.normal([g.o, g.kdim], rng: &rng), b1: Tensor.normal([g.kdim, np], rng: &rng),
+                              c1: Tensor(uninitialized: [g.o, np]), c2: Tensor(uninitialized: [g.kdim, np]),
+                              c3: Tensor(uninitialized: [g.o, g.kdim])))
+        }
+        // Each timed call follows an untimed identical one (warm caches). Every round times all
+        // convolutions, then all the equivalent sgemm calls (OpenBLAS on all threads); medians over
+        // the rounds. Phases, not single calls, alternate: OpenBLAS's worker threads spin for a
+        // while after a call and would otherwise steal a core from the convolution that follows.
+        func time(_ body: () -> Void) -> Double {
+            body()
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            body()
+            return Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        }
+        var samples = [[[Double]]](repeating: [[Double]](repeating: [], count: 6), count: cases.count)
+        for round in 0...runs {          // round 0 warms up
+            var t = [[Double]](repeating: [0, 0, 0, 0, 0, 0], count: cases.count)
+            for (k, c) in cases.enumerated() {
+                let g = c.g
+                t[k][0] = time { Tensor.convForward(g, x: c.x.data, w: c.w.data, y: c.y.data) }
+                t[k][2] = time { Tensor.convInputGrad(g, w: c.w.data, gy: c.gy.data, gx: c.gx.data, fresh: g.isPointwise) }
+                t[k][4] = time { Tensor.convWeightGrad(g, x: c.x.data, gy: c.gy.data, gw: c.gw.data) }
+            }
+            for (k, c) in cases.enumerated() {
+                let g = c.g, np = g.n * g.pixels
+                t[k][1] = time { BLAS.sgemm(m: g.o, n: np, k: g.kdim, a: c.a1.data, b: c.b1.data, c: c.c1.data) }
+                t[k][3] = time { BLAS.sgemm(transA: true, m: g.kdim, n: np, k: g.o, a: c.a1.data, b: c.c1.data, c: c.c2.data) }
+                t[k][5] = time { BLAS.sgemm(transB: true, m: g.o, n: g.kdim, k: np, a: c.c1.data, b: c.b1.data, c: c.c3.data) }
+            }
+            if round > 0 { for k in 0..<cases.count { for j in 0..<6 { samples[k][j].append(t[k][j]) } } }
+        }
+        func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
+        for (k, c) in cases.enumerated() {
+            let m = samples[k].map(median)
+            let (tf, gf, td, gd, tw, gw2) = (m[0], m[1], m[2], m[3], m[4], m[5])
+            let s = c.s, count = c.count
+            let flops = 2.0 * Double(c.g.macs)
             let gfl = { (t: Double) in flops / t * 1e-9 }
             print(String(format: "%5d %4d %2d %1d %4d %6d | %8.2f %8.1f | %9.2f %8.1f | %9.2f %8.1f | %6.1f %6.1f %6.1f",
                          s.c, s.o, s.k, s.s, s.h, count, tf * 1e3, gfl(tf), td * 1e3, gfl(td), tw * 1e3, gfl(tw),

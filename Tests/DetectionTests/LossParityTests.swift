@@ -48,6 +48,7 @@ func scaledError(_ a: [Float], _ b: [Float]) -> Double {
         #expect(r.labels.map(Float.init) == v(p + "assign.target_labels"))
         #expect(r.gtIndex.map(Float.init) == v(p + "assign.target_gt_idx"))
         #expect(r.boxes.flatMap { [$0.x1, $0.y1, $0.x2, $0.y2] } == v(p + "assign.target_bboxes"))
+        print("assigner parity \(p.isEmpty ? "random" : "aligned"): target_scores rel. error \(maxRelativeError(r.scores, v(p + "assign.target_scores"), floor: 1e-6))")
         #expect(scaledError(r.scores, v(p + "assign.target_scores")) < 1e-5)
         #expect(maxRelativeError(r.scores, v(p + "assign.target_scores"), floor: 1e-6) < 1e-5)
         // Top-k candidates before one-GT-per-anchor resolution (the fixture pins multi-claimed anchors).
@@ -67,6 +68,8 @@ func scaledError(_ a: [Float], _ b: [Float]) -> Double {
         #expect(abs(loss.total.item - scaled.reduce(0, +)) / scaled.reduce(0, +) < 1e-5)
         #expect(abs(loss.targetScoresSum - t[p + "target_scores_sum"]!.values[0]) < 1e-5 * max(1, loss.targetScoresSum))
         loss.total.backward()
+        print("loss parity \(p.isEmpty ? "random" : "aligned"): components rel. error \(maxRelativeError([loss.box, loss.cls, loss.dfl], items, floor: 1e-6)), " +
+              "grad boxes \(scaledError(boxes.grad!.array, v(p + "grad.boxes"))), grad scores \(scaledError(scores.grad!.array, v(p + "grad.scores")))")
         #expect(scaledError(boxes.grad!.array, v(p + "grad.boxes")) < 1e-4)
         #expect(scaledError(scores.grad!.array, v(p + "grad.scores")) < 1e-4)
         #expect(maxMixedError(boxes.grad!.array, v(p + "grad.boxes")) < 1e-4)

@@ -40,11 +40,13 @@ import TensorCore
         #expect(scaledError(e.boxes.array, tensors["eval.boxes"]!.values) < 1e-4)
         #expect(scaledError(e.scores.array, tensors["eval.scores"]!.values) < 1e-4)
         let pred = e.decoded()
+        print("model parity \(fixture): eval boxes \(scaledError(e.boxes.array, tensors["eval.boxes"]!.values)), scores \(scaledError(e.scores.array, tensors["eval.scores"]!.values)), decoded \(scaledError(pred.array, tensors["eval.pred"]!.values))")
         #expect(pred.shape == tensors["eval.pred"]!.shape)
         #expect(scaledError(pred.array, tensors["eval.pred"]!.values) < 1e-4)
 
         model.training = true
         let t = noGrad { model(inputs)[0] }
+        print("model parity \(fixture): train boxes \(scaledError(t.boxes.array, tensors["train.boxes"]!.values)), scores \(scaledError(t.scores.array, tensors["train.scores"]!.values))")
         #expect(scaledError(t.boxes.array, tensors["train.boxes"]!.values) < 1e-4)
         #expect(scaledError(t.scores.array, tensors["train.scores"]!.values) < 1e-4)
         // Running statistics after one training-mode forward (momentum 0.03, unbiased variance).

@@ -26,11 +26,11 @@ train: build
 	@echo "training run: runs/train/demo (results.csv, steps.csv, weights/best.safetensors)"
 	@echo "prediction:   runs/predict/demo (rgb/ and ir/ annotated images, labels/, predictions.json)"
 
-# Tests share process-wide state (grad mode, thread counts), so they run one at a time;
-# each kernel still uses every core.
+# Swift Testing suites run concurrently (each thread has its own compute context); XCTest cases
+# (the long training tests and the RSS checks) run one after another in the same process.
 test: deps
 	$(SWIFT) build --build-tests $(TESTFLAGS)
-	$(SWIFT) test --skip-build $(TESTFLAGS) --no-parallel
+	$(SWIFT) test --skip-build $(TESTFLAGS)
 
 bench: build
 	$(BIN)/bench conv

@@ -38,7 +38,7 @@ static inline __attribute__((always_inline)) void df_channel_moments_body(
         var[c] = (float)(v / cnt);
     }
 }
-DF_MULTIVERSION(df_channel_moments,
+DF_VARIANTS(df_channel_moments,
                 (const float *x, int N, int C, int HW, int c0, int c1, float *mean, float *var),
                 (x, N, C, HW, c0, c1, mean, var))
 
@@ -62,7 +62,7 @@ static inline __attribute__((always_inline)) void df_channel_grad_sums_body(
         sum_gx[c] = (float)sgx;
     }
 }
-DF_MULTIVERSION(df_channel_grad_sums,
+DF_VARIANTS(df_channel_grad_sums,
                 (const float *x, const float *g, const float *mean, int N, int C, int HW, int c0,
                  int c1, float *sum_g, float *sum_gx),
                 (x, g, mean, N, C, HW, c0, c1, sum_g, sum_gx))
@@ -94,7 +94,7 @@ static inline __attribute__((always_inline)) void df_channel_affine_body(
             }
         }
 }
-DF_MULTIVERSION(df_channel_affine,
+DF_VARIANTS(df_channel_affine,
                 (const float *x, int N, int C, int HW, int c0, int c1, const float *scale,
                  const float *shift, float *z, float *a, int silu),
                 (x, N, C, HW, c0, c1, scale, shift, z, a, silu))
@@ -115,7 +115,7 @@ static inline __attribute__((always_inline)) void df_channel_affine_silu_bwd_bod
             }
         }
 }
-DF_MULTIVERSION(df_channel_affine_silu_bwd,
+DF_VARIANTS(df_channel_affine_silu_bwd,
                 (const float *x, const float *ga, int N, int C, int HW, int c0, int c1,
                  const float *scale, const float *shift, float *gz),
                 (x, ga, N, C, HW, c0, c1, scale, shift, gz))
@@ -133,7 +133,31 @@ static inline __attribute__((always_inline)) void df_channel_axpby_body(
             else for (int i = 0; i < HW; i++) op[i] = a * gp[i] + b * xp[i] + k;
         }
 }
-DF_MULTIVERSION(df_channel_axpby,
+DF_VARIANTS(df_channel_axpby,
                 (const float *g, const float *x, int N, int C, int HW, int c0, int c1,
                  const float *ca, const float *cb, const float *cc, float *out, int accumulate),
                 (g, x, N, C, HW, c0, c1, ca, cb, cc, out, accumulate))
+
+static inline __attribute__((always_inline)) void df_channel_sums_body(
+    const float *x, int N, int C, int HW, int c0, int c1, float *sum) {
+    for (int c = c0; c < c1; c++) {
+        double s = 0;
+        for (int n = 0; n < N; n++) s += plane_sum(x + ((size_t)n * C + c) * HW, HW);
+        sum[c] += (float)s;
+    }
+}
+DF_VARIANTS(df_channel_sums, (const float *x, int N, int C, int HW, int c0, int c1, float *sum),
+            (x, N, C, HW, c0, c1, sum))
+
+static inline __attribute__((always_inline)) void df_channel_bias_silu_body(
+    float *y, int N, int C, int HW, int c0, int c1, const float *bias, int silu) {
+    for (int n = 0; n < N; n++)
+        for (int c = c0; c < c1; c++) {
+            float *p = y + ((size_t)n * C + c) * HW;
+            float b = bias ? bias[c] : 0.0f;
+            if (silu) for (int i = 0; i < HW; i++) { float v = p[i] + b; p[i] = v / (1.0f + df_exp_approx(-v)); }
+            else for (int i = 0; i < HW; i++) p[i] += b;
+        }
+}
+DF_VARIANTS(df_channel_bias_silu, (float *y, int N, int C, int HW, int c0, int c1, const float *bias, int silu),
+            (y, N, C, HW, c0, c1, bias, silu))

@@ -1,42 +1,9 @@
-// IEEE binary16 conversion: a portable bit-exact implementation and an F16C path chosen at run time.
+// IEEE binary16 and bfloat16 conversions: bit-exact portable loops and SIMD twins.
 #include "CKernels.h"
-#include <string.h>
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define DF_X86 1
-#endif
-
-static int g_force_portable = 0;
-
-void df_force_portable(int on) { g_force_portable = on; }
-
-int df_cpu_has_f16c(void) {
-#ifdef DF_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
-#else
-    return 0;
-#endif
-}
-
-int df_cpu_has_avx2_fma(void) {
-#ifdef DF_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
-
-int df_use_avx2(void) { return !g_force_portable && df_cpu_has_avx2_fma(); }
-static int use_f16c(void) { return !g_force_portable && df_cpu_has_f16c(); }
-
-static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+#include "internal.h"
 
 uint16_t df_f32_to_f16_1(float x) {
-    uint32_t u = f2u(x);
+    uint32_t u = df_f2u(x);
     uint32_t sign = (u >> 16) & 0x8000u;
     uint32_t ax = u & 0x7FFFFFFFu;
     if (ax >= 0x7F800000u) {                     // inf or NaN
@@ -66,111 +33,124 @@ float df_f16_to_f32_1(uint16_t h) {
     uint32_t e = ((uint32_t)h >> 10) & 0x1Fu;
     uint32_t m = (uint32_t)h & 0x3FFu;
     if (e == 0) {
-        if (m == 0) return u2f(sign);
+        if (m == 0) return df_u2f(sign);
         float v = (float)m * 0x1p-24f;           // exact
-        return u2f(sign | f2u(v));
+        return df_u2f(sign | df_f2u(v));
     }
     if (e == 31) {
-        if (m == 0) return u2f(sign | 0x7F800000u);
-        return u2f(sign | 0x7FC00000u | (m << 13));
+        if (m == 0) return df_u2f(sign | 0x7F800000u);
+        return df_u2f(sign | 0x7FC00000u | (m << 13));
     }
-    return u2f(sign | ((e + 112u) << 23) | (m << 13));
+    return df_u2f(sign | ((e + 112u) << 23) | (m << 13));
 }
+
+uint16_t df_f32_to_bf16_1(float x) {
+    uint32_t u = df_f2u(x);
+    uint32_t ax = u & 0x7FFFFFFFu;
+    if (ax > 0x7F800000u) return (uint16_t)((u >> 16) | 0x0040u);     // NaN: quiet, top payload kept
+    if ((ax & 0x7F800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u); // zero or subnormal: signed zero
+    u += 0x7FFFu + ((u >> 16) & 1u);                                  // round to nearest even (overflow -> inf)
+    return (uint16_t)(u >> 16);
+}
+
+float df_bf16_to_f32_1(uint16_t h) { return df_u2f((uint32_t)h << 16); }
+
+// MARK: - binary16
 
 void df_f32_to_f16_portable(const float *src, uint16_t *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = df_f32_to_f16_1(src[i]);
 }
-
 void df_f16_to_f32_portable(const uint16_t *src, float *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = df_f16_to_f32_1(src[i]);
 }
-
-#ifdef DF_X86
-__attribute__((target("avx,f16c")))
-static void f32_to_f16_f16c(const float *src, uint16_t *dst, size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(src + i);
-        __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm_storeu_si128((__m128i *)(dst + i), h);
-    }
-    if (i < n) {
-        float tmp[8] = {0};
-        uint16_t out[8];
-        memcpy(tmp, src + i, (n - i) * sizeof(float));
-        __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(tmp), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm_storeu_si128((__m128i *)out, h);
-        memcpy(dst + i, out, (n - i) * sizeof(uint16_t));
-    }
-}
-
-__attribute__((target("avx,f16c")))
-static void f16_to_f32_f16c(const uint16_t *src, float *dst, size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m128i h = _mm_loadu_si128((const __m128i *)(src + i));
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
-    }
-    if (i < n) {
-        uint16_t tmp[8] = {0};
-        float out[8];
-        memcpy(tmp, src + i, (n - i) * sizeof(uint16_t));
-        _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tmp)));
-        memcpy(dst + i, out, (n - i) * sizeof(float));
-    }
-}
-
-__attribute__((target("avx,f16c")))
-static void round_f16_f16c(float *x, size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(h));
-    }
-    for (; i < n; i++) x[i] = df_f16_to_f32_1(df_f32_to_f16_1(x[i]));
-}
-#endif
-
-int df_f32_to_f16_f16c(const float *src, uint16_t *dst, size_t n) {
-#ifdef DF_X86
-    if (!df_cpu_has_f16c()) return 0;
-    f32_to_f16_f16c(src, dst, n);
-    return 1;
-#else
-    (void)src; (void)dst; (void)n;
-    return 0;
-#endif
-}
-
-int df_f16_to_f32_f16c(const uint16_t *src, float *dst, size_t n) {
-#ifdef DF_X86
-    if (!df_cpu_has_f16c()) return 0;
-    f16_to_f32_f16c(src, dst, n);
-    return 1;
-#else
-    (void)src; (void)dst; (void)n;
-    return 0;
-#endif
-}
-
-void df_f32_to_f16(const float *src, uint16_t *dst, size_t n) {
-#ifdef DF_X86
-    if (use_f16c()) { f32_to_f16_f16c(src, dst, n); return; }
-#endif
-    df_f32_to_f16_portable(src, dst, n);
-}
-
-void df_f16_to_f32(const uint16_t *src, float *dst, size_t n) {
-#ifdef DF_X86
-    if (use_f16c()) { f16_to_f32_f16c(src, dst, n); return; }
-#endif
-    df_f16_to_f32_portable(src, dst, n);
-}
-
-void df_round_f16(float *x, size_t n) {
-#ifdef DF_X86
-    if (use_f16c()) { round_f16_f16c(x, n); return; }
-#endif
+void df_round_f16_portable(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = df_f16_to_f32_1(df_f32_to_f16_1(x[i]));
 }
+
+#ifdef DF_X86
+DF_TARGET_AVX2 void df_f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = df_f32_to_f16_1(src[i]);
+}
+DF_TARGET_AVX2 void df_f16_to_f32_avx2(const uint16_t *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = df_f16_to_f32_1(src[i]);
+}
+DF_TARGET_AVX2 void df_round_f16_avx2(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+    for (; i < n; i++) x[i] = df_f16_to_f32_1(df_f32_to_f16_1(x[i]));
+}
+DF_TARGET_AVX512 void df_f32_to_f16_avx512(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+}
+DF_TARGET_AVX512 void df_f16_to_f32_avx512(const uint16_t *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + i)));
+    }
+}
+DF_TARGET_AVX512 void df_round_f16_avx512(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(x + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i), _MM_FROUND_TO_NEAREST_INT)));
+    }
+}
+#endif
+
+// MARK: - bfloat16 (round to nearest even, subnormals flushed to signed zero, as VCVTNEPS2BF16)
+
+static inline __attribute__((always_inline)) void df_f32_to_bf16_body(const float *src, uint16_t *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = df_f32_to_bf16_1(src[i]);
+}
+static inline __attribute__((always_inline)) void df_bf16_to_f32_body(const uint16_t *src, float *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = df_u2f((uint32_t)src[i] << 16);
+}
+static inline __attribute__((always_inline)) void df_round_bf16_body(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = df_u2f((uint32_t)df_f32_to_bf16_1(x[i]) << 16);
+}
+DF_VARIANTS(df_f32_to_bf16, (const float *src, uint16_t *dst, size_t n), (src, dst, n))
+DF_VARIANTS(df_bf16_to_f32, (const uint16_t *src, float *dst, size_t n), (src, dst, n))
+DF_VARIANTS(df_round_bf16, (float *x, size_t n), (x, n))
+
+#ifdef DF_X86
+DF_TARGET_AVX512BF16 void df_f32_to_bf16_avx512bf16(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
+        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)h);
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i));
+        _mm256_mask_storeu_epi16(dst + i, m, (__m256i)h);
+    }
+}
+DF_TARGET_AVX512BF16 void df_round_bf16_avx512bf16(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
+        _mm512_storeu_ps(x + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i));
+        _mm512_mask_storeu_ps(x + i, m, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+    }
+}
+#endif

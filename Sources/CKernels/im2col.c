@@ -13,8 +13,8 @@ static inline void valid_range(int W, int s, int p, int kj, int oW, int *lo, int
     *lo = l; *hi = h;
 }
 
-void df_im2col(const float *img, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,
-               int c1, float *col) {
+static inline __attribute__((always_inline)) void df_im2col_body(const float *img, int C, int H, int W, int k, int s, int p,
+                                                               int oH, int oW, int c0, int c1, float *col) {
     (void)C;
     size_t plane = (size_t)oH * oW;
     for (int c = c0; c < c1; c++)
@@ -34,9 +34,11 @@ void df_im2col(const float *img, int C, int H, int W, int k, int s, int p, int o
                 }
             }
 }
+DF_VARIANTS(df_im2col, (const float *img, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,
+                        int c1, float *col), (img, C, H, W, k, s, p, oH, oW, c0, c1, col))
 
-void df_col2im(const float *col, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,
-               int c1, float *img) {
+static inline __attribute__((always_inline)) void df_col2im_body(const float *col, int C, int H, int W, int k, int s, int p,
+                                                               int oH, int oW, int c0, int c1, float *img) {
     (void)C;
     size_t plane = (size_t)oH * oW;
     for (int c = c0; c < c1; c++)
@@ -54,3 +56,5 @@ void df_col2im(const float *col, int C, int H, int W, int k, int s, int p, int o
                 }
             }
 }
+DF_VARIANTS(df_col2im, (const float *col, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,
+                        int c1, float *img), (col, C, H, W, k, s, p, oH, oW, c0, c1, img))

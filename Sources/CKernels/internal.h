@@ -3,27 +3,34 @@
 #define DUALFUSE_CKERNELS_INTERNAL_H
 #include <string.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <math.h>
 
-/// 1 when the AVX2 + FMA paths may run (CPU has them and they are not forced off).
-int df_use_avx2(void);
-
-/// Compiles `body` twice: once for the default target and once for AVX2 + FMA, and defines
-/// `name` to pick one at run time. The body is an always-inline function, so clang vectorises
-/// each copy for its own target.
 #if defined(__x86_64__)
-#define DF_MULTIVERSION(name, params, args)                                       \
-    __attribute__((target("avx2,fma"))) static void name##_avx2 params {          \
-        name##_body args;                                                        \
-    }                                                                            \
-    static void name##_base params { name##_body args; }                         \
-    void name params {                                                           \
-        if (df_use_avx2()) name##_avx2 args; else name##_base args;              \
-    }
-#else
-#define DF_MULTIVERSION(name, params, args) \
-    void name params { name##_body args; }
+#define DF_X86 1
+#include <immintrin.h>
+#define DF_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define DF_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"), min_vector_width(512)))
+#define DF_TARGET_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c"), min_vector_width(512)))
 #endif
+
+/// Compiles the always-inline `name##_body` once per kernel level: `name##_portable` for the
+/// default target and, on x86-64, `name##_avx2` (AVX2 + FMA) and `name##_avx512` (AVX-512
+/// F/BW/VL/DQ), so clang vectorises each copy for its own instruction set. `dispatch.c` puts the
+/// three into the per-level tables; nothing else chooses between them.
+#if defined(DF_X86)
+#define DF_VARIANTS(name, params, args)                                    \
+    DF_TARGET_AVX512 void name##_avx512 params { name##_body args; }       \
+    DF_TARGET_AVX2 void name##_avx2 params { name##_body args; }           \
+    void name##_portable params { name##_body args; }
+#else
+#define DF_VARIANTS(name, params, args) \
+    void name##_portable params { name##_body args; }
+#endif
+
+/// Declares the three variants of a kernel (for dispatch.c).
+#define DF_DECLARE(name, params) \
+    void name##_portable params; void name##_avx2 params; void name##_avx512 params;
 
 static inline uint32_t df_f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float df_u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
@@ -46,4 +53,40 @@ static inline __attribute__((always_inline)) float df_exp_approx(float x) {
     int32_t n = (int32_t)fx;
     return y * df_u2f((uint32_t)(n + 127) << 23);
 }
+
+// Kernel variants (defined in the other translation units).
+DF_DECLARE(df_silu_fwd, (const float *x, float *y, size_t n))
+DF_DECLARE(df_silu_bwd, (const float *x, const float *gy, float *gx, size_t n, int accumulate))
+DF_DECLARE(df_sigmoid_fwd, (const float *x, float *y, size_t n))
+DF_DECLARE(df_sigmoid_bwd, (const float *y, const float *gy, float *gx, size_t n))
+DF_DECLARE(df_exp_fwd, (const float *x, float *y, size_t n))
+DF_DECLARE(df_add_into, (float *dst, const float *src, size_t n))
+DF_DECLARE(df_add_scaled_into, (float *dst, const float *src, float s, size_t n))
+DF_DECLARE(df_scale, (float *x, float s, size_t n))
+DF_DECLARE(df_add, (const float *a, const float *b, float *out, size_t n))
+DF_DECLARE(df_sub, (const float *a, const float *b, float *out, size_t n))
+DF_DECLARE(df_mul, (const float *a, const float *b, float *out, size_t n))
+DF_DECLARE(df_sum_squares, (const float *x, size_t n, double *out))
+DF_DECLARE(df_all_finite, (const float *x, size_t n, int *out))
+DF_DECLARE(df_channel_moments, (const float *x, int N, int C, int HW, int c0, int c1, float *mean, float *var))
+DF_DECLARE(df_channel_sums, (const float *x, int N, int C, int HW, int c0, int c1, float *sum))
+DF_DECLARE(df_channel_grad_sums, (const float *x, const float *g, const float *mean, int N, int C, int HW,
+                                  int c0, int c1, float *sum_g, float *sum_gx))
+DF_DECLARE(df_channel_affine, (const float *x, int N, int C, int HW, int c0, int c1, const float *scale,
+                               const float *shift, float *z, float *a, int silu))
+DF_DECLARE(df_channel_affine_silu_bwd, (const float *x, const float *ga, int N, int C, int HW, int c0, int c1,
+                                        const float *scale, const float *shift, float *gz))
+DF_DECLARE(df_channel_axpby, (const float *g, const float *x, int N, int C, int HW, int c0, int c1,
+                              const float *ca, const float *cb, const float *cc, float *out, int accumulate))
+DF_DECLARE(df_channel_bias_silu, (float *y, int N, int C, int HW, int c0, int c1, const float *bias, int silu))
+DF_DECLARE(df_im2col, (const float *img, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,
+                       int c1, float *col))
+DF_DECLARE(df_col2im, (const float *col, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,
+                       int c1, float *img))
+DF_DECLARE(df_f32_to_f16, (const float *src, uint16_t *dst, size_t n))
+DF_DECLARE(df_f16_to_f32, (const uint16_t *src, float *dst, size_t n))
+DF_DECLARE(df_round_f16, (float *x, size_t n))
+DF_DECLARE(df_f32_to_bf16, (const float *src, uint16_t *dst, size_t n))
+DF_DECLARE(df_bf16_to_f32, (const uint16_t *src, float *dst, size_t n))
+DF_DECLARE(df_round_bf16, (float *x, size_t n))
 #endif

@@ -130,6 +130,15 @@ public struct DatasetConfig: Sendable, Equatable, Codable {
             default: throw fail(key, n, "expected a path or a list of paths")
             }
         }
+        // Keys: ours, and Ultralytics' descriptive ones (accepted, unused). Anything else is an
+        // error, with the nearest known key when it looks like a misspelling.
+        for (k, _) in map {
+            guard let key = k.string else { continue }
+            if DatasetConfig.knownKeys.contains(key) || DatasetConfig.ultralyticsKeys.contains(key) { continue }
+            let near = DatasetConfig.knownKeys.map { ($0, DatasetConfig.editDistance(key.lowercased(), $0)) }.min { $0.1 < $1.1 }
+            let hint = near.flatMap { $0.1 <= max(2, $0.0.count / 3) ? "; did you mean '\($0.0)'?" : nil } ?? ""
+            throw fail(key, k, "unknown key\(hint) (keys: \(DatasetConfig.knownKeys.sorted().joined(separator: ", ")))")
+        }
         func int(_ key: String) throws -> Int? {
             guard let n = map[key], !isNull(n) else { return nil }
             guard let v = n.int else { throw fail(key, n, "expected an integer, got '\(n.string ?? "a collection")'") }
@@ -214,5 +223,26 @@ public struct DatasetConfig: Sendable, Equatable, Codable {
         }
         return DatasetConfig(file: file, root: rootPath, train: train, val: val, test: test, names: names,
                              irDir: irDir, irChannels: irChannels)
+    }
+
+    /// The keys DatasetConfig reads.
+    public static let knownKeys: Set<String> = ["path", "train", "val", "test", "names", "nc", "ir_dir", "ir_channels"]
+    /// Keys Ultralytics' data YAMLs carry that say nothing DualFuse uses (accepted as they are).
+    static let ultralyticsKeys: Set<String> = ["download", "yaml_file", "author", "license", "description", "channels",
+                                               "kpt_shape", "flip_idx", "roboflow", "url", "version"]
+
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var prev = Array(0...b.count)
+        for i in 1...a.count {
+            var cur = [i] + [Int](repeating: 0, count: b.count)
+            for j in 1...b.count {
+                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            prev = cur
+        }
+        return prev[b.count]
     }
 }

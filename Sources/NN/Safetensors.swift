@@ -4,12 +4,14 @@ import TensorCore
 /// Errors reading or writing safetensors files; each names the file and what was expected.
 public enum SafetensorsError: Error, CustomStringConvertible {
     case unreadable(path: String, reason: String)
+    case unwritable(path: String, reason: String)
     case malformed(path: String, reason: String)
     case unsupportedDType(path: String, tensor: String, dtype: String)
 
     public var description: String {
         switch self {
         case let .unreadable(path, reason): return "\(path): cannot read safetensors file (\(reason))"
+        case let .unwritable(path, reason): return "cannot write \(path) (\(reason))"
         case let .malformed(path, reason): return "\(path): not a valid safetensors file: \(reason)"
         case let .unsupportedDType(path, tensor, dtype):
             return "\(path): tensor '\(tensor)' has dtype \(dtype); supported: F32, F16, BF16, F64, I64, I32, U8, BOOL"
@@ -61,11 +63,22 @@ public enum Safetensors {
                   let shape = (info["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
                   let offs = (info["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }), offs.count == 2
             else { throw SafetensorsError.malformed(path: path, reason: "entry '\(name)' lacks dtype, shape or data_offsets") }
-            let count = shape.reduce(1, *)
             guard let size = elementSize(dtype) else {
                 throw SafetensorsError.unsupportedDType(path: path, tensor: name, dtype: dtype)
             }
-            guard offs[0] >= 0, offs[1] - offs[0] == count * size, base + offs[1] <= data.count else {
+            // Checked arithmetic: a hostile shape ([2^40, 2^40, ...]) must not overflow.
+            var count = 1, bytes = size
+            for d in shape {
+                guard d >= 0 else { throw SafetensorsError.malformed(path: path, reason: "entry '\(name)': negative dimension in shape \(shape)") }
+                let (c, o1) = count.multipliedReportingOverflow(by: d)
+                let (b, o2) = bytes.multipliedReportingOverflow(by: d)
+                guard !o1, !o2, b <= data.count else {
+                    throw SafetensorsError.malformed(path: path, reason: "entry '\(name)': shape \(shape) \(dtype) needs more bytes than the file's \(data.count)")
+                }
+                (count, bytes) = (c, b)
+            }
+            let (end, o3) = base.addingReportingOverflow(offs[1])
+            guard offs[0] >= 0, offs[1] >= offs[0], offs[1] - offs[0] == bytes, !o3, end <= data.count else {
                 throw SafetensorsError.malformed(path: path, reason: "entry '\(name)': data_offsets \(offs) do not fit shape \(shape) \(dtype) in a file of \(data.count) bytes")
             }
             let values: [Float] = data.withUnsafeBytes { raw in
@@ -169,28 +182,47 @@ public enum Safetensors {
 }
 
 /// Crash-safe file replacement: temporary file + fsync + rename (+ fsync of the folder).
+/// Errors name the final path and the system's reason: "cannot write PATH (No space left on device)".
 public enum AtomicFile {
     public static func write(_ data: Data, to path: String) throws {
         let url = URL(fileURLWithPath: path)
         let dir = url.deletingLastPathComponent().path
         let tmp = dir + "/." + url.lastPathComponent + ".tmp\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw SafetensorsError.unreadable(path: tmp, reason: String(cString: strerror(errno))) }
-        var ok = true
+        do { try writeDurably(data, to: tmp) } catch let SafetensorsError.unwritable(_, reason) {
+            throw SafetensorsError.unwritable(path: path, reason: reason)
+        }
+        guard rename(tmp, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(tmp)
+            throw SafetensorsError.unwritable(path: path, reason: reason)
+        }
+        syncDirectory(dir)
+    }
+
+    /// Writes `data` to exactly `path` and fsyncs it; a failed write removes the partial file.
+    public static func writeDurably(_ data: Data, to path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw SafetensorsError.unwritable(path: path, reason: String(cString: strerror(errno))) }
+        var failure: Int32 = 0
         data.withUnsafeBytes { raw in
             var off = 0
             while off < raw.count {
                 let n = Foundation.write(fd, raw.baseAddress! + off, raw.count - off)
-                if n <= 0 { ok = false; break }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { failure = n < 0 ? errno : ENOSPC; break }
                 off += n
             }
         }
-        if fsync(fd) != 0 { ok = false }
-        close(fd)
-        guard ok, rename(tmp, path) == 0 else {
-            unlink(tmp)
-            throw SafetensorsError.unreadable(path: path, reason: "write failed: \(String(cString: strerror(errno)))")
+        if failure == 0 && fsync(fd) != 0 { failure = errno }
+        if close(fd) != 0 && failure == 0 { failure = errno }
+        if failure != 0 {
+            unlink(path)
+            throw SafetensorsError.unwritable(path: path, reason: String(cString: strerror(failure)))
         }
+    }
+
+    /// fsync of a folder (makes renames in it durable).
+    public static func syncDirectory(_ dir: String) {
         let dfd = open(dir, O_RDONLY)
         if dfd >= 0 { fsync(dfd); close(dfd) }
     }

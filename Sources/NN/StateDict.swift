@@ -61,6 +61,11 @@ public enum StateDict {
         }
     }
 
+    /// The safetensors bytes of named tensors.
+    public static func encode(_ named: [NamedTensor], metadata: [String: String] = [:], half: Bool = false) -> Data {
+        withExtendedLifetime(named) { Safetensors.encode(entries(named, half: half), metadata: metadata) }
+    }
+
     /// Writes named tensors atomically.
     public static func save(_ named: [NamedTensor], metadata: [String: String] = [:], to path: String, half: Bool = false) throws {
         try withExtendedLifetime(named) {

@@ -14,15 +14,16 @@ public final class Node: @unchecked Sendable {
     public var grad: Buffer?
     var parents: [Node]
     var backwardFn: ((Buffer) -> Void)?
-    /// Created under `Autocast.halfActivations`: this activation's gradient is held as half.
-    let halfGradient: Bool
+    /// Created in an fp16 or bf16 autocast region: this activation's gradient is rounded to that
+    /// format before it is used (`.fp32`: kept as is).
+    let gradFormat: Precision
 
     init(count: Int, isLeaf: Bool, parents: [Node] = [], backward: ((Buffer) -> Void)? = nil) {
         self.count = count
         self.isLeaf = isLeaf
         self.parents = parents
         self.backwardFn = backward
-        halfGradient = !isLeaf && Autocast.halfActivations
+        gradFormat = isLeaf ? .fp32 : ComputeContext.current.precision
     }
 
     /// Adds into the gradient: `body` receives a buffer that already holds the running sum
@@ -44,56 +45,27 @@ public final class Node: @unchecked Sendable {
     }
 }
 
-/// Whether ops record the graph. `noGrad { }` switches it off for inference.
-public enum GradMode {
-    nonisolated(unsafe) public internal(set) static var isEnabled = true
+// MARK: - Activations saved for backward
 
-    /// Runs `body` without recording (the pattern of `torch.no_grad()`).
-    public static func noGrad<T>(_ body: () throws -> T) rethrows -> T {
-        let saved = isEnabled
-        isEnabled = false
-        defer { isEnabled = saved }
-        return try body()
-    }
-}
-
-/// Runs `body` without recording the autodiff graph.
-public func noGrad<T>(_ body: () throws -> T) rethrows -> T { try GradMode.noGrad(body) }
-
-// MARK: - Float16 emulation of saved activations and activation gradients
-
-/// Mixed-precision emulation switches (the `--amp` path of training).
-///
-/// When `halfActivations` is on, activations that ops save for backward are stored as IEEE half
-/// (`HalfBuffer`), and the gradient of every activation created in that region is rounded to
-/// half precision before it is used, so overflow gives inf and tiny values flush to subnormals or
-/// zero as on a GPU under autocast. Parameters, their gradients, and whatever is computed outside
-/// the region (the loss and its reductions) stay Float32.
-public enum Autocast {
-    nonisolated(unsafe) public static var halfActivations = false
-
-    public static func withHalfActivations<T>(_ on: Bool, _ body: () throws -> T) rethrows -> T {
-        let saved = halfActivations
-        halfActivations = on
-        defer { halfActivations = saved }
-        return try body()
-    }
-}
-
-/// An activation kept for backward: the Float32 buffer itself, or a half copy under `Autocast`.
+/// An activation kept for backward: the Float32 buffer itself, or a 16-bit copy (IEEE half or
+/// bfloat16) made under autocast.
 public struct Saved: @unchecked Sendable {
     let full: Buffer?
     let half: HalfBuffer?
+    /// `.fp16` or `.bf16` when `half` holds the values.
+    let format: Precision
+    let table: UnsafePointer<df_kernels>
     public let count: Int
 
-    /// Float32 values (a temporary conversion when stored as half). Keep the returned buffer
+    /// Float32 values (a temporary conversion when stored in 16 bits). Keep the returned buffer
     /// alive while using its pointer: prefer `withValues`.
     public func unpack() -> Buffer {
         if let full { return full }
-        let h = half!
+        guard let h = half else { preconditionFailure("Saved holds neither Float32 nor 16-bit values") }
         let b = Buffer(count: h.count)
-        let src = h.ptr, dst = b.ptr
-        Parallel.chunks(h.count, grain: 1 << 16) { r in df_f16_to_f32(src + r.lowerBound, dst + r.lowerBound, r.count) }
+        let src = h.ptr, dst = b.ptr, k = table
+        let convert = format == .bf16 ? k.pointee.bf16_to_f32 : k.pointee.f16_to_f32
+        Parallel.chunks(h.count, grain: 1 << 16) { r in convert(src + r.lowerBound, dst + r.lowerBound, r.count) }
         return b
     }
 
@@ -104,40 +76,45 @@ public struct Saved: @unchecked Sendable {
     }
 }
 
-/// Bookkeeping of the activations saved for backward: bytes per step, de-duplicated per buffer.
-public enum SavedActivations {
-    private struct Entry { weak var source: Buffer?; let half: HalfBuffer? }
-    nonisolated(unsafe) private static var seen: [ObjectIdentifier: Entry] = [:]
-    nonisolated(unsafe) private static var bytesNow = 0
+/// The activations a context saved for backward: bytes per step, de-duplicated per buffer.
+public final class SavedActivations: @unchecked Sendable {
+    private struct Entry { weak var source: Buffer?; let saved: Saved }
+    private var seen: [ObjectIdentifier: Entry] = [:]
 
     /// Bytes of distinct activations saved for backward since the last `reset()` (cleared by backward).
-    public static var bytes: Int { bytesNow }
+    public private(set) var bytes = 0
 
-    /// Forgets the saved-activation registry (backward calls this when it finishes).
-    public static func reset() {
+    /// Forgets the registry (backward calls this when it finishes).
+    public func reset() {
         seen.removeAll(keepingCapacity: true)
-        bytesNow = 0
+        bytes = 0
     }
 
-    /// Saves `buffer` for backward, as half under `Autocast.halfActivations`.
-    public static func save(_ buffer: Buffer) -> Saved {
+    /// Saves `buffer` for backward, in 16 bits under an fp16 or bf16 autocast region.
+    func save(_ buffer: Buffer, precision: Precision, table: UnsafePointer<df_kernels>) -> Saved {
         let id = ObjectIdentifier(buffer)
-        if let e = seen[id], e.source === buffer {
-            return e.half.map { Saved(full: nil, half: $0, count: buffer.count) }
-                ?? Saved(full: buffer, half: nil, count: buffer.count)
-        }
-        if Autocast.halfActivations {
+        if let e = seen[id], e.source === buffer { return e.saved }
+        let s: Saved
+        if precision == .fp32 {
+            s = Saved(full: buffer, half: nil, format: .fp32, table: table, count: buffer.count)
+            bytes += buffer.bytes
+        } else {
             let h = HalfBuffer(count: buffer.count)
             let src = buffer.ptr, dst = h.ptr
-            Parallel.chunks(buffer.count, grain: 1 << 16) { r in df_f32_to_f16(src + r.lowerBound, dst + r.lowerBound, r.count) }
-            seen[id] = Entry(source: buffer, half: h)
-            bytesNow += h.bytes
-            return Saved(full: nil, half: h, count: buffer.count)
+            let convert = precision == .bf16 ? table.pointee.f32_to_bf16 : table.pointee.f32_to_f16
+            Parallel.chunks(buffer.count, grain: 1 << 16) { r in convert(src + r.lowerBound, dst + r.lowerBound, r.count) }
+            s = Saved(full: nil, half: h, format: precision, table: table, count: buffer.count)
+            bytes += h.bytes
         }
-        seen[id] = Entry(source: buffer, half: nil)
-        bytesNow += buffer.bytes
-        return Saved(full: buffer, half: nil, count: buffer.count)
+        seen[id] = Entry(source: buffer, saved: s)
+        return s
     }
+}
+
+extension ComputeContext {
+    /// Keeps `buffer` for backward as this context's precision asks.
+    @inline(__always)
+    public func save(_ buffer: Buffer) -> Saved { saved.save(buffer, precision: precision, table: k) }
 }
 
 // MARK: - Recording and backward
@@ -149,7 +126,7 @@ extension Tensor {
     @discardableResult
     @inline(__always)
     public func recording(_ inputs: [Tensor], _ backward: @escaping (Buffer) -> Void) -> Tensor {
-        guard GradMode.isEnabled else { return self }
+        guard ComputeContext.current.gradEnabled else { return self }
         var parents: [Node] = []
         for t in inputs { if let n = t.node { parents.append(n) } }
         if parents.isEmpty { return self }
@@ -165,14 +142,16 @@ extension Tensor {
         guard let root = node else {
             preconditionFailure("backward() on a tensor that does not require grad")
         }
+        let ctx = ComputeContext.current
         let order = Tensor.topologicalOrder(from: root)
         root.accumulate { g in for i in 0..<root.count { g[i] += seed } }
+        let roundF16 = ctx.k.pointee.round_f16, roundBF16 = ctx.k.pointee.round_bf16
         for n in order.reversed() {
             guard let fn = n.backwardFn else { continue }
             if let g = n.grad {
-                if n.halfGradient {
-                    let p = g.ptr
-                    Parallel.chunks(g.count, grain: 1 << 16) { r in df_round_f16(p + r.lowerBound, r.count) }
+                if n.gradFormat != .fp32 {
+                    let p = g.ptr, round = n.gradFormat == .bf16 ? roundBF16 : roundF16
+                    Parallel.chunks(g.count, grain: 1 << 16) { r in round(p + r.lowerBound, r.count) }
                 }
                 fn(g)
             }
@@ -180,7 +159,7 @@ extension Tensor {
             n.parents = []
             if !n.isLeaf { n.grad = nil }
         }
-        SavedActivations.reset()
+        ctx.saved.reset()
     }
 
     /// Nodes reachable from `root`, parents before children (iterative DFS, no recursion limit).

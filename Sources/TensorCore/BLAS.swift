@@ -1,16 +1,22 @@
 import CBLAS
+import Synchronization
 
 /// OpenBLAS entry points used by TensorCore (row-major sgemm and the thread count).
+///
+/// OpenBLAS keeps one thread count for the whole process; the last value set is remembered here
+/// (atomically) only to skip redundant calls. Two contexts with different thread counts in one
+/// process may change each other's OpenBLAS threading (a speed effect only: results do not
+/// depend on OpenBLAS's thread count).
 public enum BLAS {
-    nonisolated(unsafe) static var current: Int = -1
+    static let current = Atomic<Int>(-1)
 
     /// Sets OpenBLAS's thread count (no call when unchanged).
     public static func setThreads(_ n: Int) {
-        if n != current {
-            openblas_set_num_threads(Int32(n))
-            current = n
-        }
+        if current.exchange(n, ordering: .relaxed) != n { openblas_set_num_threads(Int32(n)) }
     }
+
+    /// The OpenBLAS core in use (`openblas_get_corename`), e.g. `Haswell`, `Cooperlake`.
+    public static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
 
     /// C[M,N] = alpha * op(A) * op(B) + beta * C, row-major; lda/ldb/ldc default to the packed widths.
     @inline(__always)

@@ -34,20 +34,28 @@ public enum MemoryStats {
     }
 }
 
-/// A cache of large freed blocks keyed by their size (rounded up to 4 KiB).
+/// A cache of large freed blocks keyed by their size (rounded up to 4 KiB), shared by the
+/// process like the C allocator beneath it (every access is under its lock).
 ///
 /// A training step allocates the same activation sizes every time; reusing the blocks avoids
 /// re-faulting fresh pages from the kernel each step (and the RSS creep of the C allocator's
-/// heuristics). Blocks below 64 KiB go to malloc directly. Thread-safe.
+/// heuristics). Blocks below 64 KiB go to malloc directly. The cache is bounded (`limitBytes`,
+/// by default 1/8 of physical memory, at most 4 GiB); `trim` returns it to the system (the
+/// trainer trims after validation and at epoch ends).
 public enum BufferPool {
     struct State {
         var free: [Int: [UInt]] = [:]   // addresses of cached blocks by size
         var cachedBytes = 0
+        var limit = min(4 << 30, Int(ProcessInfo.processInfo.physicalMemory / 8))
     }
     static let state = Mutex(State())
     static let minPooled = 64 << 10
+
     /// Most bytes kept in the cache; blocks freed beyond it go back to the system.
-    nonisolated(unsafe) public static var limitBytes = 4 << 30
+    public static var limitBytes: Int {
+        get { state.withLock { $0.limit } }
+        set { state.withLock { $0.limit = max(0, newValue) }; if cachedBytes > newValue { trim(keeping: newValue) } }
+    }
 
     static func roundedSize(_ bytes: Int) -> Int { (bytes + 4095) & ~4095 }
 
@@ -70,7 +78,7 @@ public enum BufferPool {
             let size = roundedSize(bytes)
             let address = UInt(bitPattern: p)
             let kept = state.withLock { s -> Bool in
-                guard s.cachedBytes + size <= limitBytes else { return false }
+                guard s.cachedBytes + size <= s.limit else { return false }
                 s.free[size, default: []].append(address)
                 s.cachedBytes += size
                 return true
@@ -90,13 +98,19 @@ public enum BufferPool {
     /// Bytes held in the cache (not in use by any tensor).
     public static var cachedBytes: Int { state.withLock { $0.cachedBytes } }
 
-    /// Returns every cached block to the system.
-    public static func trim() {
+    /// Returns cached blocks to the system until at most `keeping` bytes stay cached (largest
+    /// blocks first).
+    public static func trim(keeping: Int = 0) {
         let blocks = state.withLock { s -> [UInt] in
-            let all = s.free.values.flatMap { $0 }
-            s.free = [:]
-            s.cachedBytes = 0
-            return all
+            var out: [UInt] = []
+            for size in s.free.keys.sorted(by: >) where s.cachedBytes > keeping {
+                while s.cachedBytes > keeping, let a = s.free[size]?.popLast() {
+                    out.append(a)
+                    s.cachedBytes -= size
+                }
+                if s.free[size]?.isEmpty == true { s.free[size] = nil }
+            }
+            return out
         }
         for a in blocks { free(UnsafeMutableRawPointer(bitPattern: a)) }
     }

@@ -1,39 +1,50 @@
 import CKernels
 
-/// IEEE binary16 conversions: F16C when the CPU has it, a bit-exact portable path otherwise.
+/// IEEE binary16 and bfloat16 conversions with the current context's kernels (F16C / AVX-512
+/// when the CPU has them, bit-exact portable loops otherwise).
 public enum Half {
-    /// Whether the F16C path is available on this CPU.
+    /// Whether this CPU has F16C.
     public static var hasF16C: Bool { df_cpu_has_f16c() != 0 }
 
-    /// Forces the portable paths (tests and benchmarks) or restores run-time dispatch.
-    public static func forcePortable(_ on: Bool) { df_force_portable(on ? 1 : 0) }
-
     /// Half bits of `values` (round to nearest even; overflow to inf; underflow to subnormal or 0).
-    public static func encode(_ values: [Float]) -> [UInt16] {
+    public static func encode(_ values: [Float], kernels: Kernels? = nil) -> [UInt16] {
+        let k = (kernels ?? ComputeContext.current.kernels).table
         var out = [UInt16](repeating: 0, count: values.count)
         values.withUnsafeBufferPointer { s in
-            out.withUnsafeMutableBufferPointer { d in df_f32_to_f16(s.baseAddress!, d.baseAddress!, values.count) }
+            out.withUnsafeMutableBufferPointer { d in
+                if let sp = s.baseAddress, let dp = d.baseAddress { k.pointee.f32_to_f16(sp, dp, values.count) }
+            }
         }
         return out
     }
 
     /// Float values of half bits (exact).
-    public static func decode(_ bits: [UInt16]) -> [Float] {
+    public static func decode(_ bits: [UInt16], kernels: Kernels? = nil) -> [Float] {
+        let k = (kernels ?? ComputeContext.current.kernels).table
         var out = [Float](repeating: 0, count: bits.count)
         bits.withUnsafeBufferPointer { s in
-            out.withUnsafeMutableBufferPointer { d in df_f16_to_f32(s.baseAddress!, d.baseAddress!, bits.count) }
+            out.withUnsafeMutableBufferPointer { d in
+                if let sp = s.baseAddress, let dp = d.baseAddress { k.pointee.f16_to_f32(sp, dp, bits.count) }
+            }
         }
         return out
     }
 
     /// Rounds every value to the nearest half in place (what half storage would hold).
-    public static func round(_ p: UnsafeMutablePointer<Float>, count: Int) { df_round_f16(p, count) }
+    public static func round(_ p: UnsafeMutablePointer<Float>, count: Int) {
+        ComputeContext.current.k.pointee.round_f16(p, count)
+    }
+
+    /// Rounds every value to the nearest bfloat16 in place (subnormals flush to signed zero).
+    public static func roundBF16(_ p: UnsafeMutablePointer<Float>, count: Int) {
+        ComputeContext.current.k.pointee.round_bf16(p, count)
+    }
 }
 
 extension Tensor {
     /// A tensor holding these values rounded through IEEE half (the emulation of Float16 storage).
     /// The gradient passes straight through (as a dtype cast does in PyTorch), itself rounded
-    /// to half when `Autocast.halfActivations` is on.
+    /// to half in an fp16 autocast region.
     public func roundedToHalf() -> Tensor {
         let out = clone()
         Half.round(out.data, count: count)
@@ -46,14 +57,14 @@ extension Tensor {
     /// Stores the values as IEEE half (2 bytes each).
     public func toHalf() -> HalfBuffer {
         let h = HalfBuffer(count: count)
-        df_f32_to_f16(data, h.ptr, count)
+        ComputeContext.current.k.pointee.f32_to_f16(data, h.ptr, count)
         return h
     }
 
     /// A Float32 tensor from half storage.
     public convenience init(shape: [Int], half: HalfBuffer) {
         let b = Buffer(count: half.count)
-        df_f16_to_f32(half.ptr, b.ptr, half.count)
+        ComputeContext.current.k.pointee.f16_to_f32(half.ptr, b.ptr, half.count)
         self.init(shape: shape, buffer: b)
     }
 }

@@ -11,30 +11,24 @@ struct UncheckedSendable<T>: @unchecked Sendable {
 
 /// The one helper through which TensorCore's loops use several cores.
 ///
-/// Work is cut into at most `threads` contiguous chunks whose boundaries depend only on the
-/// problem size and the thread count, so results are deterministic for a given thread count.
+/// Work is cut into at most `threads` contiguous chunks (the current context's thread count)
+/// whose boundaries depend only on the problem size and the thread count, so results are
+/// deterministic for a given thread count. A loop started on a worker thread (inside another
+/// parallel loop) runs serially on that worker.
 public enum Parallel {
-    nonisolated(unsafe) static var _threads: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
-
-    /// Threads used by TensorCore loops and by OpenBLAS. Default: the active processor count.
-    public static var threads: Int {
-        get { _threads }
-        set {
-            _threads = max(1, newValue)
-            BLAS.setThreads(_threads)
-        }
-    }
+    /// Threads of the current context.
+    public static var threads: Int { isWorker ? 1 : ComputeContext.current.threads }
 
     /// Calls `body` with contiguous sub-ranges covering `0..<n`, on up to `threads` cores.
     /// Chunks hold at least `grain` items, so small loops stay on one core.
     public static func chunks(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
         if n <= 0 { return }
-        let k = min(_threads, max(1, n / max(grain, 1)))
+        let k = min(threads, max(1, n / max(grain, 1)))
         if k <= 1 { body(0..<n); return }
         withoutActuallyEscaping(body) { escaping in
             let box = UncheckedSendable(escaping)
             DispatchQueue.concurrentPerform(iterations: k) { i in
-                box.value((n * i / k)..<(n * (i + 1) / k))
+                asWorker { box.value((n * i / k)..<(n * (i + 1) / k)) }
             }
         }
     }
@@ -44,13 +38,14 @@ public enum Parallel {
         chunks(n) { r in for i in r { body(i) } }
     }
 
-    /// Calls `body(worker, range)`: like `chunks`, also passing the chunk's index in
-    /// `0..<workers(n)` so each chunk can own a scratch buffer.
+    /// The number of chunks `indexedChunks(n, grain:)` makes.
     public static func workers(_ n: Int, grain: Int = 1) -> Int {
         if n <= 0 { return 0 }
-        return min(_threads, max(1, n / max(grain, 1)))
+        return min(threads, max(1, n / max(grain, 1)))
     }
 
+    /// Calls `body(worker, range)`: like `chunks`, also passing the chunk's index in
+    /// `0..<workers(n)` so each chunk can own a scratch buffer.
     public static func indexedChunks(_ n: Int, grain: Int = 1, _ body: (Int, Range<Int>) -> Void) {
         let k = workers(n, grain: grain)
         if k == 0 { return }
@@ -58,8 +53,27 @@ public enum Parallel {
         withoutActuallyEscaping(body) { escaping in
             let box = UncheckedSendable(escaping)
             DispatchQueue.concurrentPerform(iterations: k) { i in
-                box.value(i, (n * i / k)..<(n * (i + 1) / k))
+                asWorker { box.value(i, (n * i / k)..<(n * (i + 1) / k)) }
             }
         }
+    }
+
+    // MARK: Worker marking
+
+    private static let workerKey: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k, nil)
+        return k
+    }()
+
+    /// True on a thread that is running a chunk of a parallel loop.
+    static var isWorker: Bool { pthread_getspecific(workerKey) != nil }
+
+    @inline(__always)
+    static func asWorker(_ body: () -> Void) {
+        let was = pthread_getspecific(workerKey)
+        pthread_setspecific(workerKey, UnsafeRawPointer(bitPattern: 1))
+        body()
+        pthread_setspecific(workerKey, was)
     }
 }

@@ -25,6 +25,7 @@ extension Tensor {
         let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
         precondition(weight.shape == [c] && bias.shape == [c], "batchNorm2d: weight/bias must be [\(c)]")
         let m = n * hw
+        let ctx = ComputeContext.current, k = ctx.k
         var mean = [Float](repeating: 0, count: c)
         var variance = [Float](repeating: 0, count: c)
         let px = x.data
@@ -34,7 +35,7 @@ extension Tensor {
                 variance.withUnsafeMutableBufferPointer { vp in
                     let mpp = mp.baseAddress!, vpp = vp.baseAddress!
                     Parallel.chunks(c, grain: Swift.max(1, elementwiseGrain / Swift.max(m, 1))) { r in
-                        df_channel_moments(px, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
+                        k.pointee.channel_moments(px, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
                                            Int32(r.upperBound), mpp, vpp)
                     }
                 }
@@ -61,13 +62,13 @@ extension Tensor {
             shift.withUnsafeBufferPointer { hp in
                 let spp = sp.baseAddress!, hpp = hp.baseAddress!
                 Parallel.chunks(c, grain: Swift.max(1, elementwiseGrain / Swift.max(m, 1))) { r in
-                    df_channel_affine(px, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound), Int32(r.upperBound),
+                    k.pointee.channel_affine(px, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound), Int32(r.upperBound),
                                       spp, hpp, silu ? nil : po, silu ? po : nil, silu ? 1 : 0)
                 }
             }
         }
         guard needsGrad(x, weight, bias) else { return out }
-        let sx = SavedActivations.save(x.buffer)
+        let sx = ctx.save(x.buffer)
         let (nx, nw, nb) = (x.node, weight.node, bias.node)
         let gamma = weight.data
         out.recording([x, weight, bias]) { gout in
@@ -84,7 +85,7 @@ extension Tensor {
                     shift.withUnsafeBufferPointer { hp in
                         let spp = sp.baseAddress!, hpp = hp.baseAddress!
                         Parallel.chunks(c, grain: grain) { r in
-                            df_channel_affine_silu_bwd(xp, gout.ptr, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
+                            k.pointee.channel_affine_silu_bwd(xp, gout.ptr, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
                                                        Int32(r.upperBound), spp, hpp, b.ptr)
                         }
                     }
@@ -99,7 +100,7 @@ extension Tensor {
                     mean.withUnsafeBufferPointer { mp in
                         let gpp = gp.baseAddress!, xgpp = xgp.baseAddress!, mpp = mp.baseAddress!
                         Parallel.chunks(c, grain: grain) { r in
-                            df_channel_grad_sums(xp, dz, mpp, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
+                            k.pointee.channel_grad_sums(xp, dz, mpp, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
                                                  Int32(r.upperBound), gpp, xgpp)
                         }
                     }
@@ -126,7 +127,7 @@ extension Tensor {
                             cc.withUnsafeBufferPointer { cp in
                                 let app = ap.baseAddress!, bpp = bp.baseAddress!, cpp = cp.baseAddress!
                                 Parallel.chunks(c, grain: grain) { r in
-                                    df_channel_axpby(dz, xp, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
+                                    k.pointee.channel_axpby(dz, xp, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
                                                      Int32(r.upperBound), app, bpp, cpp, d, fresh ? 0 : 1)
                                 }
                             }

@@ -21,32 +21,19 @@ public struct ConvGeometry: Sendable, Equatable {
     public var macs: Int { o * kdim * n * pixels }
 }
 
-/// Per-worker scratch memory reused across calls, so the convolution's column buffers are not
-/// re-allocated (and re-faulted) on every layer. Only the thread that runs ops touches it;
-/// worker w uses slot w.
-enum Workspace {
-    nonisolated(unsafe) static var slots: [[Buffer]] = []
-
-    /// Scratch buffer `index` of worker `worker`, at least `count` floats (uninitialised).
-    static func get(_ worker: Int, _ index: Int, count: Int) -> UnsafeMutablePointer<Float> {
-        while slots.count <= worker { slots.append([]) }
-        while slots[worker].count <= index { slots[worker].append(Buffer(count: 0)) }
-        if slots[worker][index].count < count { slots[worker][index] = Buffer(count: count) }
-        return slots[worker][index].ptr
-    }
-
-    /// Frees all scratch memory.
-    public static func release() { slots = [] }
-}
-
 extension Tensor {
     /// 2-D convolution (cross-correlation, as PyTorch), groups 1, square kernel.
     ///
     /// x: [N, C, H, W], weight: [O, C, k, k], bias: [O] or nil -> [N, O, oH, oW].
-    /// Lowered per image to sgemm: out[n] [O, oH*oW] = W [O, C*k*k] x columns [C*k*k, oH*oW],
-    /// with columns = im2col(x[n]) (skipped for the pointwise case). With N >= 2 images and >= 2
-    /// threads, images run concurrently, each with a single-threaded sgemm (OpenBLAS's own threads
-    /// are inefficient on the small GEMMs of deep layers); with one image OpenBLAS uses all threads.
+    /// Lowered per image to a GEMM: out[n] [O, oH*oW] = W [O, C*k*k] x columns [C*k*k, oH*oW],
+    /// with columns = im2col(x[n]) (skipped for the pointwise case); see `Conv` for the three GEMMs
+    /// and how they are spread over threads.
+    ///
+    /// Autocast: under `.fp16` the output is rounded to IEEE half (a forward overflow becomes inf,
+    /// as an fp16 convolution's would); under `.bf16` the GEMM operands are bfloat16 and the output
+    /// is rounded to bfloat16. The input saved for the weight gradient is stored in 16 bits, and
+    /// the weight and bias gradients of the batch pass through the 16-bit format before they are
+    /// added to the Float32 gradient (an fp16 / bf16 convolution's backward produces them so).
     public static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1,
                               padding: Int = 0) -> Tensor {
         precondition(x.rank == 4 && weight.rank == 4, "conv2d needs 4-D input and weight, got \(x.shape), \(weight.shape)")
@@ -56,28 +43,37 @@ extension Tensor {
                              o: weight.shape[0], k: weight.shape[2], s: stride, p: padding)
         precondition(g.oh > 0 && g.ow > 0, "conv2d: output would be empty for \(x.shape), k=\(g.k) s=\(stride) p=\(padding)")
         if let bias { precondition(bias.shape == [g.o], "conv2d: bias \(bias.shape) != [\(g.o)]") }
+        let ctx = ComputeContext.current
+        let mode = ctx.precision
         let out = Tensor(uninitialized: [g.n, g.o, g.oh, g.ow])
-        convForward(g, x: x.data, w: weight.data, y: out.data)
+        Conv.forward(ctx, g, x: x.data, w: weight.data, y: out.data, bf16: mode == .bf16)
         if let bias { addChannelBias(out.data, bias.data, n: g.n, c: g.o, hw: g.pixels) }
+        if mode != .fp32 { Conv.round(ctx, out.data, count: out.count, to: mode) }
 
         if needsGrad(x, weight) || (bias.map { needsGrad($0) } ?? false) {
             let nx = x.node, nw = weight.node, nb = bias?.node
-            let sx: Saved? = nw != nil ? SavedActivations.save(x.buffer) : nil
+            let sx: Saved? = nw != nil ? ctx.save(x.buffer) : nil
             let wd = weight.detached()
             var inputs = [x, weight]
             if let bias { inputs.append(bias) }
             out.recording(inputs) { gy in
+                let bctx = ComputeContext.current
                 if let nb {
-                    nb.accumulate { d in channelSums(gy.ptr, n: g.n, c: g.o, hw: g.pixels, into: d) }
+                    var sums = [Float](repeating: 0, count: g.o)
+                    sums.withUnsafeMutableBufferPointer { channelSums(gy.ptr, n: g.n, c: g.o, hw: g.pixels, into: $0.baseAddress!) }
+                    if mode != .fp32 { sums.withUnsafeMutableBufferPointer { Conv.round(bctx, $0.baseAddress!, count: g.o, to: mode) } }
+                    nb.accumulate { d in for j in 0..<g.o { d[j] += sums[j] } }
                 }
                 if let nw, let sx {
-                    sx.withValues { xp in nw.accumulate { d in convWeightGrad(g, x: xp, gy: gy.ptr, gw: d) } }
+                    sx.withValues { xp in
+                        nw.accumulate { d in Conv.weightGrad(bctx, g, x: xp, gy: gy.ptr, gw: d, mode: mode) }
+                    }
                 }
                 if let nx {
                     if g.isPointwise {
-                        nx.accumulateOrSet { d, fresh in convInputGrad(g, w: wd.data, gy: gy.ptr, gx: d, fresh: fresh) }
+                        nx.accumulateOrSet { d, fresh in Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: fresh, bf16: mode == .bf16) }
                     } else {
-                        nx.accumulate { d in convInputGrad(g, w: wd.data, gy: gy.ptr, gx: d, fresh: false) }
+                        nx.accumulate { d in Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: false, bf16: mode == .bf16) }
                     }
                 }
             }
@@ -85,123 +81,25 @@ extension Tensor {
         return out
     }
 
-    /// Whether to run images concurrently with single-threaded sgemm.
-    static func imageParallel(_ n: Int) -> Bool { n >= 2 && Parallel.threads >= 2 }
-
-    /// y[n] = W x im2col(x[n]) for every image. Shapes as `ConvGeometry`.
+    /// Forward pass only (no autodiff), for tests and benchmarks: y = conv(x) with the current context.
     public static func convForward(_ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                    y: UnsafeMutablePointer<Float>) {
-        let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
-        let colCount = g.kdim * g.pixels
-        if imageParallel(g.n) {
-            BLAS.setThreads(1)
-            defer { BLAS.setThreads(Parallel.threads) }
-            let cols = (0..<Parallel.workers(g.n)).map { g.isPointwise ? nil : Workspace.get($0, 0, count: colCount) }
-            Parallel.indexedChunks(g.n) { worker, images in
-                for i in images {
-                    let colMatrix = columns(g, x + i * inSize, cols[worker], parallel: false)
-                    BLAS.sgemm(m: g.o, n: g.pixels, k: g.kdim, a: w, b: colMatrix, c: y + i * outSize)
-                }
-            }
-        } else {
-            let col = g.isPointwise ? nil : Workspace.get(0, 0, count: colCount)
-            for i in 0..<g.n {
-                let colMatrix = columns(g, x + i * inSize, col, parallel: true)
-                BLAS.sgemm(m: g.o, n: g.pixels, k: g.kdim, a: w, b: colMatrix, c: y + i * outSize)
-            }
-        }
+        let ctx = ComputeContext.current
+        Conv.forward(ctx, g, x: x, w: w, y: y, bf16: ctx.precision == .bf16)
     }
 
-    /// The column matrix of image `xi`: the image itself for the pointwise case, else im2col into
-    /// `col` (over all channels on this thread, or split across threads when `parallel`).
-    static func columns(_ g: ConvGeometry, _ xi: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>?,
-                        parallel: Bool) -> UnsafePointer<Float> {
-        guard let col else { return xi }
-        if parallel { im2colParallel(g, xi, col) }
-        else {
-            df_im2col(xi, Int32(g.c), Int32(g.h), Int32(g.w), Int32(g.k), Int32(g.s), Int32(g.p),
-                      Int32(g.oh), Int32(g.ow), 0, Int32(g.c), col)
-        }
-        return UnsafePointer(col)
-    }
-
-    static func im2colParallel(_ g: ConvGeometry, _ xi: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>) {
-        Parallel.chunks(g.c, grain: Swift.max(1, 16384 / Swift.max(g.k * g.k * g.pixels, 1))) { r in
-            df_im2col(xi, Int32(g.c), Int32(g.h), Int32(g.w), Int32(g.k), Int32(g.s), Int32(g.p),
-                      Int32(g.oh), Int32(g.ow), Int32(r.lowerBound), Int32(r.upperBound), col)
-        }
-    }
-
-    /// gw [O, C*k*k] += sum over images of gy[n] [O, P] x im2col(x[n])^T [P, C*k*k].
+    /// gw += the batch's weight gradient (see `Conv.weightGrad`), with the current context.
     public static func convWeightGrad(_ g: ConvGeometry, x: UnsafePointer<Float>, gy: UnsafePointer<Float>,
                                       gw: UnsafeMutablePointer<Float>) {
-        let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
-        let colCount = g.kdim * g.pixels, wCount = g.o * g.kdim
-        if imageParallel(g.n) {
-            BLAS.setThreads(1)
-            defer { BLAS.setThreads(Parallel.threads) }
-            let workers = Parallel.workers(g.n)
-            let cols = (0..<workers).map { g.isPointwise ? nil : Workspace.get($0, 0, count: colCount) }
-            // Worker 0 adds straight into gw; the others into zeroed partials, summed in order after.
-            let partials = (0..<workers).map { $0 == 0 ? gw : Workspace.get($0, 1, count: wCount) }
-            Parallel.indexedChunks(g.n) { worker, images in
-                let dst = partials[worker]
-                if worker > 0 { dst.update(repeating: 0, count: wCount) }
-                for i in images {
-                    let colMatrix = columns(g, x + i * inSize, cols[worker], parallel: false)
-                    BLAS.sgemm(transB: true, m: g.o, n: g.kdim, k: g.pixels, a: gy + i * outSize, b: colMatrix, beta: 1, c: dst)
-                }
-            }
-            for wk in 1..<workers {
-                let src = partials[wk]
-                for j in 0..<wCount { gw[j] += src[j] }
-            }
-        } else {
-            let col = g.isPointwise ? nil : Workspace.get(0, 0, count: colCount)
-            for i in 0..<g.n {
-                let colMatrix = columns(g, x + i * inSize, col, parallel: true)
-                BLAS.sgemm(transB: true, m: g.o, n: g.kdim, k: g.pixels, a: gy + i * outSize, b: colMatrix, beta: 1, c: gw)
-            }
-        }
+        let ctx = ComputeContext.current
+        Conv.weightGrad(ctx, g, x: x, gy: gy, gw: gw, mode: ctx.precision)
     }
 
-    /// gx[n] (+)= col2im(W^T [C*k*k, O] x gy[n] [O, P]). With `fresh` (pointwise only) gx is
-    /// uninitialised and is assigned.
+    /// gx (+)= the input gradient (see `Conv.inputGrad`), with the current context.
     public static func convInputGrad(_ g: ConvGeometry, w: UnsafePointer<Float>, gy: UnsafePointer<Float>,
                                      gx: UnsafeMutablePointer<Float>, fresh: Bool) {
-        let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
-        let colCount = g.kdim * g.pixels
-        let beta: Float = fresh ? 0 : 1
-        precondition(!fresh || g.isPointwise, "convInputGrad: fresh output needs the pointwise path")
-        func one(_ i: Int, _ col: UnsafeMutablePointer<Float>?, parallelFold: Bool) {
-            if let col {
-                BLAS.sgemm(transA: true, m: g.kdim, n: g.pixels, k: g.o, a: w, b: gy + i * outSize, c: col)
-                let gxi = gx + i * inSize
-                if parallelFold {
-                    Parallel.chunks(g.c, grain: Swift.max(1, 16384 / Swift.max(g.k * g.k * g.pixels, 1))) { r in
-                        df_col2im(col, Int32(g.c), Int32(g.h), Int32(g.w), Int32(g.k), Int32(g.s), Int32(g.p),
-                                  Int32(g.oh), Int32(g.ow), Int32(r.lowerBound), Int32(r.upperBound), gxi)
-                    }
-                } else {
-                    df_col2im(col, Int32(g.c), Int32(g.h), Int32(g.w), Int32(g.k), Int32(g.s), Int32(g.p),
-                              Int32(g.oh), Int32(g.ow), 0, Int32(g.c), gxi)
-                }
-            } else {
-                BLAS.sgemm(transA: true, m: g.kdim, n: g.pixels, k: g.o, a: w, b: gy + i * outSize,
-                           beta: beta, c: gx + i * inSize)
-            }
-        }
-        if imageParallel(g.n) {
-            BLAS.setThreads(1)
-            defer { BLAS.setThreads(Parallel.threads) }
-            let cols = (0..<Parallel.workers(g.n)).map { g.isPointwise ? nil : Workspace.get($0, 0, count: colCount) }
-            Parallel.indexedChunks(g.n) { worker, images in
-                for i in images { one(i, cols[worker], parallelFold: false) }
-            }
-        } else {
-            let col = g.isPointwise ? nil : Workspace.get(0, 0, count: colCount)
-            for i in 0..<g.n { one(i, col, parallelFold: true) }
-        }
+        let ctx = ComputeContext.current
+        Conv.inputGrad(ctx, g, w: w, gy: gy, gx: gx, fresh: fresh, bf16: ctx.precision == .bf16)
     }
 
     /// y[n, c, :] += b[c].
@@ -225,6 +123,208 @@ extension Tensor {
                 s += Double(t)
             }
             d[ch] += Float(s)
+        }
+    }
+}
+
+/// The convolution's three GEMMs and their threading.
+///
+/// forward     out[n] [O, P]   = W [O, K] x col[n] [K, P]            (M = O, N = P, K = C*k*k)
+/// input grad  col [K, P]      = W^T [K, O] x gy[n] [O, P], then col2im into gx[n]
+/// weight grad part[n] [O, K]  = gy[n] [O, P] x col[n]^T [P, K]; gw += part[0] + part[1] + ...
+///
+/// With two or more images and threads, images run concurrently, each worker with its own column
+/// and packing scratch; with one image the GEMM's N (pixels) is split across threads (the weight
+/// gradient's M). The GEMM computes every output element as one chain over k whatever the split,
+/// and the weight gradient is summed per image in image order, so results are the same for every
+/// thread count and kernel level. Backend: the packed GEMMs of `CKernels` (the default) or
+/// OpenBLAS (`ComputeContext.gemm = .openblas`, Float32 only; for comparisons).
+enum Conv {
+    /// Scratch slots of a worker: 0 column matrix, 1 GEMM packing, 2 weight-gradient partials (worker 0).
+    static let colSlot = 0, packSlot = 1, partialSlot = 2
+    static let packFloats = Int(df_gemm_workspace_floats())
+
+    static func imageParallel(_ ctx: ComputeContext, _ n: Int) -> Bool { n >= 2 && ctx.threads >= 2 && !Parallel.isWorker }
+
+    /// Rounds `count` values in place to the autocast format.
+    static func round(_ ctx: ComputeContext, _ p: UnsafeMutablePointer<Float>, count: Int, to mode: Precision) {
+        let f = mode == .bf16 ? ctx.k.pointee.round_bf16 : ctx.k.pointee.round_f16
+        Parallel.chunks(count, grain: 1 << 16) { r in f(p + r.lowerBound, r.count) }
+    }
+
+    /// One single-threaded GEMM: C[M, N] (=, or += when accumulate) A x B on the context's backend.
+    static func gemm(_ ctx: ComputeContext, ws: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, a: df_matrix, b: df_matrix,
+                     c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, bf16: Bool) {
+        if ctx.gemm == .openblas && !bf16 {
+            let transA = a.cs != 1, transB = b.cs != 1
+            BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a.p, lda: transA ? a.cs : a.rs,
+                       b: b.p, ldb: transB ? b.cs : b.rs, beta: accumulate ? 1 : 0, c: c, ldc: ldc)
+            return
+        }
+        let f = bf16 ? ctx.k.pointee.bgemm : ctx.k.pointee.sgemm
+        f(Int32(m), Int32(n), Int32(k), a, b, c, ldc, accumulate ? 1 : 0, ws)
+    }
+
+    /// Splits `0..<n` into `parts` contiguous ranges (the last ones may be empty when n < parts).
+    static func split(_ n: Int, _ parts: Int, _ i: Int, align: Int = 32) -> Range<Int> {
+        let blocks = (n + align - 1) / align
+        let lo = Swift.min(n, blocks * i / parts * align), hi = Swift.min(n, blocks * (i + 1) / parts * align)
+        return lo..<hi
+    }
+
+    /// Per-worker scratch pointers, fetched on the context's thread before work is handed out.
+    static func scratch(_ ctx: ComputeContext, workers: Int, slot: Int, count: Int) -> [UnsafeMutablePointer<Float>] {
+        (0..<Swift.max(workers, 1)).map { ctx.workspace.get($0, slot, count: count) }
+    }
+
+    /// The column matrix of image `xi`: the image itself for the pointwise case, else im2col into
+    /// `col` (over all channels on this thread, or split across threads when `parallel`).
+    static func columns(_ ctx: ComputeContext, _ g: ConvGeometry, _ xi: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
+                        parallel: Bool) -> UnsafePointer<Float> {
+        if g.isPointwise { return xi }
+        let f = ctx.k.pointee.im2col
+        let grain = Swift.max(1, 16384 / Swift.max(g.k * g.k * g.pixels, 1))
+        let body = { (r: Range<Int>) in
+            f(xi, Int32(g.c), Int32(g.h), Int32(g.w), Int32(g.k), Int32(g.s), Int32(g.p),
+              Int32(g.oh), Int32(g.ow), Int32(r.lowerBound), Int32(r.upperBound), col)
+        }
+        if parallel { Parallel.chunks(g.c, grain: grain, body) } else { body(0..<g.c) }
+        return UnsafePointer(col)
+    }
+
+    /// y[n] = W x columns(x[n]) for every image. Shapes as `ConvGeometry`.
+    static func forward(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                        y: UnsafeMutablePointer<Float>, bf16: Bool) {
+        let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
+        let colCount = g.isPointwise ? 0 : g.kdim * g.pixels
+        let a = df_matrix(p: w, rs: g.kdim, cs: 1)
+        if imageParallel(ctx, g.n) {
+            let workers = Parallel.workers(g.n)
+            let cols = scratch(ctx, workers: workers, slot: colSlot, count: colCount)
+            let packs = scratch(ctx, workers: workers, slot: packSlot, count: packFloats)
+            Parallel.indexedChunks(g.n) { worker, images in
+                for i in images {
+                    let b = columns(ctx, g, x + i * inSize, cols[worker], parallel: false)
+                    gemm(ctx, ws: packs[worker], m: g.o, n: g.pixels, k: g.kdim, a: a, b: df_matrix(p: b, rs: g.pixels, cs: 1),
+                         c: y + i * outSize, ldc: g.pixels, accumulate: false, bf16: bf16)
+                }
+            }
+        } else {
+            let threads = Parallel.threads
+            let col = scratch(ctx, workers: 1, slot: colSlot, count: colCount)[0]
+            let packs = scratch(ctx, workers: threads, slot: packSlot, count: packFloats)
+            for i in 0..<g.n {
+                let b = columns(ctx, g, x + i * inSize, col, parallel: true)
+                Parallel.indexedChunks(threads) { worker, _ in
+                    let cols = split(g.pixels, threads, worker)
+                    if cols.isEmpty { return }
+                    gemm(ctx, ws: packs[worker], m: g.o, n: cols.count, k: g.kdim, a: a,
+                         b: df_matrix(p: b + cols.lowerBound, rs: g.pixels, cs: 1),
+                         c: y + i * outSize + cols.lowerBound, ldc: g.pixels, accumulate: false, bf16: bf16)
+                }
+            }
+        }
+    }
+
+    /// gw [O, K] += (under autocast: the 16-bit rounding of) sum over images, in image order, of
+    /// gy[n] [O, P] x columns(x[n])^T [P, K].
+    static func weightGrad(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, gy: UnsafePointer<Float>,
+                           gw: UnsafeMutablePointer<Float>, mode: Precision) {
+        let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
+        let colCount = g.isPointwise ? 0 : g.kdim * g.pixels, wCount = g.o * g.kdim
+        let bf16 = mode == .bf16
+        let parts = ctx.workspace.get(0, partialSlot, count: g.n * wCount)
+        func bView(_ col: UnsafePointer<Float>) -> df_matrix { df_matrix(p: col, rs: 1, cs: g.pixels) }   // B(p, kk) = col[kk, p]
+        if imageParallel(ctx, g.n) {
+            let workers = Parallel.workers(g.n)
+            let cols = scratch(ctx, workers: workers, slot: colSlot, count: colCount)
+            let packs = scratch(ctx, workers: workers, slot: packSlot, count: packFloats)
+            Parallel.indexedChunks(g.n) { worker, images in
+                for i in images {
+                    let b = columns(ctx, g, x + i * inSize, cols[worker], parallel: false)
+                    gemm(ctx, ws: packs[worker], m: g.o, n: g.kdim, k: g.pixels, a: df_matrix(p: gy + i * outSize, rs: g.pixels, cs: 1),
+                         b: bView(b), c: parts + i * wCount, ldc: g.kdim, accumulate: false, bf16: bf16)
+                }
+            }
+        } else {
+            let threads = Parallel.threads
+            let col = scratch(ctx, workers: 1, slot: colSlot, count: colCount)[0]
+            let packs = scratch(ctx, workers: threads, slot: packSlot, count: packFloats)
+            for i in 0..<g.n {
+                let b = columns(ctx, g, x + i * inSize, col, parallel: true)
+                Parallel.indexedChunks(threads) { worker, _ in
+                    let rows = split(g.o, threads, worker, align: 8)
+                    if rows.isEmpty { return }
+                    gemm(ctx, ws: packs[worker], m: rows.count, n: g.kdim, k: g.pixels,
+                         a: df_matrix(p: gy + i * outSize + rows.lowerBound * g.pixels, rs: g.pixels, cs: 1),
+                         b: bView(b), c: parts + i * wCount + rows.lowerBound * g.kdim, ldc: g.kdim, accumulate: false, bf16: bf16)
+                }
+            }
+        }
+        // Sum the images in order, round under autocast, add to the gradient.
+        let n = g.n
+        let roundF = mode == .bf16 ? ctx.k.pointee.round_bf16 : ctx.k.pointee.round_f16
+        Parallel.chunks(wCount, grain: 1 << 14) { r in
+            let len = r.count
+            let first = parts + r.lowerBound
+            for i in 1..<Swift.max(n, 1) {
+                let src = parts + i * wCount + r.lowerBound
+                for j in 0..<len { first[j] += src[j] }
+            }
+            if mode != .fp32 { roundF(first, len) }
+            let dst = gw + r.lowerBound
+            for j in 0..<len { dst[j] += first[j] }
+        }
+    }
+
+    /// gx[n] (+)= col2im(W^T [K, O] x gy[n] [O, P]). With `fresh` (pointwise only) gx is
+    /// uninitialised and is assigned.
+    static func inputGrad(_ ctx: ComputeContext, _ g: ConvGeometry, w: UnsafePointer<Float>, gy: UnsafePointer<Float>,
+                          gx: UnsafeMutablePointer<Float>, fresh: Bool, bf16: Bool) {
+        precondition(!fresh || g.isPointwise, "convInputGrad: fresh output needs the pointwise path")
+        let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
+        let colCount = g.isPointwise ? 0 : g.kdim * g.pixels
+        let a = df_matrix(p: w, rs: 1, cs: g.kdim)          // A(kk, o) = W[o, kk]
+        let fold = ctx.k.pointee.col2im
+        func col2im(_ col: UnsafePointer<Float>, _ gxi: UnsafeMutablePointer<Float>, _ r: Range<Int>) {
+            fold(col, Int32(g.c), Int32(g.h), Int32(g.w), Int32(g.k), Int32(g.s), Int32(g.p),
+                 Int32(g.oh), Int32(g.ow), Int32(r.lowerBound), Int32(r.upperBound), gxi)
+        }
+        if imageParallel(ctx, g.n) {
+            let workers = Parallel.workers(g.n)
+            let cols = scratch(ctx, workers: workers, slot: colSlot, count: colCount)
+            let packs = scratch(ctx, workers: workers, slot: packSlot, count: packFloats)
+            Parallel.indexedChunks(g.n) { worker, images in
+                for i in images {
+                    let b = df_matrix(p: gy + i * outSize, rs: g.pixels, cs: 1)
+                    if g.isPointwise {
+                        gemm(ctx, ws: packs[worker], m: g.kdim, n: g.pixels, k: g.o, a: a, b: b, c: gx + i * inSize, ldc: g.pixels,
+                             accumulate: !fresh, bf16: bf16)
+                    } else {
+                        gemm(ctx, ws: packs[worker], m: g.kdim, n: g.pixels, k: g.o, a: a, b: b, c: cols[worker], ldc: g.pixels,
+                             accumulate: false, bf16: bf16)
+                        col2im(cols[worker], gx + i * inSize, 0..<g.c)
+                    }
+                }
+            }
+        } else {
+            let threads = Parallel.threads
+            let col = scratch(ctx, workers: 1, slot: colSlot, count: colCount)[0]
+            let packs = scratch(ctx, workers: threads, slot: packSlot, count: packFloats)
+            let grain = Swift.max(1, 16384 / Swift.max(g.k * g.k * g.pixels, 1))
+            for i in 0..<g.n {
+                let dst = g.isPointwise ? gx + i * inSize : col
+                Parallel.indexedChunks(threads) { worker, _ in
+                    let cols = split(g.pixels, threads, worker)
+                    if cols.isEmpty { return }
+                    gemm(ctx, ws: packs[worker], m: g.kdim, n: cols.count, k: g.o, a: a,
+                         b: df_matrix(p: gy + i * outSize + cols.lowerBound, rs: g.pixels, cs: 1),
+                         c: dst + cols.lowerBound, ldc: g.pixels, accumulate: g.isPointwise && !fresh, bf16: bf16)
+                }
+                if !g.isPointwise {
+                    Parallel.chunks(g.c, grain: grain) { r in col2im(col, gx + i * inSize, r) }
+                }
+            }
         }
     }
 }

@@ -139,9 +139,11 @@ extension Tensor {
     public static prefix func - (a: Tensor) -> Tensor { a.unary({ -$0 }, saves: .none) { g, _, _ in -g } }
 }
 
+/// dst += src with the current context's kernels.
 @inline(__always)
 func addInto(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
-    Parallel.chunks(n, grain: elementwiseGrain) { r in for i in r { dst[i] += src[i] } }
+    let add = ComputeContext.current.k.pointee.add_into
+    Parallel.chunks(n, grain: elementwiseGrain) { r in add(dst + r.lowerBound, src + r.lowerBound, r.count) }
 }
 
 // MARK: - Unary ops
@@ -157,8 +159,8 @@ extension Tensor {
         let px = data, py = out.data
         Parallel.chunks(count, grain: elementwiseGrain) { r in for i in r { py[i] = f(px[i]) } }
         if Tensor.needsGrad(self), let nx = node {
-            let sx: Saved? = saves == .input ? SavedActivations.save(buffer) : nil
-            let sy: Saved? = saves == .output ? SavedActivations.save(out.buffer) : nil
+            let sx: Saved? = saves == .input ? ComputeContext.current.save(buffer) : nil
+            let sy: Saved? = saves == .output ? ComputeContext.current.save(out.buffer) : nil
             let n = count
             out.recording([self]) { g in
                 let xb = sx?.unpack(), yb = sy?.unpack()
@@ -200,18 +202,19 @@ extension Tensor {
     public func sigmoid() -> Tensor {
         let out = Tensor(uninitialized: shape)
         let px = data, py = out.data
+        let ctx = ComputeContext.current, k = ctx.k
         Parallel.chunks(count, grain: elementwiseGrain) { r in
-            df_sigmoid_fwd(px + r.lowerBound, py + r.lowerBound, r.count)
+            k.pointee.sigmoid_fwd(px + r.lowerBound, py + r.lowerBound, r.count)
         }
         if Tensor.needsGrad(self), let nx = node {
-            let sy = SavedActivations.save(out.buffer)
+            let sy = ctx.save(out.buffer)
             let n = count
             out.recording([self]) { g in
                 sy.withValues { y in
                     let pg = g.ptr
                     nx.accumulate { d in
                         Parallel.chunks(n, grain: elementwiseGrain) { r in
-                            for i in r { d[i] += pg[i] * y[i] * (1 - y[i]) }
+                            k.pointee.sigmoid_bwd(y + r.lowerBound, pg + r.lowerBound, d + r.lowerBound, r.count)
                         }
                     }
                 }
@@ -224,18 +227,19 @@ extension Tensor {
     public func silu() -> Tensor {
         let out = Tensor(uninitialized: shape)
         let px = data, py = out.data
+        let ctx = ComputeContext.current, k = ctx.k
         Parallel.chunks(count, grain: elementwiseGrain) { r in
-            df_silu_fwd(px + r.lowerBound, py + r.lowerBound, r.count)
+            k.pointee.silu_fwd(px + r.lowerBound, py + r.lowerBound, r.count)
         }
         if Tensor.needsGrad(self), let nx = node {
-            let sx = SavedActivations.save(buffer)
+            let sx = ctx.save(buffer)
             let n = count
             out.recording([self]) { g in
                 sx.withValues { x in
                     let pg = g.ptr
                     nx.accumulateOrSet { d, fresh in
                         Parallel.chunks(n, grain: elementwiseGrain) { r in
-                            df_silu_bwd(x + r.lowerBound, pg + r.lowerBound, d + r.lowerBound, r.count, fresh ? 0 : 1)
+                            k.pointee.silu_bwd(x + r.lowerBound, pg + r.lowerBound, d + r.lowerBound, r.count, fresh ? 0 : 1)
                         }
                     }
                 }

@@ -18,7 +18,7 @@ extension Tensor {
             }
         }
         if Tensor.needsGrad(self), let nx = node {
-            let sy = SavedActivations.save(out.buffer)
+            let sy = ComputeContext.current.save(out.buffer)
             out.recording([self]) { g in
                 sy.withValues { y in
                 let pg = g.ptr
@@ -55,7 +55,7 @@ extension Tensor {
             }
         }
         if Tensor.needsGrad(self), let nx = node {
-            let sy = SavedActivations.save(out.buffer)
+            let sy = ComputeContext.current.save(out.buffer)
             out.recording([self]) { g in
                 sy.withValues { y in
                 let pg = g.ptr

@@ -112,7 +112,7 @@ public final class Tensor: @unchecked Sendable {
     /// True when any input needs a gradient and grad mode is on: ops save activations only then.
     @inline(__always)
     public static func needsGrad(_ inputs: Tensor...) -> Bool {
-        guard GradMode.isEnabled else { return false }
+        guard ComputeContext.current.gradEnabled else { return false }
         for t in inputs where t.node != nil { return true }
         return false
     }

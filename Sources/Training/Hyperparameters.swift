@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 import Yams
 
 /// Errors in hyper-parameter files and flags: each names the key (and file and line when known)
@@ -56,7 +57,8 @@ public struct Hyperparameters: Equatable, Sendable {
     public var scale_lr = "none"
     // Stability
     public var max_norm = 10.0
-    public var amp = false
+    public var amp = Precision.fp32
+    public var loss_scale_enabled = "auto"
     public var loss_scale_init = 65536.0
     public var loss_scale_growth = 2.0
     public var loss_scale_backoff = 0.5
@@ -91,6 +93,10 @@ public struct Hyperparameters: Equatable, Sendable {
     public var close_mosaic = 10
 
     public init() {}
+
+    /// Whether the loss is multiplied by a dynamic scale: `loss_scale.enabled` true, or auto under
+    /// fp16 (bfloat16 has Float32's range, so auto leaves it off there, as PyTorch's CPU autocast).
+    public var usesLossScale: Bool { loss_scale_enabled == "true" || (loss_scale_enabled == "auto" && amp == .fp16) }
 }
 
 /// How one key is read, checked and written.
@@ -100,7 +106,15 @@ public struct HypField: Sendable {
         case double(WritableKeyPath<Hyperparameters, Double> & Sendable, ClosedRange<Double>)
         case bool(WritableKeyPath<Hyperparameters, Bool> & Sendable)
         case choice(WritableKeyPath<Hyperparameters, String> & Sendable, [String])
+        /// Mixed precision: false | true (= fp16) | fp16 | bf16; a bare flag means fp16.
+        case precision(WritableKeyPath<Hyperparameters, Precision> & Sendable)
     }
+
+    /// Words a precision key accepts, and what they mean.
+    static let precisionWords: [String: Precision] = [
+        "false": .fp32, "no": .fp32, "off": .fp32, "0": .fp32, "fp32": .fp32,
+        "true": .fp16, "yes": .fp16, "on": .fp16, "1": .fp16, "fp16": .fp16, "bf16": .bf16,
+    ]
 
     /// YAML key (`loss_scale.init` for nested keys).
     public let key: String
@@ -117,6 +131,7 @@ public struct HypField: Sendable {
         case let .double(_, r): return "float, \(Self.range(r))"
         case .bool: return "bool"
         case let .choice(_, c): return c.joined(separator: " | ")
+        case .precision: return "false | true | fp16 | bf16"
         }
     }
 
@@ -128,6 +143,7 @@ public struct HypField: Sendable {
         case let .double(kp, _): return Self.format(h[keyPath: kp])
         case let .bool(kp): return h[keyPath: kp] ? "true" : "false"
         case let .choice(kp, _): return h[keyPath: kp]
+        case let .precision(kp): return h[keyPath: kp] == .fp32 ? "false" : h[keyPath: kp].rawValue
         }
     }
 
@@ -156,6 +172,9 @@ public struct HypField: Sendable {
         case let .choice(kp, choices):
             guard let c = choices.first(where: { $0.lowercased() == t.lowercased() }) else { throw bad() }
             h[keyPath: kp] = c
+        case let .precision(kp):
+            guard let p = HypField.precisionWords[t.lowercased()] else { throw bad() }
+            h[keyPath: kp] = p
         }
     }
 }
@@ -193,7 +212,10 @@ extension Hyperparameters {
             HypField(key: "scale_lr", kind: .choice(\.scale_lr, ["none", "linear", "sqrt"]),
                      help: "scale lr0 by batch*accumulate/nbs (linear) or its square root"),
             HypField(key: "max_norm", kind: .double(\.max_norm, 0...1e9), help: "clip the global gradient L2 norm to this (0: off)"),
-            HypField(key: "amp", kind: .bool(\.amp), help: "Float16 emulation of activations and their gradients with dynamic loss scaling"),
+            HypField(key: "amp", kind: .precision(\.amp),
+                     help: "mixed precision: fp16 (true) emulates IEEE half autocast with loss scaling; bf16 runs bfloat16 GEMMs (AVX512_BF16 where present)"),
+            HypField(key: "loss_scale.enabled", kind: .choice(\.loss_scale_enabled, ["auto", "true", "false"]),
+                     help: "dynamic loss scaling: auto = on under fp16, off under bf16 and without amp"),
             HypField(key: "loss_scale.init", kind: .double(\.loss_scale_init, 1...1e12), help: "initial loss scale"),
             HypField(key: "loss_scale.growth", kind: .double(\.loss_scale_growth, 1...1000), help: "scale factor after `interval` clean steps"),
             HypField(key: "loss_scale.backoff", kind: .double(\.loss_scale_backoff, 0.0001...1), help: "scale factor after an overflow"),
@@ -258,12 +280,14 @@ extension Hyperparameters {
     /// Keys as in default.yaml; `loss_scale` may be a nested map ({init, growth, backoff,
     /// interval, min}); the seeds' shape `training: {gradient_clipping: bool, max_norm: x,
     /// use_amp: bool}` is accepted as an alias (gradient_clipping false sets max_norm 0).
-    public mutating func apply(yaml text: String, file: String) throws {
-        let root: Node?
+    @discardableResult
+    public mutating func apply(yaml text: String, file: String) throws -> Set<String> {
+        var given = Set<String>()
+        let root: Yams.Node?
         do { root = try Yams.compose(yaml: text) } catch {
             throw HypError.unreadable(file: file, reason: "YAML syntax error: \(error)")
         }
-        guard let root else { return }
+        guard let root else { return given }
         guard let map = root.mapping else { throw HypError.unreadable(file: file, reason: "the top level must be a mapping of key: value") }
         var clipping: (on: Bool, line: Int?)? = nil
         for (k, v) in map {
@@ -281,16 +305,17 @@ extension Hyperparameters {
                             throw HypError.unknownKey(key: "loss_scale." + name, suggestion: Self.suggestion(for: "loss_scale." + name), file: file, line: sline)
                         }
                         try f.set(sv.string ?? "", in: &self, file: file, line: sline)
+                        given.insert(f.key)
                     } else {
                         switch name {
                         case "gradient_clipping":
                             var tmp = Hyperparameters()
                             try Self.field("val")!.set(sv.string ?? "", in: &tmp, file: file, line: sline)
                             clipping = (tmp.val, sline)
-                        case "max_norm": try Self.field("max_norm")!.set(sv.string ?? "", in: &self, file: file, line: sline)
-                        case "use_amp": try Self.field("amp")!.set(sv.string ?? "", in: &self, file: file, line: sline)
+                        case "max_norm": try Self.field("max_norm")!.set(sv.string ?? "", in: &self, file: file, line: sline); given.insert("max_norm")
+                        case "use_amp": try Self.field("amp")!.set(sv.string ?? "", in: &self, file: file, line: sline); given.insert("amp")
                         default:
-                            if let f = Self.field(name) { try f.set(sv.string ?? "", in: &self, file: file, line: sline) }
+                            if let f = Self.field(name) { try f.set(sv.string ?? "", in: &self, file: file, line: sline); given.insert(f.key) }
                             else { throw HypError.unknownKey(key: "training." + name, suggestion: Self.suggestion(for: name), file: file, line: sline) }
                         }
                     }
@@ -304,20 +329,25 @@ extension Hyperparameters {
                 throw HypError.badValue(key: key, value: "", expected: f.typeName, file: file, line: line)
             }
             try f.set(v.string!, in: &self, file: file, line: line)
+            given.insert(f.key)
         }
-        if let c = clipping, !c.on { max_norm = 0 }
+        if let c = clipping, !c.on { max_norm = 0; given.insert("max_norm") }
+        return given
     }
 
-    public mutating func apply(yamlFile path: String) throws {
+    @discardableResult
+    public mutating func apply(yamlFile path: String) throws -> Set<String> {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw HypError.unreadable(file: path, reason: "no such file or not UTF-8 text")
         }
-        try apply(yaml: text, file: path)
+        return try apply(yaml: text, file: path)
     }
 
     /// Applies `--key value`, `--key=value`, `--flag` / `--no-flag` (booleans) arguments.
-    /// Returns nothing; throws on an unknown flag (with the nearest name) or a bad value.
-    public mutating func apply(flags args: [String]) throws {
+    /// Returns the keys set; throws on an unknown flag (with the nearest name) or a bad value.
+    @discardableResult
+    public mutating func apply(flags args: [String]) throws -> Set<String> {
+        var given = Set<String>()
         var i = 0
         while i < args.count {
             let arg = args[i]
@@ -329,10 +359,19 @@ extension Hyperparameters {
             let key = name.replacingOccurrences(of: "-", with: "_")
             var negated = false
             var field = Self.fields.first { $0.flag == "--" + name }
-            if field == nil, key.hasPrefix("no_"), let f = Self.fields.first(where: { $0.flag == "--" + String(name.dropFirst(3)) }),
-               case .bool = f.kind { field = f; negated = true }
+            if field == nil, key.hasPrefix("no_"), let f = Self.fields.first(where: { $0.flag == "--" + String(name.dropFirst(3)) }) {
+                switch f.kind {
+                case .bool, .precision: field = f; negated = true
+                default: break
+                }
+            }
             guard let f = field else {
                 throw HypError.unknownKey(key: "--" + name, suggestion: Self.suggestion(for: key).map { Self.field($0)!.flag }, file: nil, line: nil)
+            }
+            if case .precision = f.kind, value == nil {
+                let next = i + 1 < args.count ? args[i + 1].lowercased() : ""
+                if HypField.precisionWords[next] != nil && !negated { value = args[i + 1]; i += 1 }
+                else { value = negated ? "false" : "fp16" }
             }
             if case .bool = f.kind, value == nil {
                 let next = i + 1 < args.count ? args[i + 1].lowercased() : ""
@@ -345,8 +384,10 @@ extension Hyperparameters {
                 i += 1
             }
             try f.set(value!, in: &self)
+            given.insert(f.key)
             i += 1
         }
+        return given
     }
 
     /// Every key with its value, one per line, in default.yaml's order (the body of args.yaml).
@@ -396,7 +437,12 @@ extension Hyperparameters {
     public static var flagHelp: String {
         fields.map { f in
             let d = f.value(in: Hyperparameters())
-            let flag = { if case .bool = f.kind { return f.flag + " / --no-" + f.flag.dropFirst(2) } else { return f.flag + " <v>" } }()
+            let flag: String
+            switch f.kind {
+            case .bool: flag = f.flag + " / --no-" + f.flag.dropFirst(2)
+            case .precision: flag = f.flag + " [fp16|bf16] / --no-" + f.flag.dropFirst(2)
+            default: flag = f.flag + " <v>"
+            }
             return "  \(flag)\n      (\(f.typeName); default \(d)) \(f.help)"
         }.joined(separator: "\n")
     }

@@ -8,25 +8,35 @@ public enum OptimizerStep {
     public enum Outcome: Equatable, Sendable {
         /// The parameters moved; `norm` is the pre-clip global L2 norm of the unscaled gradient.
         case stepped(norm: Double, clipped: Bool)
-        /// Under AMP the scaled gradient overflowed: step skipped, scale backed off (normal).
+        /// Under loss scaling the loss or the scaled gradient overflowed: step skipped, scale
+        /// backed off (normal), EMA updated as after any optimizer call.
         case overflow(LossScaler.Event)
-        /// Non-finite gradient without AMP: step skipped (counted by the trainer).
+        /// Non-finite loss or gradient without loss scaling: step skipped (counted by the trainer).
         case nonFinite
     }
 
-    /// Runs the sequence on gradients accumulated with the loss multiplied by `scaler.scale` (AMP)
-    /// or by 1. `maxNorm` nil or 0 leaves the gradient unclipped.
+    /// Runs the sequence on gradients accumulated with the loss multiplied by `scaler.scale`
+    /// (`scaled`: dynamic loss scaling, the fp16 AMP default) or by 1. `lossFinite` false (a loss
+    /// that overflowed in the forward pass) skips the step like an overflowing gradient.
+    /// `maxNorm` nil or 0 leaves the gradient unclipped.
+    ///
+    /// As Ultralytics (scaler.step, scaler.update, zero_grad, then ema.update unconditionally), the
+    /// EMA is updated after a step skipped for a loss-scale overflow too, so its update count and
+    /// decay ramp follow the optimizer calls.
     public static func run(table: ParamTable, optimizer: Optimizer, ema: EMA?, scaler: inout LossScaler,
-                           amp: Bool, maxNorm: Double?) -> Outcome {
-        if amp { table.scaleGrads(Float(1 / scaler.scale)) }
-        guard table.gradsFinite() else {
+                           scaled: Bool, maxNorm: Double?, lossFinite: Bool = true) -> Outcome {
+        if scaled && lossFinite { table.scaleGrads(Float(1 / scaler.scale)) }
+        guard lossFinite && table.gradsFinite() else {
             table.zeroGrad()
-            return amp ? .overflow(scaler.update(foundInf: true)) : .nonFinite
+            guard scaled else { return .nonFinite }
+            let event = scaler.update(foundInf: true)
+            ema?.update()
+            return .overflow(event)
         }
         var norm = 0.0, clipped = false
         if let maxNorm, maxNorm > 0 { (norm, clipped) = table.clipGradNorm(maxNorm) } else { norm = table.gradNorm() }
         optimizer.step()
-        if amp { scaler.update(foundInf: false) }
+        if scaled { scaler.update(foundInf: false) }
         table.zeroGrad()
         ema?.update()
         return .stepped(norm: norm, clipped: clipped)

@@ -1,4 +1,5 @@
 import Foundation
+import NN
 
 /// Append-only CSV with a fixed header (results.csv, steps.csv). Rows are flushed as written so a
 /// killed run keeps them; on resume, rows after the resumed epoch are dropped.
@@ -6,25 +7,33 @@ final class CSVLog {
     let path: String
     let header: [String]
 
-    init(path: String, header: [String], keepRows: ((String) -> Bool)? = nil) {
+    /// Opens the log: with `keepRows`, an existing file keeps the rows it accepts; otherwise the
+    /// file starts anew with the header.
+    init(path: String, header: [String], keepRows: ((String) -> Bool)? = nil) throws {
         self.path = path
         self.header = header
-        let fm = FileManager.default
-        if let keep = keepRows, let text = try? String(contentsOfFile: path, encoding: .utf8) {
-            let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
-            let kept = [header.joined(separator: ",")] + lines.dropFirst().filter(keep)
-            try? (kept.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-        } else if !fm.fileExists(atPath: path) || keepRows == nil {
-            try? (header.joined(separator: ",") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        if let keepRows, FileManager.default.fileExists(atPath: path) { keep(keepRows); return }
+        do { try AtomicFile.write(Data((header.joined(separator: ",") + "\n").utf8), to: path) } catch {
+            throw TrainingError.invalid("\(error)")
         }
     }
 
+    /// Rewrites the file with the rows `keepRow` accepts (best effort).
+    func keep(_ keepRow: (String) -> Bool) {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+        let kept = [header.joined(separator: ",")] + lines.dropFirst().filter(keepRow)
+        try? AtomicFile.write(Data((kept.joined(separator: "\n") + "\n").utf8), to: path)
+    }
+
+    /// Appends one row (a failed write is reported once by the checkpoint that follows it).
     func append(_ values: [String]) {
         precondition(values.count == header.count, "\(path): \(values.count) values for \(header.count) columns")
-        guard let h = FileHandle(forWritingAtPath: path) else { return }
-        h.seekToEndOfFile()
-        h.write((values.joined(separator: ",") + "\n").data(using: .utf8)!)
-        try? h.close()
+        let fd = open(path, O_WRONLY | O_APPEND)
+        guard fd >= 0 else { return }
+        let line = values.joined(separator: ",") + "\n"
+        _ = line.withCString { Foundation.write(fd, $0, strlen($0)) }
+        close(fd)
     }
 
     static func f(_ v: Double, _ digits: Int = 5) -> String { v.isFinite ? String(format: "%.\(digits)g", v) : "nan" }

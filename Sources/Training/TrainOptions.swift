@@ -5,12 +5,17 @@ public enum TrainingError: Error, CustomStringConvertible {
     case invalid(String)
     case diverged(String)
     case checkpoint(path: String, reason: String)
+    /// SIGINT / SIGTERM: the run stopped between iterations; its last checkpoint is whole.
+    case interrupted(signal: Int32, epoch: Int, iteration: Int, run: String)
 
     public var description: String {
         switch self {
         case let .invalid(m): return m
         case let .diverged(m): return m
         case let .checkpoint(path, reason): return "\(path): \(reason)"
+        case let .interrupted(signal, epoch, iteration, run):
+            let name = signal == SIGTERM ? "SIGTERM" : "SIGINT"
+            return "interrupted (\(name)) at epoch \(epoch), iteration \(iteration); resume with `train_dual --resume \(run)`"
         }
     }
 }
@@ -33,10 +38,17 @@ public struct TrainOptions: Sendable {
     public var threads: Int?
     public var allowResizeIR = false
     public var hyp = Hyperparameters()
+    /// Hyper-parameter keys the user set (flags or --hyp file): auto honours an explicit lr0 or
+    /// momentum; --resume names the ones it ignores.
+    public var explicitHyp: Set<String> = []
+    /// Other options the user gave on the command line (flag names without dashes), for --resume's notice.
+    public var explicitOptions: Set<String> = []
+    /// Start even when the memory estimate exceeds the available memory.
+    public var force = false
+    /// Accept --weights that fill less than half of the model.
+    public var allowPartial = false
     /// Print progress (tests turn it off).
     public var verbose = true
-    /// Test-only: iterations (global batch index) whose loss is replaced by NaN.
-    public var injectNaNAt: Set<Int> = []
     /// Test-only: stop after this many completed epochs of this invocation (a simulated kill).
     public var stopAfterEpochs: Int?
 

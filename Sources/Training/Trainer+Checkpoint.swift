@@ -4,7 +4,8 @@ import Foundation
 import NN
 import TensorCore
 
-/// The run options a state file keeps, so `--resume` needs nothing else.
+/// The run options a state file keeps (paths absolute), so `--resume` needs nothing else and
+/// works from any folder.
 struct SavedOptions: Codable {
     var data: String
     var cfg: String
@@ -15,12 +16,18 @@ struct SavedOptions: Codable {
     var allowResizeIR: Bool
 
     init(_ o: TrainOptions) {
-        (data, cfg, weights, project, name, irChannels, allowResizeIR) = (o.data, o.cfg, o.weights, o.project, o.name, o.irChannels, o.allowResizeIR)
+        (data, cfg, weights, project, name, irChannels, allowResizeIR) =
+            (RunPaths.absolute(o.data), RunPaths.absolute(o.cfg), o.weights.map(RunPaths.absolute), RunPaths.absolute(o.project),
+             o.name, o.irChannels, o.allowResizeIR)
     }
 
-    func apply(to o: TrainOptions) -> TrainOptions {
+    /// `o` with the run's own options; a relative path stored by an older version is taken
+    /// relative to the run's project folder's parent when it is not found as it is.
+    func apply(to o: TrainOptions, runRoot: String) -> TrainOptions {
         var r = o
         (r.data, r.cfg, r.weights, r.project, r.name, r.irChannels, r.allowResizeIR) = (data, cfg, weights, project, name, irChannels, allowResizeIR)
+        r.project = URL(fileURLWithPath: runRoot).deletingLastPathComponent().path
+        r.name = URL(fileURLWithPath: runRoot).lastPathComponent
         return r
     }
 }
@@ -45,21 +52,45 @@ extension Trainer {
     }
 
     /// Writes last (and best) weights — the EMA model under Ultralytics names — and the state
-    /// files beside them, each atomically (temporary file, fsync, rename).
+    /// files beside them as one checkpoint generation (`Checkpoints`): all or nothing.
     func saveCheckpoint(fitness: Double?, isBest: Bool) throws {
-        ema.copy(into: evalModel.namedTensors())
-        let meta = weightsMetadata(fitness: fitness)
-        try StateDict.save(evalModel.namedTensors(), metadata: meta, to: paths.last)
-        try saveState(paths.lastState)
-        if isBest {
-            try StateDict.save(evalModel.namedTensors(), metadata: meta, to: paths.best)
-            try saveState(paths.bestState)
+        try commitCheckpoint(fitness: fitness, isBest: isBest, stateOnly: false)
+    }
+
+    /// The generation of the current epoch: last weights and state (with `stateOnly` just the
+    /// state, as a rollback re-saves it), best weights and state when `isBest`.
+    func commitCheckpoint(fitness: Double?, isBest: Bool, stateOnly: Bool) throws {
+        var files: [(path: String, data: Data)] = []
+        let state = try stateData()
+        if !stateOnly {
+            ema.copy(into: evalModel.namedTensors())
+            let weights = StateDict.encode(evalModel.namedTensors(), metadata: weightsMetadata(fitness: fitness))
+            files.append((paths.last, weights))
+            if isBest { files += [(paths.best, weights), (paths.bestState, state)] }
+        }
+        files.append((paths.lastState, state))
+        do {
+            try Checkpoints.commit(paths, generation: self.state.epoch, files: files)
+        } catch {
+            // Leave the previous generation whole: its results rows only.
+            if let g = Checkpoints.generation(paths) { reconcileLogs(upTo: g) }
+            _ = try? Checkpoints.recover(paths)
+            throw error
+        }
+    }
+
+    /// Drops results.csv and steps.csv rows of epochs after `epoch` (a checkpoint that did not commit).
+    func reconcileLogs(upTo epoch: Int) {
+        results.keep { row in (Int(row.split(separator: ",").first ?? "") ?? Int.max) <= epoch }
+        steps.keep { row in
+            let cols = row.split(separator: ",")
+            return cols.count > 1 && (Int(cols[1]) ?? Int.max) <= epoch
         }
     }
 
     /// Raw weights and buffers, EMA averages, optimizer moments, pending gradients, and the
     /// JSON state (epoch, scaler, counters, recovery) with the hyper-parameters and run options.
-    func saveState(_ path: String) throws {
+    func stateData() throws -> Data {
         var named: [NamedTensor] = []
         for t in model.namedTensors() { named.append(NamedTensor("raw." + t.name, t.tensor, t.role)) }
         for p in ema.pairs { named.append(NamedTensor("ema." + p.name, p.ema, .buffer)) }
@@ -71,9 +102,10 @@ extension Trainer {
         var st = state
         st.emaUpdates = ema.updates
         st.optimizerSteps = optimizer.steps
-        let json = String(data: try JSONEncoder().encode(st), encoding: .utf8)!
-        let opts = String(data: try JSONEncoder().encode(SavedOptions(options)), encoding: .utf8)!
-        try StateDict.save(named, metadata: ["format": "dualfuse-state-v1", "state": json, "hyp": hyp.yaml(), "options": opts], to: path)
+        st.parameterSteps = optimizer.parameterSteps
+        let json = String(decoding: try JSONEncoder().encode(st), as: UTF8.self)
+        let opts = String(decoding: try JSONEncoder().encode(SavedOptions(options)), as: UTF8.self)
+        return StateDict.encode(named, metadata: ["format": "dualfuse-state-v1", "state": json, "hyp": hyp.yaml(), "options": opts])
     }
 
     /// Restores everything `saveState` wrote.
@@ -103,7 +135,10 @@ extension Trainer {
             }
         }
         optimizer.steps = st.optimizerSteps
+        if st.parameterSteps.count == optimizer.parameterSteps.count { optimizer.parameterSteps = st.parameterSteps }
+        else { optimizer.parameterSteps = [Int](repeating: st.optimizerSteps, count: optimizer.parameterSteps.count) }
         state = st
+        if state.epochs == 0 { state.epochs = hyp.epochs }
         targetAccumulate = st.accumulate
         lr0 = st.lr0
     }

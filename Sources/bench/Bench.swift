@@ -1,9 +1,38 @@
 import ArgumentParser
+import TensorCore
 
 /// `bench`: prints performance figures (run in release: `swift run -c release bench <sub>`).
 @main
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "DualFuse benchmarks: figures, not pass/fail tests. Build with -c release.",
-        subcommands: [ConvBench.self, ModelBench.self, LossBench.self, LoaderBench.self, TrainBench.self])
+        subcommands: [ConvBench.self, ModelBench.self, LossBench.self, LoaderBench.self, TrainBench.self, LearnBench.self])
+}
+
+/// The first lines of every benchmark: what ran, so figures from different runs can be compared.
+func printEnvironment() {
+    let ctx = ComputeContext.current
+    print("kernels: \(ctx.kernels) (cpu level \(Kernels.cpuLevel)\(Kernels.cpuHasBF16 ? ", avx512_bf16" : "")), gemm: \(ctx.gemm.rawValue), " +
+          "OpenBLAS core: \(BLAS.coreName), threads: \(ctx.threads)")
+}
+
+/// `--gemm packed|openblas` and `--kernels portable|avx2|avx512` of every benchmark, applied to the current context.
+struct ContextOptions: ParsableArguments {
+    @Option(help: "Threads (default: all cores).") var threads: Int?
+    @Option(help: "GEMM behind the convolutions: packed (ours) or openblas.") var gemm = "packed"
+    @Option(help: "Kernel level: portable, avx2 or avx512 (default: the best this CPU runs).") var kernels: String?
+
+    func apply() throws {
+        let ctx = ComputeContext.current
+        if let threads { ctx.threads = threads }
+        guard let g = GemmBackend(rawValue: gemm) else { throw ValidationError("--gemm must be packed or openblas, got \(gemm)") }
+        ctx.gemm = g
+        if let kernels {
+            let levels: [String: Kernels.Level] = ["portable": .portable, "avx2": .avx2, "avx512": .avx512]
+            guard let l = levels[kernels] else { throw ValidationError("--kernels must be portable, avx2 or avx512, got \(kernels)") }
+            guard let k = Kernels(level: l, bf16: true) else { throw ValidationError("--kernels \(kernels): this CPU runs at most \(Kernels.cpuLevel)") }
+            ctx.kernels = k
+        }
+        printEnvironment()
+    }
 }

@@ -82,11 +82,11 @@ struct ConvBench: ParsableCommand {
     @Option(help: "Image size.") var imgsz = 320
     @Option(help: "Batch size.") var batch = 8
     @Option(help: "Timed runs per measurement (the median is printed).") var runs = 7
-    @Option(help: "Threads (default: all cores).") var threads: Int?
+    @OptionGroup var context: ContextOptions
 
-    func run() {
-        if let threads { Parallel.threads = threads }
-        BLAS.setThreads(Parallel.threads)
+    func run() throws {
+        try context.apply()
+
         print("bench conv: yolov8n convolutions at \(imgsz) px, batch \(batch), \(Parallel.threads) threads, median of \(runs) runs")
         print("    C    O  k s    H  count |   fwd ms  GFLOP/s |  dgrad ms  GFLOP/s |  wgrad ms  GFLOP/s | sgemm GFLOP/s f/d/w")
         var rng = RandomState(seed: 1)

@@ -15,7 +15,7 @@ struct LossBench: ParsableCommand {
     @Option(help: "Number of classes.") var nc = 1
     @Option(help: "Timed runs (the median is printed).") var runs = 11
 
-    func run() {
+    func run() throws {
         var rng = RandomState(seed: 2)
         let levels = [8, 16, 32].map { (height: imgsz / $0, width: imgsz / $0) }
         let a = levels.reduce(0) { $0 + $1.height * $1.width }

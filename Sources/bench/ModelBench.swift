@@ -15,10 +15,10 @@ struct ModelBench: ParsableCommand {
     @Option(help: "IR channels (1 or 3).") var irChannels: Int?
     @Option(help: "Batch size of the training-mode forward timing.") var batch = 8
     @Option(help: "Timed runs per measurement (the median is printed).") var runs = 7
-    @Option(help: "Threads (default: all cores).") var threads: Int?
+    @OptionGroup var context: ContextOptions
 
     func run() throws {
-        if let threads { Parallel.threads = threads }
+        try context.apply()
         let spec = try ModelSpec.load(cfg)
         var channels: [String: Int] = [:]
         if let irChannels, spec.streams.contains(where: { $0.name == "ir" }) { channels["ir"] = irChannels }

@@ -17,10 +17,10 @@ struct TrainBench: ParsableCommand {
     @Option(help: "Timed steps (the median is printed).") var steps = 7
     @Option(help: "Warm-up steps.") var warmup = 2
     @Flag(help: "Also time the step with Float16 emulation (--amp) and print the ratio.") var amp = false
-    @Option(help: "Threads (default: all cores).") var threads: Int?
+    @OptionGroup var context: ContextOptions
 
     func run() throws {
-        if let threads { Parallel.threads = threads }
+        try context.apply()
         let model = try ModelBuilder.build(try ModelSpec.load(cfg), nc: 1)
         let table = ParamTable(model.namedTensors(), streams: model.streamTags())
         let opt = Optimizer(kind: .sgd, table: table, lr: 0.01, momentum: 0.937, weightDecay: 5e-4)
@@ -42,15 +42,15 @@ struct TrainBench: ParsableCommand {
             var saved = 0
             for i in 0..<(warmup + steps) {
                 let t0 = DispatchTime.now().uptimeNanoseconds
-                let outs = Autocast.withHalfActivations(half) { model(inputs) }
-                saved = SavedActivations.bytes
+                let outs = Autocast.with(half ? .fp16 : .fp32) { model(inputs) }
+                saved = ComputeContext.current.saved.bytes
                 let t1 = DispatchTime.now().uptimeNanoseconds
                 var total = loss(outs[0], targets).total
                 for o in outs.dropFirst() { total = total + loss(o, targets).total }
                 let t2 = DispatchTime.now().uptimeNanoseconds
                 total.backward(seed: Float(scaler.scale))
                 let t3 = DispatchTime.now().uptimeNanoseconds
-                _ = OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, amp: half, maxNorm: 10)
+                _ = OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, scaled: half, maxNorm: 10)
                 let t4 = DispatchTime.now().uptimeNanoseconds
                 if i >= warmup { rows.append([Double(t4 - t0), Double(t1 - t0), Double(t2 - t1), Double(t3 - t2), Double(t4 - t3)]) }
             }

@@ -53,7 +53,7 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { Parallel.threads = threads }
+        if let threads { ComputeContext.current.threads = threads }
         guard let mergeMode = DetectionMerge(rawValue: merge) else { throw ValidationError("--merge must be nms or wbf, got \(merge)") }
         do {
             let loaded = try ModelFiles.load(weights: weights, cfg: cfg)

@@ -35,7 +35,7 @@ struct ValDual: ParsableCommand {
     @Flag(help: "Resize IR images whose size differs from their RGB partner.") var allowResizeIr = false
 
     func run() throws {
-        if let threads { Parallel.threads = threads }
+        if let threads { ComputeContext.current.threads = threads }
         guard let mergeMode = DetectionMerge(rawValue: merge) else { throw ValidationError("--merge must be nms or wbf, got \(merge)") }
         guard let sp = DatasetSplit(rawValue: split) else { throw ValidationError("--split must be val, test or train, got \(split)") }
         do {

@@ -25,6 +25,23 @@ import TensorCore
         return e / max(scale, 1e-12)
     }
 
+    /// Bounds on max |ours - PyTorch| / max |PyTorch| (Float32 both; the error is summation order).
+    /// Measured 2026-11-28 on Intel Xeon (Emerald Rapids) with each OpenBLAS core forced by
+    /// OPENBLAS_CORETYPE (Prescott is what OpenBLAS 0.3.21 picks unguarded on that CPU, Cooperlake
+    /// what it picks on Zen 5, Haswell the workplace guard); our C kernels give identical bits on
+    /// every level (portable, AVX2, AVX-512), so only the GEMM's order varies:
+    ///   eval boxes   v8  1.45e-5 / 2.99e-5 / 1.46e-5    mid 4.30e-5 / 4.02e-5 / 1.33e-4   (Prescott / Haswell / Cooperlake)
+    ///   eval scores  v8 <= 5.6e-6, mid <= 4.36e-5;  decoded v8 <= 4.5e-6, mid <= 4.08e-5
+    ///   train boxes <= 9.2e-6, train scores <= 2.6e-6 (both models, every core)
+    /// Each bound is about 3x the largest figure of its quantity: another summation order must not
+    /// fail the test; a wrong layer (errors of 1e-2 and more) must.
+    enum Bound {
+        static let evalBoxes = 4e-4
+        static let evalScores = 1.5e-4
+        static let decoded = 1.5e-4
+        static let trainOutputs = 3e-5
+    }
+
     func check(_ fixture: String, yaml: String, streams: [String]) throws {
         let (tensors, meta) = try Safetensors.read(fixturePath(fixture))
         let model = try ModelBuilder.build(try tinySpec(yaml), nc: Int(meta["nc"] ?? "2")!, scale: "t")
@@ -37,18 +54,18 @@ import TensorCore
 
         model.training = false
         let e = noGrad { model(inputs)[0] }
-        #expect(scaledError(e.boxes.array, tensors["eval.boxes"]!.values) < 1e-4)
-        #expect(scaledError(e.scores.array, tensors["eval.scores"]!.values) < 1e-4)
+        #expect(scaledError(e.boxes.array, tensors["eval.boxes"]!.values) < Bound.evalBoxes)
+        #expect(scaledError(e.scores.array, tensors["eval.scores"]!.values) < Bound.evalScores)
         let pred = e.decoded()
         print("model parity \(fixture): eval boxes \(scaledError(e.boxes.array, tensors["eval.boxes"]!.values)), scores \(scaledError(e.scores.array, tensors["eval.scores"]!.values)), decoded \(scaledError(pred.array, tensors["eval.pred"]!.values))")
         #expect(pred.shape == tensors["eval.pred"]!.shape)
-        #expect(scaledError(pred.array, tensors["eval.pred"]!.values) < 1e-4)
+        #expect(scaledError(pred.array, tensors["eval.pred"]!.values) < Bound.decoded)
 
         model.training = true
         let t = noGrad { model(inputs)[0] }
         print("model parity \(fixture): train boxes \(scaledError(t.boxes.array, tensors["train.boxes"]!.values)), scores \(scaledError(t.scores.array, tensors["train.scores"]!.values))")
-        #expect(scaledError(t.boxes.array, tensors["train.boxes"]!.values) < 1e-4)
-        #expect(scaledError(t.scores.array, tensors["train.scores"]!.values) < 1e-4)
+        #expect(scaledError(t.boxes.array, tensors["train.boxes"]!.values) < Bound.trainOutputs)
+        #expect(scaledError(t.scores.array, tensors["train.scores"]!.values) < Bound.trainOutputs)
         // Running statistics after one training-mode forward (momentum 0.03, unbiased variance).
         let first = streams.count > 1 ? "rgb.model.0" : "model.0"
         let named = Dictionary(uniqueKeysWithValues: model.namedTensors().map { ($0.name, $0.tensor) })

@@ -21,9 +21,10 @@ import _TestSupport
 
     @Test(arguments: 0..<geometries.count, [1, 2])
     func forwardAndGradientsMatchNaive(_ gi: Int, threads: Int) {
-        let saved = Parallel.threads
-        Parallel.threads = threads
-        defer { Parallel.threads = saved }
+        ComputeContext(threads: threads).run { forwardAndGradients(gi) }
+    }
+
+    func forwardAndGradients(_ gi: Int) {
         let g = ConvKernelTests.geometries[gi]
         let x = random(g.n * g.c * g.h * g.w, seed: 1)
         let w = random(g.o * g.kdim, seed: 2)
@@ -44,8 +45,10 @@ import _TestSupport
         #expect(maxMixedError(bt.grad!.array, db) < 1e-5, "bias gradient \(g)")
     }
 
-    @Test(arguments: 0..<geometries.count)
-    func im2colMatchesNaiveAndCol2imIsItsAdjoint(_ gi: Int) {
+    @Test(arguments: 0..<geometries.count, Kernels.Level.allCases)
+    func im2colMatchesNaiveAndCol2imIsItsAdjoint(_ gi: Int, level: Kernels.Level) throws {
+        let k = try #require(Kernels(level: level) ?? (level > Kernels.cpuLevel ? Kernels.portable : nil))
+        let df_im2col = k.table.pointee.im2col, df_col2im = k.table.pointee.col2im
         let g = ConvKernelTests.geometries[gi]
         let img = random(g.c * g.h * g.w, seed: 5)
         var col = [Float](repeating: .nan, count: g.kdim * g.pixels)

@@ -2,19 +2,24 @@ import CKernels
 import Testing
 @testable import TensorCore
 
-/// IEEE half storage: the F16C path, the portable path and Swift's Float16 agree bit for bit.
-@Suite(.serialized) struct HalfTests {
-    func portableDecode(_ bits: [UInt16]) -> [Float] {
+/// IEEE half storage: every kernel level's path, the portable path and Swift's Float16 agree bit for bit.
+@Suite struct HalfTests {
+    /// Every level this CPU runs except portable (AVX2's F16C, AVX-512's 16-lane conversions).
+    static var fastLevels: [Kernels] { Kernels.Level.allCases.dropFirst().compactMap { Kernels(level: $0) } }
+
+    func decode(_ bits: [UInt16], _ k: Kernels = .portable) -> [Float] {
         var out = [Float](repeating: 0, count: bits.count)
-        df_f16_to_f32_portable(bits, &out, bits.count)
+        k.table.pointee.f16_to_f32(bits, &out, bits.count)
         return out
     }
 
-    func portableEncode(_ xs: [Float]) -> [UInt16] {
+    func encode(_ xs: [Float], _ k: Kernels = .portable) -> [UInt16] {
         var out = [UInt16](repeating: 0, count: xs.count)
-        df_f32_to_f16_portable(xs, &out, xs.count)
+        k.table.pointee.f32_to_f16(xs, &out, xs.count)
         return out
     }
+    func portableDecode(_ bits: [UInt16]) -> [Float] { decode(bits) }
+    func portableEncode(_ xs: [Float]) -> [UInt16] { encode(xs) }
 
     @Test func allHalfValuesDecodeAndReencodeIdentically() throws {
         let all = (0...0xFFFF).map { UInt16($0) }
@@ -27,28 +32,30 @@ import Testing
         // Portable round trip is the identity on every half except NaN payload quieting.
         let back = portableEncode(portable)
         for h in all where !Float16(bitPattern: h).isNaN { #expect(back[Int(h)] == h) }
-        try #require(Half.hasF16C, "this machine kind has F16C; the fast path must be tested")
-        var fast = [Float](repeating: 0, count: all.count)
-        #expect(df_f16_to_f32_f16c(all, &fast, all.count) == 1)
-        #expect(zip(fast, portable).allSatisfy { $0.bitPattern == $1.bitPattern })
-        var fastBack = [UInt16](repeating: 0, count: all.count)
-        #expect(df_f32_to_f16_f16c(portable, &fastBack, portable.count) == 1)
-        #expect(fastBack == back)
+        try #require(!HalfTests.fastLevels.isEmpty, "this machine kind has F16C; the fast paths must be tested")
+        for k in HalfTests.fastLevels {
+            let fast = decode(all, k)
+            #expect(zip(fast, portable).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(k)")
+            #expect(encode(portable, k) == back, "\(k)")
+        }
     }
 
     @Test func randomFloatsEncodeIdentically() throws {
-        try #require(Half.hasF16C)
+        try #require(!HalfTests.fastLevels.isEmpty)
         var rng = RandomState(seed: 11)
         var xs: [Float] = []
         for _ in 0..<200_000 { xs.append(Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()))) }
         for _ in 0..<100_000 { xs.append(rng.uniform(-70000, 70000)) }
         for _ in 0..<100_000 { xs.append(rng.uniform(-1, 1) * 1e-4) }   // subnormal range of half
         let portable = portableEncode(xs)
-        var fast = [UInt16](repeating: 0, count: xs.count)
-        #expect(df_f32_to_f16_f16c(xs, &fast, xs.count) == 1)
         var mismatches = 0
-        for i in 0..<xs.count where fast[i] != portable[i] { mismatches += 1 }
-        #expect(mismatches == 0)
+        for k in HalfTests.fastLevels {
+            let fast = encode(xs, k)
+            for i in 0..<xs.count where fast[i] != portable[i] { mismatches += 1 }
+            #expect(mismatches == 0, "\(k)")
+            // Odd lengths exercise the tails.
+            #expect(encode(Array(xs.prefix(37)), k) == Array(portable.prefix(37)), "\(k) tail")
+        }
         for i in 0..<xs.count where !xs[i].isNaN {
             if Float16(xs[i]).bitPattern != portable[i] { mismatches += 1 }
         }
@@ -94,9 +101,7 @@ import Testing
         let t = Tensor(xs, shape: [1000])
         let r = t.roundedToHalf()
         #expect(r.array == Half.decode(Half.encode(xs)))
-        Half.forcePortable(true)
-        let r2 = t.roundedToHalf()
-        Half.forcePortable(false)
+        let r2 = ComputeContext(kernels: .portable).run { t.roundedToHalf() }
         #expect(r2.array == r.array)
     }
 }

@@ -32,7 +32,7 @@ private struct SmallNet {
 
     /// Backward of (sum of head outputs) x factor x seed, under Float16 emulation when `half`.
     func backward(factor: Float, seed: Float, half: Bool) {
-        let o = Autocast.withHalfActivations(half) { model(["rgb": x])[0] }
+        let o = Autocast.with(half ? .fp16 : .fp32) { model(["rgb": x])[0] }
         ((o.boxes.sum() + o.scores.sum()) * factor).backward(seed: seed)     // the loss stays Float32
     }
 
@@ -72,7 +72,7 @@ private struct SmallNet {
         let before = net.weights()
         net.backward(factor: 1, seed: Float(scaler.scale), half: true)
         #expect(!net.table.gradsFinite(), "the scaled gradients overflow half precision")
-        let first = OptimizerStep.run(table: net.table, optimizer: opt, ema: nil, scaler: &scaler, amp: true, maxNorm: 10)
+        let first = OptimizerStep.run(table: net.table, optimizer: opt, ema: nil, scaler: &scaler, scaled: true, maxNorm: 10)
         #expect(first == .overflow(.backedOff))
         #expect(scaler.scale == 1.5e5)
         #expect(net.weights() == before)
@@ -82,7 +82,7 @@ private struct SmallNet {
         var tries = 0
         while case .overflow = outcome, tries < 20 {
             net.backward(factor: 1, seed: Float(scaler.scale), half: true)
-            outcome = OptimizerStep.run(table: net.table, optimizer: opt, ema: nil, scaler: &scaler, amp: true, maxNorm: 10)
+            outcome = OptimizerStep.run(table: net.table, optimizer: opt, ema: nil, scaler: &scaler, scaled: true, maxNorm: 10)
             tries += 1
         }
         guard case .stepped = outcome else { Issue.record("no step after \(tries) back-offs"); return }
@@ -96,7 +96,7 @@ private struct SmallNet {
         var scaler = LossScaler(initial: 8, growth: 2, backoff: 0.5, interval: 3, minimum: 4)
         for _ in 0..<3 {
             net.backward(factor: 1e-3, seed: Float(scaler.scale), half: true)
-            _ = OptimizerStep.run(table: net.table, optimizer: opt, ema: nil, scaler: &scaler, amp: true, maxNorm: 0)
+            _ = OptimizerStep.run(table: net.table, optimizer: opt, ema: nil, scaler: &scaler, scaled: true, maxNorm: 0)
         }
         #expect(scaler.scale == 16)
         #expect(scaler.update(foundInf: true) == .backedOff && scaler.update(foundInf: true) == .backedOff)
@@ -112,8 +112,8 @@ private struct SmallNet {
         var rng = RandomState(seed: 1)
         let inputs = ["rgb": Tensor.uniform([2, 3, 128, 128], rng: &rng), "ir": Tensor.uniform([2, 1, 128, 128], rng: &rng)]
         func bytes(_ half: Bool) -> Int {
-            let o = Autocast.withHalfActivations(half) { model(inputs)[0] }
-            let b = SavedActivations.bytes
+            let o = Autocast.with(half ? .fp16 : .fp32) { model(inputs)[0] }
+            let b = ComputeContext.current.saved.bytes
             (o.boxes.mean() + o.scores.mean()).backward()
             return b
         }
@@ -132,9 +132,13 @@ private struct SmallNet {
         var o = TestData.options(data: Self.data(), model: "dual_yolov8n_mid.yaml", name: "nan_once", epochs: 4, batch: 8)
         o.hyp.val = false
         o.hyp.nan_recovery = 5
-        o.injectNaNAt = Set(4..<9)             // all of epoch 2 and the first batch of epoch 3 (4 batches an epoch)
         o.stopAfterEpochs = 3
-        let s = try Trainer(o).run()
+        let s = try {
+            // A trainer holds its run directory's lock while it lives: this one ends before the resume.
+            let trainer = try Trainer(o)
+            trainer.lossHook = NaNInjector(Set(4..<9)).hook  // all of epoch 2 and the first batch of epoch 3 (4 batches an epoch)
+            return try trainer.run()
+        }()
         #expect(s.recoveries == 1 && s.lrScale == 0.5)
         let steps = try String(contentsOfFile: s.runDirectory + "/steps.csv", encoding: .utf8)
         #expect(steps.contains(",1\n"), "skipped steps are logged")
@@ -152,9 +156,10 @@ private struct SmallNet {
         var o = TestData.options(data: Self.data(), model: "dual_yolov8n_mid.yaml", name: "nan_forever", epochs: 4, batch: 8)
         o.hyp.val = false
         o.hyp.nan_recovery = 2
-        o.injectNaNAt = Set(4..<100_000)
         do {
-            _ = try Trainer(o).run()
+            let trainer = try Trainer(o)
+            trainer.lossHook = NaNInjector(Set(4..<100_000)).hook
+            _ = try trainer.run()
             Issue.record("training with NaN everywhere did not stop")
         } catch let e as TrainingError {
             guard case .diverged = e else { Issue.record("wrong error \(e)"); return }
@@ -188,5 +193,19 @@ private struct SmallNet {
         #expect(s10 == 0 || (s10 == 3 && t10.contains("training diverged")), "\(s10): \(t10)")
         let (bad, tbad) = try run(["--name", "cli_bad", "--lr", "0.1"])
         #expect(bad != 0 && tbad.contains("did you mean '--lr0'"), "\(tbad)")
+    }
+}
+
+/// The test's NaN seam: the loss of each listed iteration becomes NaN once (a rollback re-runs
+/// its iterations, which then succeed).
+final class NaNInjector: @unchecked Sendable {
+    let at: Set<Int>
+    var fired = Set<Int>()
+    init(_ at: Set<Int>) { self.at = at }
+    var hook: (Int, Tensor) -> Tensor {
+        { ni, loss in
+            guard self.at.contains(ni), self.fired.insert(ni).inserted else { return loss }
+            return loss * Float.nan
+        }
     }
 }

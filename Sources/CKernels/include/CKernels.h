@@ -1,8 +1,10 @@
 // CKernels: the small C layer under TensorCore.
 //
-// Inner loops that Swift's default x86-64 target (SSE2) cannot make fast: IEEE half conversion
-// (F16C), exp-based activations (AVX2 + FMA), im2col / col2im. Every fast path is chosen at run
-// time by a CPU check and has a portable twin; tests compare the two.
+// Inner loops that Swift's default x86-64 target (SSE2) cannot make fast: IEEE half and bfloat16
+// conversion, exp-based activations, batch-norm passes, element-wise loops, im2col / col2im and
+// the packed GEMMs. Each kernel exists once per level (portable C, AVX2 + FMA, AVX-512) from one
+// source body; `df_kernels_for_level` is the one place that picks a level's functions, and
+// TensorCore's compute context holds the table it runs with. Tests pin every level to portable.
 #ifndef DUALFUSE_CKERNELS_H
 #define DUALFUSE_CKERNELS_H
 
@@ -13,75 +15,121 @@
 extern "C" {
 #endif
 
-// MARK: - CPU dispatch
+#pragma clang assume_nonnull begin
 
+// MARK: - CPU features and kernel levels
+
+/// Kernel levels, in increasing order of what the CPU must have.
+enum {
+    DF_LEVEL_PORTABLE = 0,   ///< plain C (whatever the compiler's default target gives)
+    DF_LEVEL_AVX2 = 1,       ///< AVX2 + FMA + F16C
+    DF_LEVEL_AVX512 = 2,     ///< AVX-512 F/BW/VL/DQ (+ AVX2, FMA, F16C)
+};
+
+/// The highest level this CPU runs.
+int df_cpu_level(void);
+/// 1 when the CPU has AVX512_BF16 (vcvtneps2bf16, vdpbf16ps) on top of AVX-512, else 0.
+int df_cpu_has_avx512_bf16(void);
 /// 1 when the CPU has F16C (and AVX), else 0.
 int df_cpu_has_f16c(void);
-/// 1 when the CPU has AVX2 and FMA, else 0.
-int df_cpu_has_avx2_fma(void);
-/// Forces the portable paths (1) or restores run-time dispatch (0). For tests and benchmarks.
-void df_force_portable(int on);
 
-// MARK: - IEEE half (binary16), round to nearest even
+/// Packed-GEMM operand: element (r, c) of the logical matrix is at p[r * rs + c * cs].
+typedef struct df_matrix {
+    const float *p;
+    long rs, cs;
+} df_matrix;
 
-/// One float to half bits, portable C (overflow -> inf, underflow -> subnormal / signed zero,
-/// NaN -> quiet NaN keeping the top payload bits, as F16C does).
+/// Every kernel of one level. Filled by `df_kernels_for_level`; never changed afterwards.
+typedef struct df_kernels {
+    int level;               ///< DF_LEVEL_*
+    int bf16;                ///< 1 when bfloat16 conversions and dot products use AVX512_BF16
+    const char *name;        ///< "portable", "avx2", "avx512", "avx512+bf16"
+
+    // Conversions. f16: IEEE binary16, round to nearest even, overflow to inf, subnormals kept.
+    // bf16: round to nearest even, subnormal inputs to signed zero, NaN quieted (as VCVTNEPS2BF16).
+    void (*f32_to_f16)(const float *src, uint16_t *dst, size_t n);
+    void (*f16_to_f32)(const uint16_t *src, float *dst, size_t n);
+    void (*round_f16)(float *x, size_t n);          ///< x = float(half(x)) in place
+    void (*f32_to_bf16)(const float *src, uint16_t *dst, size_t n);
+    void (*bf16_to_f32)(const uint16_t *src, float *dst, size_t n);
+    void (*round_bf16)(float *x, size_t n);         ///< x = float(bfloat16(x)) in place
+
+    // Activations (exp by a Cephes-style polynomial, ~2 ulp).
+    void (*silu_fwd)(const float *x, float *y, size_t n);
+    /// gx (=, or += when accumulate) gy * silu'(x)
+    void (*silu_bwd)(const float *x, const float *gy, float *gx, size_t n, int accumulate);
+    void (*sigmoid_fwd)(const float *x, float *y, size_t n);
+    /// gx += gy * y * (1 - y), y the sigmoid output
+    void (*sigmoid_bwd)(const float *y, const float *gy, float *gx, size_t n);
+    void (*exp_fwd)(const float *x, float *y, size_t n);
+
+    // Element-wise.
+    void (*add_into)(float *dst, const float *src, size_t n);                  ///< dst += src
+    void (*add_scaled_into)(float *dst, const float *src, float s, size_t n);  ///< dst += s * src
+    void (*scale)(float *x, float s, size_t n);                                ///< x *= s
+    void (*add)(const float *a, const float *b, float *out, size_t n);
+    void (*sub)(const float *a, const float *b, float *out, size_t n);
+    void (*mul)(const float *a, const float *b, float *out, size_t n);
+    /// *out = sum of x[i]^2 (16 float lanes, then double)
+    void (*sum_squares)(const float *x, size_t n, double *out);
+    /// *out = 1 when no element is inf or NaN
+    void (*all_finite)(const float *x, size_t n, int *out);
+
+    // Per channel of NCHW tensors [N, C, HW], channels [c0, c1).
+    /// mean and biased variance over N x HW (two passes; 8 float lanes per plane, summed in double)
+    void (*channel_moments)(const float *x, int N, int C, int HW, int c0, int c1, float *mean, float *var);
+    /// sum[c] += sum over N x HW of x
+    void (*channel_sums)(const float *x, int N, int C, int HW, int c0, int c1, float *sum);
+    /// sums over N x HW of g and of g * (x - mean[c]) (the batch-norm backward reductions)
+    void (*channel_grad_sums)(const float *x, const float *g, const float *mean, int N, int C, int HW,
+                              int c0, int c1, float *sum_g, float *sum_gx);
+    /// z = x * scale[c] + shift[c]; with silu, a = silu(z) (z may then be NULL; a is NULL without silu)
+    void (*channel_affine)(const float *x, int N, int C, int HW, int c0, int c1, const float *scale,
+                           const float *shift, float *_Nullable z, float *_Nullable a, int silu);
+    /// gz = ga * silu'(x * scale[c] + shift[c])
+    void (*channel_affine_silu_bwd)(const float *x, const float *ga, int N, int C, int HW, int c0, int c1,
+                                    const float *scale, const float *shift, float *gz);
+    /// out (= or += when accumulate) ca[c] * g + cb[c] * x + cc[c]
+    void (*channel_axpby)(const float *g, const float *x, int N, int C, int HW, int c0, int c1,
+                          const float *ca, const float *cb, const float *cc, float *out, int accumulate);
+    /// y = y + bias[c] (bias may be NULL), then silu when silu != 0, in place
+    void (*channel_bias_silu)(float *y, int N, int C, int HW, int c0, int c1, const float *_Nullable bias, int silu);
+
+    // Convolution lowering, one image, channels [c0, c1).
+    /// columns: [C*k*k, oH*oW] (row (c*k + i)*k + j) of image [C, H, W]; zero padding p, stride s
+    void (*im2col)(const float *img, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,
+                   int c1, float *col);
+    /// image[c] += fold of the columns (the adjoint of im2col)
+    void (*col2im)(const float *col, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,
+                   int c1, float *img);
+
+    // Packed GEMMs, single-threaded (callers split M or N across threads).
+    /// C[M, N] (=, or += when accumulate) A[M, K] x B[K, N]; C row-major with leading dimension
+    /// ldc; `ws` holds df_gemm_workspace_floats() floats. Every level gives identical bits.
+    void (*sgemm)(int M, int N, int K, df_matrix A, df_matrix B, float *C, long ldc, int accumulate, float *ws);
+    /// The same with both operands rounded to bfloat16 (products and sums in Float32).
+    void (*bgemm)(int M, int N, int K, df_matrix A, df_matrix B, float *C, long ldc, int accumulate, float *ws);
+} df_kernels;
+
+/// Floats of scratch memory one GEMM call needs (packing buffers).
+size_t df_gemm_workspace_floats(void);
+
+/// The table of `level` (clamped to what exists; the caller checks the CPU runs it), with the
+/// bfloat16 paths native when `bf16` is 1 and the CPU has AVX512_BF16.
+const df_kernels *df_kernels_for_level(int level, int bf16);
+
+// MARK: - Scalar reference conversions (portable C; the oracles of the tests)
+
+/// One float to IEEE half bits (overflow -> inf, underflow -> subnormal / signed zero, NaN ->
+/// quiet NaN keeping the top payload bits, as F16C does).
 uint16_t df_f32_to_f16_1(float x);
-/// One half to float, portable C (exact; NaN payload kept, quiet bit set).
+/// One half to float (exact; NaN payload kept, quiet bit set).
 float df_f16_to_f32_1(uint16_t h);
-/// Bulk conversions; dispatch to F16C when present and not forced portable.
-void df_f32_to_f16(const float *src, uint16_t *dst, size_t n);
-void df_f16_to_f32(const uint16_t *src, float *dst, size_t n);
-/// The portable bulk loops, always.
-void df_f32_to_f16_portable(const float *src, uint16_t *dst, size_t n);
-void df_f16_to_f32_portable(const uint16_t *src, float *dst, size_t n);
-/// The F16C bulk loops; return 0 (doing nothing) when the CPU lacks F16C, else 1.
-int df_f32_to_f16_f16c(const float *src, uint16_t *dst, size_t n);
-int df_f16_to_f32_f16c(const uint16_t *src, float *dst, size_t n);
-/// x[i] = float(half(x[i])) in place: the value Float16 storage would hold.
-void df_round_f16(float *x, size_t n);
+/// One float to bfloat16 bits (round to nearest even; subnormal -> signed zero; NaN quieted).
+uint16_t df_f32_to_bf16_1(float x);
+float df_bf16_to_f32_1(uint16_t h);
 
-// MARK: - Activations (exp by a Cephes-style polynomial, ~2 ulp)
-
-/// y = x * sigmoid(x)
-void df_silu_fwd(const float *x, float *y, size_t n);
-/// gx (=, or += when accumulate) gy * d silu(x)/dx
-void df_silu_bwd(const float *x, const float *gy, float *gx, size_t n, int accumulate);
-/// y = 1 / (1 + exp(-x))
-void df_sigmoid_fwd(const float *x, float *y, size_t n);
-/// y = exp(x)
-void df_exp_fwd(const float *x, float *y, size_t n);
-
-// MARK: - Batch norm + SiLU, per channel of an NCHW tensor
-
-/// For channels [c0, c1): mean[c] and biased variance var[c] over N x HW (two passes, Float
-/// lanes summed in double per plane).
-void df_channel_moments(const float *x, int N, int C, int HW, int c0, int c1, float *mean, float *var);
-/// For channels [c0, c1): sums over N x HW of g and of g * (x - mean[c]) (BN backward reductions).
-void df_channel_grad_sums(const float *x, const float *g, const float *mean, int N, int C, int HW,
-                          int c0, int c1, float *sum_g, float *sum_gx);
-/// For channels [c0, c1): z = x * scale[c] + shift[c]; when silu != 0, also a = silu(z).
-/// z may be NULL (not stored) when silu != 0; a may be NULL when silu == 0.
-void df_channel_affine(const float *x, int N, int C, int HW, int c0, int c1, const float *scale,
-                       const float *shift, float *z, float *a, int silu);
-/// Backward of a = silu(x * scale[c] + shift[c]) w.r.t. z (the affine output):
-/// gz = ga * silu'(z), with z recomputed from x. Channels [c0, c1).
-void df_channel_affine_silu_bwd(const float *x, const float *ga, int N, int C, int HW, int c0,
-                                int c1, const float *scale, const float *shift, float *gz);
-
-/// For channels [c0, c1): out (= or += when accumulate) ca[c] * g + cb[c] * x + cc[c]
-/// (the batch-norm input gradient is this affine form of the upstream gradient and the input).
-void df_channel_axpby(const float *g, const float *x, int N, int C, int HW, int c0, int c1,
-                      const float *ca, const float *cb, const float *cc, float *out, int accumulate);
-
-// MARK: - im2col / col2im (one image, channels [c0, c1))
-
-/// columns: [C*k*k, oH*oW] (row (c*k + i)*k + j), image: [C, H, W]; zero padding p, stride s.
-void df_im2col(const float *img, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,
-               int c1, float *col);
-/// image[c] += fold of columns for channels [c0, c1) (the adjoint of df_im2col).
-void df_col2im(const float *col, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,
-               int c1, float *img);
+#pragma clang assume_nonnull end
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,219 @@
+import CKernels
+import Foundation
+
+/// Mixed-precision mode of a region of ops (PyTorch's autocast, emulated or native on a CPU).
+public enum Precision: String, Sendable, CaseIterable, Codable {
+    /// Float32 everywhere.
+    case fp32
+    /// IEEE half emulation: convolution outputs, saved activations and activation gradients are
+    /// rounded to binary16 (overflow to inf, underflow to subnormals and zero); arithmetic is Float32.
+    case fp16
+    /// bfloat16: convolution GEMMs take bfloat16 operands (AVX512_BF16 `vdpbf16ps` where the CPU
+    /// has it, else rounded operands into the Float32 GEMM), saved activations and activation
+    /// gradients are bfloat16; accumulation and reductions are Float32.
+    case bf16
+
+    /// Bytes per element of a saved activation.
+    public var storageBytes: Int { self == .fp32 ? 4 : 2 }
+}
+
+/// The kernel implementations a context runs: one level of `CKernels` (portable C, AVX2, AVX-512)
+/// and whether bfloat16 is native. Chosen once, at run time, from the CPU (`best`).
+public struct Kernels: Sendable, CustomStringConvertible, Equatable {
+    public enum Level: Int, Comparable, CaseIterable, Sendable {
+        case portable = 0, avx2 = 1, avx512 = 2
+        public static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    nonisolated(unsafe) let table: UnsafePointer<df_kernels>
+
+    /// The highest level this CPU runs.
+    public static let cpuLevel = Level(rawValue: Int(df_cpu_level())) ?? .portable
+    /// Whether this CPU has AVX512_BF16.
+    public static let cpuHasBF16 = df_cpu_has_avx512_bf16() != 0
+
+    /// The fastest kernels this CPU runs (the default of every context).
+    public static let best = Kernels(unchecked: cpuLevel, bf16: true)
+    /// Portable C: the reference every fast path is tested against.
+    public static let portable = Kernels(unchecked: .portable, bf16: false)
+
+    init(unchecked level: Level, bf16: Bool) {
+        table = df_kernels_for_level(Int32(level.rawValue), bf16 ? 1 : 0)
+    }
+
+    /// The kernels of `level`, or nil when this CPU cannot run it. `bf16` asks for native
+    /// bfloat16 (granted only with AVX512_BF16).
+    public init?(level: Level, bf16: Bool = false) {
+        guard level <= Kernels.cpuLevel else { return nil }
+        self.init(unchecked: level, bf16: bf16)
+    }
+
+    public var level: Level { Level(rawValue: Int(table.pointee.level)) ?? .portable }
+    /// True when bfloat16 conversion and dot products run on AVX512_BF16.
+    public var nativeBF16: Bool { table.pointee.bf16 != 0 }
+    /// `portable`, `avx2`, `avx512` or `avx512+bf16`.
+    public var description: String { String(cString: table.pointee.name) }
+
+    public static func == (a: Kernels, b: Kernels) -> Bool { a.table == b.table }
+}
+
+/// The GEMM behind the convolutions.
+public enum GemmBackend: String, Sendable, CaseIterable {
+    /// `CKernels`' packed GEMM at the context's kernel level (bit-identical on every level).
+    case packed
+    /// OpenBLAS's `cblas_sgemm` (its own core choice and summation order).
+    case openblas
+}
+
+/// Everything ops read besides their operands: thread count, grad mode, autocast precision,
+/// the registry of activations saved for backward, scratch memory and the kernel table.
+///
+/// There is no process-wide state: each thread has a current context (created on first use with
+/// the defaults), and `run` installs another for the duration of a closure. Two models on two
+/// threads therefore never share a workspace, a grad mode or a saved-activation registry. Parallel
+/// loops hand their chunks to worker threads but capture what they need from the caller's context
+/// first; code on a worker never reads a context.
+public final class ComputeContext: @unchecked Sendable {
+    /// Threads of TensorCore's loops and GEMMs (at least 1). Default: the active processor count.
+    public var threads: Int {
+        didSet { threads = Swift.max(1, threads) }
+    }
+    /// Whether ops record the autodiff graph (`noGrad` turns it off for a closure).
+    public var gradEnabled = true
+    /// Mixed-precision mode of the ops run now (`Autocast.with` sets it for a closure).
+    public var precision: Precision = .fp32
+    /// The kernels this context runs.
+    public var kernels: Kernels
+    /// Which GEMM the convolutions use: the packed kernels of `kernels` (default) or OpenBLAS
+    /// (Float32 only; kept for comparisons and benchmarks).
+    public var gemm: GemmBackend = .packed
+    /// Activations saved for backward since the last backward.
+    public let saved = SavedActivations()
+    /// Per-worker scratch memory of the convolution.
+    let workspace = Workspace()
+
+    public init(threads: Int? = nil, kernels: Kernels = .best) {
+        self.threads = Swift.max(1, threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        self.kernels = kernels
+    }
+
+    /// The table of function pointers of `kernels` (hot paths read it once per op).
+    @inline(__always) var k: UnsafePointer<df_kernels> { kernels.table }
+
+    /// This thread's context (a default one is created on first use).
+    public static var current: ComputeContext {
+        if let p = pthread_getspecific(ContextKey.key) {
+            return Unmanaged<ComputeContext>.fromOpaque(p).takeUnretainedValue()
+        }
+        let c = ComputeContext()
+        install(c)
+        return c
+    }
+
+    /// Runs `body` with `self` as this thread's context, then restores the previous one.
+    public func run<T>(_ body: () throws -> T) rethrows -> T {
+        let previous = pthread_getspecific(ContextKey.key).map { Unmanaged<ComputeContext>.fromOpaque($0).takeUnretainedValue() }
+        ComputeContext.install(self)
+        defer { ComputeContext.install(previous) }
+        return try body()
+    }
+
+    static func install(_ c: ComputeContext?) {
+        if let old = pthread_getspecific(ContextKey.key) { Unmanaged<ComputeContext>.fromOpaque(old).release() }
+        pthread_setspecific(ContextKey.key, c.map { Unmanaged.passRetained($0).toOpaque() })
+    }
+
+    /// Frees the scratch memory (the next convolution allocates it again).
+    public func releaseWorkspace() { workspace.release() }
+}
+
+/// The thread-specific slot of the current context; its destructor drops the reference when a
+/// thread ends.
+enum ContextKey {
+    static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        let rc = pthread_key_create(&k) { p in
+            if let p { Unmanaged<ComputeContext>.fromOpaque(p).release() }
+        }
+        precondition(rc == 0, "pthread_key_create failed: \(rc)")
+        return k
+    }()
+}
+
+/// Per-worker scratch memory reused across calls, so the convolution's column buffers are not
+/// re-allocated (and re-faulted) on every layer. Owned by one context; worker w uses slot w.
+final class Workspace: @unchecked Sendable {
+    private var slots: [[Buffer]] = []
+
+    /// Scratch buffer `index` of worker `worker`, at least `count` floats (uninitialised).
+    /// Called on the context's thread before work is handed to workers.
+    func get(_ worker: Int, _ index: Int, count: Int) -> UnsafeMutablePointer<Float> {
+        while slots.count <= worker { slots.append([]) }
+        while slots[worker].count <= index { slots[worker].append(Buffer(count: 0)) }
+        if slots[worker][index].count < count { slots[worker][index] = Buffer(count: count) }
+        return slots[worker][index].ptr
+    }
+
+    /// Bytes held.
+    var bytes: Int { slots.reduce(0) { $0 + $1.reduce(0) { $0 + $1.bytes } } }
+
+    func release() { slots = [] }
+}
+
+// MARK: - Grad mode and autocast (views of the current context)
+
+/// Whether ops record the graph. `noGrad { }` switches it off for inference.
+public enum GradMode {
+    public static var isEnabled: Bool { ComputeContext.current.gradEnabled }
+
+    /// Runs `body` without recording (the pattern of `torch.no_grad()`).
+    public static func noGrad<T>(_ body: () throws -> T) rethrows -> T {
+        let c = ComputeContext.current
+        let saved = c.gradEnabled
+        c.gradEnabled = false
+        defer { c.gradEnabled = saved }
+        return try body()
+    }
+}
+
+/// Runs `body` without recording the autodiff graph.
+public func noGrad<T>(_ body: () throws -> T) rethrows -> T { try GradMode.noGrad(body) }
+
+/// Mixed-precision regions (the `--amp` paths of training): see `Precision` for what each mode
+/// rounds. Parameters, their gradients, and whatever runs outside the region (the loss and its
+/// reductions) stay Float32.
+public enum Autocast {
+    /// The precision of the current region.
+    public static var precision: Precision { ComputeContext.current.precision }
+
+    public static func with<T>(_ p: Precision, _ body: () throws -> T) rethrows -> T {
+        let c = ComputeContext.current
+        let saved = c.precision
+        c.precision = p
+        defer { c.precision = saved }
+        return try body()
+    }
+}
+
+// MARK: - Kernel calls for the other modules (they do not import CKernels)
+
+extension Kernels {
+    /// x *= s
+    public func scale(_ x: UnsafeMutablePointer<Float>, _ s: Float, count: Int) { table.pointee.scale(x, s, count) }
+    /// Sum of squares (16 Float lanes, then Double).
+    public func sumSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
+        var out = 0.0
+        table.pointee.sum_squares(x, count, &out)
+        return out
+    }
+    /// True when no value is inf or NaN.
+    public func allFinite(_ x: UnsafePointer<Float>, count: Int) -> Bool {
+        var ok: Int32 = 0
+        table.pointee.all_finite(x, count, &ok)
+        return ok != 0
+    }
+    /// dst += s * src
+    public func addScaled(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ s: Float, count: Int) {
+        table.pointee.add_scaled_into(dst, src, s, count)
+    }
+}

@@ -99,3 +99,14 @@ const df_kernels *df_kernels_for_level(int level, int bf16) {
     int b = (bf16 && level == DF_LEVEL_AVX512 && df_cpu_has_avx512_bf16()) ? 1 : 0;
     return &g_tables[level][b];
 }
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+void df_configure_allocator(void) {
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024);
+#endif
+}

@@ -57,7 +57,7 @@ public struct ScanOptions: Sendable, Equatable {
 /// any change rescans. A cache that cannot be written is skipped silently.
 public enum DatasetScanner {
     /// Bumped whenever the scan rules or the cache format change.
-    static let cacheVersion = 1
+    static let cacheVersion = 2
 
     /// Scans `split` of `config`. Throws only when the split cannot be used at all; every
     /// per-pair problem is an issue in the report. Zero valid pairs throws `noValidPairs`.
@@ -127,11 +127,20 @@ public enum DatasetScanner {
         var hasher = StableHasher()
         hasher.combine("dualfuse-scan-v\(cacheVersion)|nc=\(config.classCount)|ir=\(config.irDir)|resize=\(options.allowResizeIR)")
         for c in candidates {
-            for p in [c.rgb, c.ir ?? "-", c.label ?? "-"] {
+            for p in [c.rgb, c.ir ?? "-"] {
                 hasher.combine(p)
                 let st = DatasetPaths.stamp(p)
                 hasher.combine(st?.size ?? -1)
                 hasher.combine(st?.mtime ?? -1)
+            }
+            // Labels are small: their contents go into the key, so an edit that keeps the size and
+            // the modification time still invalidates the cache.
+            hasher.combine(c.label ?? "-")
+            if let label = c.label, DatasetPaths.isRegularFile(label), let bytes = FileManager.default.contents(atPath: label) {
+                hasher.combine(Int64(bytes.count))
+                hasher.combine(String(decoding: bytes, as: UTF8.self))
+            } else {
+                hasher.combine(Int64(DatasetPaths.stamp(c.label ?? "-")?.size ?? -1))
             }
         }
         for o in orphans { hasher.combine(o) }
@@ -295,6 +304,11 @@ public enum DatasetScanner {
             }
             classes = parsed.classes
             boxes = parsed.boxes
+        } else if FileManager.default.fileExists(atPath: labelPath) {
+            // Something is there but it is not a file (a folder, a socket): not a background image.
+            r.issues.append(ScanIssue(.unreadableLabel, .error, file: labelPath, "label path is not a regular file (a folder?): pair \(c.rgb) dropped"))
+            r.badLabel = true
+            return r
         } else {
             r.issues.append(ScanIssue(.missingLabel, .note, file: c.rgb, "no label file \(labelPath): used as a background image"))
         }

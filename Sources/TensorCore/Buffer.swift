@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Synchronization
 
@@ -84,15 +85,43 @@ public enum BufferPool {
                 return true
             }
             if kept { return }
+            systemFree(p, size)
+            return
         }
         free(p)
     }
 
+    /// Blocks from this size on are mapped from the kernel directly and unmapped when the pool lets
+    /// them go, so their pages leave the process (the C allocator keeps freed memory and moves its
+    /// own mmap threshold up after large frees, which grows the resident size after the first epoch).
+    static let mappedFrom = 1 << 20
+
+    /// glibc raises its mmap threshold after the first large free (up to 32 MiB) and from then
+    /// on keeps freed large blocks (decoded images, checkpoint bytes) in the heap: the resident
+    /// size steps up after the first epoch and stays. Fixing the threshold at glibc's default
+    /// 128 KiB (which switches the adjustment off) sends such blocks back to the kernel. Set once,
+    /// before the first allocation of tensor storage.
+    static let allocatorConfigured: Bool = {
+        df_configure_allocator()
+        return true
+    }()
+
     static func systemAllocate(_ bytes: Int) -> UnsafeMutableRawPointer {
+        _ = allocatorConfigured
+        if bytes >= mappedFrom {
+            let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            precondition(p != MAP_FAILED && p != nil, "out of memory mapping \(bytes) bytes")
+            return p!
+        }
         var raw: UnsafeMutableRawPointer?
         let rc = posix_memalign(&raw, 64, bytes)
         precondition(rc == 0 && raw != nil, "out of memory allocating \(bytes) bytes")
         return raw!
+    }
+
+    /// Returns a pooled-size block (`size` already rounded) to the system.
+    static func systemFree(_ p: UnsafeMutableRawPointer, _ size: Int) {
+        if size >= mappedFrom { munmap(p, size) } else { free(p) }
     }
 
     /// Bytes held in the cache (not in use by any tensor).
@@ -101,18 +130,18 @@ public enum BufferPool {
     /// Returns cached blocks to the system until at most `keeping` bytes stay cached (largest
     /// blocks first).
     public static func trim(keeping: Int = 0) {
-        let blocks = state.withLock { s -> [UInt] in
-            var out: [UInt] = []
+        let blocks = state.withLock { s -> [(UInt, Int)] in
+            var out: [(UInt, Int)] = []
             for size in s.free.keys.sorted(by: >) where s.cachedBytes > keeping {
                 while s.cachedBytes > keeping, let a = s.free[size]?.popLast() {
-                    out.append(a)
+                    out.append((a, size))
                     s.cachedBytes -= size
                 }
                 if s.free[size]?.isEmpty == true { s.free[size] = nil }
             }
             return out
         }
-        for a in blocks { free(UnsafeMutableRawPointer(bitPattern: a)) }
+        for (a, size) in blocks { if let p = UnsafeMutableRawPointer(bitPattern: a) { systemFree(p, size) } }
     }
 }
 

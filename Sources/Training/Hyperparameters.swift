@@ -42,7 +42,7 @@ public struct Hyperparameters: Equatable, Sendable {
     public var val = true
     public var plots = true
     // Optimizer and schedule
-    public var optimizer = "SGD"
+    public var optimizer = "auto"
     public var lr0 = 0.01
     public var lrf = 0.01
     public var momentum = 0.937
@@ -195,7 +195,7 @@ extension Hyperparameters {
             HypField(key: "val", kind: .bool(\.val), help: "validate (EMA weights) after every epoch"),
             HypField(key: "plots", kind: .bool(\.plots), help: "write results.png and other plots"),
             HypField(key: "optimizer", kind: .choice(\.optimizer, ["SGD", "AdamW", "auto"]),
-                     help: "SGD (momentum, Nesterov) or AdamW; auto follows Ultralytics' rule and ignores lr0 and momentum"),
+                     help: "SGD (momentum, Nesterov), AdamW, or auto: Ultralytics' rule (AdamW at lr0 fitted to nc for runs of <= 10000 iterations, else SGD 0.01), keeping an lr0 or momentum you set"),
             HypField(key: "lr0", kind: .double(\.lr0, 1e-9...100), help: "initial learning rate"),
             HypField(key: "lrf", kind: .double(\.lrf, 0...1), help: "final learning rate as a fraction of lr0"),
             HypField(key: "momentum", kind: .double(\.momentum, 0...0.9999), help: "SGD momentum / AdamW beta1"),

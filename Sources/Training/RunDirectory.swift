@@ -19,25 +19,30 @@ public struct RunPaths: Sendable {
 
     public init(root: String) { self.root = root }
 
-    /// Creates `project/name` atomically: `mkdir` fails when the folder exists, and then `name2`,
-    /// `name3`, … are tried, so two processes never pick the same folder. With `existOK` an
-    /// existing `project/name` is reused (its lock still keeps a second process out).
-    public static func create(project: String, name: String, existOK: Bool) throws -> RunPaths {
+    /// Creates the output folder `project/name` (or the first free `name2`, `name3`, …, claimed
+    /// with an atomic mkdir); with `existOK` an existing `project/name` is reused. Returns its path.
+    public static func createFolder(project: String, name: String, existOK: Bool) throws -> String {
         do { try FileManager.default.createDirectory(atPath: project, withIntermediateDirectories: true) } catch {
             throw TrainingError.invalid("cannot create the project folder \(project): \(FileError.reason(error))")
         }
         var k = 1
         while true {
             let path = project + "/" + name + (k == 1 ? "" : "\(k)")
-            if mkdir(path, 0o755) == 0 || (existOK && k == 1 && errno == EEXIST) {
-                if mkdir(path + "/weights", 0o755) != 0 && errno != EEXIST {
-                    throw TrainingError.invalid("cannot create \(path)/weights (\(String(cString: strerror(errno))))")
-                }
-                return RunPaths(root: path)
-            }
-            guard errno == EEXIST else { throw TrainingError.invalid("cannot create run directory \(path) (\(String(cString: strerror(errno))))") }
+            if mkdir(path, 0o755) == 0 || (existOK && k == 1 && errno == EEXIST) { return path }
+            guard errno == EEXIST else { throw TrainingError.invalid("cannot create \(path) (\(String(cString: strerror(errno))))") }
             k += 1
         }
+    }
+
+    /// Creates `project/name` atomically: `mkdir` fails when the folder exists, and then `name2`,
+    /// `name3`, … are tried, so two processes never pick the same folder. With `existOK` an
+    /// existing `project/name` is reused (its lock still keeps a second process out).
+    public static func create(project: String, name: String, existOK: Bool) throws -> RunPaths {
+        let path = try createFolder(project: project, name: name, existOK: existOK)
+        if mkdir(path + "/weights", 0o755) != 0 && errno != EEXIST {
+            throw TrainingError.invalid("cannot create \(path)/weights (\(String(cString: strerror(errno))))")
+        }
+        return RunPaths(root: path)
     }
 
     /// The run to resume: a run directory, a weights file inside one, or "" for the newest
@@ -60,7 +65,7 @@ public struct RunPaths: Sendable {
         guard fm.fileExists(atPath: arg, isDirectory: &isDir) else { throw TrainingError.invalid("--resume \(arg): no such file or directory") }
         let root = isDir.boolValue ? arg : URL(fileURLWithPath: arg).deletingLastPathComponent().deletingLastPathComponent().path
         let p = RunPaths(root: absolute(root))
-        guard fm.fileExists(atPath: p.lastState) || fm.fileExists(atPath: p.lastState + ".tmp") else {
+        guard fm.fileExists(atPath: p.lastState) || fm.fileExists(atPath: p.commit) else {
             throw TrainingError.invalid("--resume \(arg): \(p.lastState) is missing (the run saved no resumable state)")
         }
         return p
@@ -123,12 +128,12 @@ public enum FileError {
 /// A checkpoint set (last weights, last state, and best weights + state when the epoch improved,
 /// plus the results.csv rows up to that epoch) written as one generation.
 ///
-/// Every file of generation G is first written in full beside its final name (`NAME.tmp`, fsync);
-/// then `commit.json` ({"generation": G, "files": [...]}) replaces the previous marker atomically:
-/// that rename is the commit. Only then are the temporary files renamed over the final names.
-/// On start, `recover` finishes a committed generation whose renames were interrupted (roll
-/// forward) and deletes the temporary files of a generation that never committed (roll back),
-/// so a failure at any point (a full disk, a kill) leaves the previous epoch whole.
+/// Every file of generation G is first written in full beside its final name (`NAME.gG.tmp`,
+/// fsync); then `commit.json` ({"generation": G, "files": [...]}) replaces the previous marker
+/// atomically: that rename is the commit. Only then are the temporary files renamed over the final
+/// names. On start (and after a failed commit), `recover` finishes the committed generation whose
+/// renames were interrupted (roll forward) and deletes every other temporary file (roll back), so
+/// a failure at any point (a full disk, a kill) leaves the previous epoch whole.
 public enum Checkpoints {
     struct Marker: Codable {
         var generation: Int
@@ -137,7 +142,11 @@ public enum Checkpoints {
 
     /// Writes `files` (final path -> bytes) as generation `generation`.
     public static func commit(_ paths: RunPaths, generation: Int, files: [(path: String, data: Data)]) throws {
-        for f in files { try AtomicFile.writeDurably(f.data, to: f.path + ".tmp") }
+        for f in files {
+            do { try AtomicFile.writeDurably(f.data, to: temporary(f.path, generation)) } catch let SafetensorsError.unwritable(_, reason) {
+                throw SafetensorsError.unwritable(path: f.path, reason: reason)
+            }
+        }
         let marker = Marker(generation: generation, files: files.map { URL(fileURLWithPath: $0.path).lastPathComponent })
         let json = try JSONEncoder().encode(marker)
         try AtomicFile.write(json, to: paths.commit)
@@ -158,8 +167,8 @@ public enum Checkpoints {
         var notes: [String] = []
         var committed = Set<String>()
         if let d = fm.contents(atPath: paths.commit), let m = try? JSONDecoder().decode(Marker.self, from: d) {
-            committed = Set(m.files)
-            let pending = m.files.filter { fm.fileExists(atPath: paths.weights + "/" + $0 + ".tmp") }
+            committed = Set(m.files.map { URL(fileURLWithPath: temporary(paths.weights + "/" + $0, m.generation)).lastPathComponent })
+            let pending = m.files.filter { fm.fileExists(atPath: temporary(paths.weights + "/" + $0, m.generation)) }
             if !pending.isEmpty {
                 try finish(paths, m)
                 notes.append("completed checkpoint generation \(m.generation) (\(pending.joined(separator: ", ")))")
@@ -167,20 +176,21 @@ public enum Checkpoints {
         }
         for name in (try? fm.contentsOfDirectory(atPath: paths.weights)) ?? [] {
             let isTemp = name.hasSuffix(".tmp") || (name.hasPrefix(".") && name.contains(".tmp"))
-            guard isTemp else { continue }
-            let base = String(name.dropLast(".tmp".count))
-            if committed.contains(base) && name.hasSuffix(".tmp") { continue }
+            guard isTemp, !committed.contains(name) else { continue }
             try? fm.removeItem(atPath: paths.weights + "/" + name)
             notes.append("removed \(name) (an interrupted write)")
         }
         return notes.isEmpty ? nil : notes.joined(separator: "; ")
     }
 
+    /// The temporary name of `path` in generation `g`.
+    static func temporary(_ path: String, _ g: Int) -> String { path + ".g\(g).tmp" }
+
     static func finish(_ paths: RunPaths, _ m: Marker) throws {
         for name in m.files {
-            let final = paths.weights + "/" + name
-            if FileManager.default.fileExists(atPath: final + ".tmp") {
-                guard rename(final + ".tmp", final) == 0 else {
+            let final = paths.weights + "/" + name, tmp = temporary(final, m.generation)
+            if FileManager.default.fileExists(atPath: tmp) {
+                guard rename(tmp, final) == 0 else {
                     throw TrainingError.checkpoint(path: final, reason: "cannot rename the new checkpoint into place (\(String(cString: strerror(errno))))")
                 }
             }

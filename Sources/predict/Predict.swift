@@ -52,15 +52,25 @@ struct Predict: ParsableCommand {
         return candidates.first { fm.fileExists(atPath: $0) }
     }
 
+    func validate() throws {
+        guard (0...1).contains(conf) else { throw ValidationError("--conf \(conf): expected a confidence in 0...1") }
+        guard (0...1).contains(iou) else { throw ValidationError("--iou \(iou): expected an IoU threshold in 0...1") }
+        guard (1...100_000).contains(maxDet) else { throw ValidationError("--max-det \(maxDet): expected 1...100000") }
+        if let threads { guard (1...1024).contains(threads) else { throw ValidationError("--threads \(threads): expected 1...1024") } }
+    }
+
     func run() throws {
         if let threads { ComputeContext.current.threads = threads }
         guard let mergeMode = DetectionMerge(rawValue: merge) else { throw ValidationError("--merge must be nms or wbf, got \(merge)") }
         do {
             let loaded = try ModelFiles.load(weights: weights, cfg: cfg)
+            for w in loaded.warnings { FileHandle.standardError.write("warning: \(w)\n".data(using: .utf8)!) }
             let model = loaded.model
             model.fuse()
-            let size = imgsz ?? Int(loaded.metadata["imgsz"] ?? "") ?? 640
             let stride = model.strides.max() ?? 32
+            let size = try ImageSize.resolve(requested: imgsz, stored: loaded.storedImageSize, stride: stride) {
+                FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!)
+            }
             let fm = FileManager.default
             var isDir: ObjCBool = false
             guard fm.fileExists(atPath: source, isDirectory: &isDir) else { throw ValidationError("--source \(source): no such file or folder") }
@@ -69,8 +79,7 @@ struct Predict: ParsableCommand {
                     .sorted().map { source + "/" + $0 }
                 : [source]
             guard !sources.isEmpty else { throw ValidationError("--source \(source): no PNG or JPEG images") }
-            var out = project + "/" + name
-            if !existOk { var k = 2; while fm.fileExists(atPath: out) { out = project + "/" + name + "\(k)"; k += 1 } }
+            let out = try RunPaths.createFolder(project: project, name: name, existOK: existOk)
             for sub in ["rgb", "ir", "labels"] { try fm.createDirectory(atPath: out + "/" + sub, withIntermediateDirectories: true) }
             let irChannels = model.streams.first { $0.name == "ir" }?.channels ?? 1
             var records: [[String: Any]] = []
@@ -134,6 +143,9 @@ struct Predict: ParsableCommand {
             print("\(records.count) images, \(total) detections in " + String(format: "%.2f s", Date().timeIntervalSince(t0)) + "; results in \(out)")
         } catch let e as ValidationError {
             throw e
+        } catch let e as TrainingError {
+            FileHandle.standardError.write("error: \(e)\n".data(using: .utf8)!)
+            throw ExitCode(1)
         } catch {
             FileHandle.standardError.write("error: \(error)\n".data(using: .utf8)!)
             throw ExitCode(1)

@@ -33,6 +33,39 @@ struct ValDual: ParsableCommand {
     @Option(help: "Compute threads (default: all cores).") var threads: Int?
     @Option(help: "Also write the metrics as JSON to this file.") var json: String?
     @Flag(help: "Resize IR images whose size differs from their RGB partner.") var allowResizeIr = false
+    @Option(help: "When the data set's class names differ from the model's for the same ids: trust 'model' or 'data' names (default: stop with an error).")
+    var namesFrom: String?
+
+    func validate() throws {
+        guard (0...1).contains(conf) else { throw ValidationError("--conf \(conf): expected a confidence in 0...1") }
+        guard (0...1).contains(iou) else { throw ValidationError("--iou \(iou): expected an IoU threshold in 0...1") }
+        guard (1...100_000).contains(maxDet) else { throw ValidationError("--max-det \(maxDet): expected 1...100000") }
+        guard (1...4096).contains(batch) else { throw ValidationError("--batch \(batch): expected 1...4096") }
+        guard (0...64).contains(workers) else { throw ValidationError("--workers \(workers): expected 0...64") }
+        if let namesFrom { guard ["model", "data"].contains(namesFrom) else { throw ValidationError("--names-from must be model or data, got \(namesFrom)") } }
+        if let threads { guard (1...1024).contains(threads) else { throw ValidationError("--threads \(threads): expected 1...1024") } }
+    }
+
+    /// The names to report per class id, after comparing the model's and the data set's by id:
+    /// a data class the model does not have, or a name that differs for the same id, is an error
+    /// unless --names-from says which to trust. A model with more classes than the data (same
+    /// names on the shared ids) is fine.
+    static func reconcileNames(model: [String], data: [String], dataFile: String, trust: String?) throws -> [String] {
+        if data.count > model.count {
+            guard trust == "data" else {
+                throw TrainingError.invalid("\(dataFile) has \(data.count) classes, the model \(model.count): labels with ids \(model.count)...\(data.count - 1) " +
+                                            "(\(data[model.count...].prefix(5).joined(separator: ", "))) have no class in the model. Validate with a model trained on these classes, or pass --names-from data to score the shared ids only")
+            }
+        }
+        let differing = (0..<min(model.count, data.count)).filter { model[$0] != data[$0] }
+        if !differing.isEmpty && trust == nil {
+            let shown = differing.prefix(5).map { "id \($0): model '\(model[$0])', data '\(data[$0])'" }.joined(separator: "; ")
+            throw TrainingError.invalid("class names differ between the model and \(dataFile) (\(shown)\(differing.count > 5 ? "; …" : "")). " +
+                                        "Pass --names-from model or --names-from data to say which names are right")
+        }
+        if trust == "data" { return (0..<model.count).map { $0 < data.count ? data[$0] : model[$0] } }
+        return model
+    }
 
     func run() throws {
         if let threads { ComputeContext.current.threads = threads }
@@ -40,17 +73,22 @@ struct ValDual: ParsableCommand {
         guard let sp = DatasetSplit(rawValue: split) else { throw ValidationError("--split must be val, test or train, got \(split)") }
         do {
             let loaded = try ModelFiles.load(weights: weights, cfg: cfg, irChannels: irChannels)
+            for w in loaded.warnings { FileHandle.standardError.write("warning: \(w)\n".data(using: .utf8)!) }
             var config = try DatasetConfig.load(path: data)
+            let names = try ValDual.reconcileNames(model: loaded.names, data: config.names, dataFile: data, trust: namesFrom)
             if let c = loaded.model.streams.first(where: { $0.name == "ir" })?.channels { config.irChannels = c }
             var scan = ScanOptions()
             scan.allowResizeIR = allowResizeIr
             let dataset = try PairedDataset(config: config, split: sp, scan: scan)
             print(dataset.report.summary)
-            let size = imgsz ?? Int(loaded.metadata["imgsz"] ?? "") ?? 640
+            let stride = loaded.model.strides.max() ?? 32
+            let size = try ImageSize.resolve(requested: imgsz, stored: loaded.storedImageSize, stride: stride) {
+                FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!)
+            }
             let loader = try PairLoader(dataset: dataset, options: LoaderOptions(mode: .val, imageSize: size, batchSize: batch,
-                                                                               stride: loaded.model.strides.max() ?? 32, workers: workers))
+                                                                               stride: stride, workers: workers))
             let v = Validator(nms: NMSOptions(confidence: conf, iou: iou, multiLabel: true, maxDetections: maxDet), merge: mergeMode)
-            let r = try v.run(model: loaded.model, loader: loader, loss: nil, names: loaded.names)
+            let r = try v.run(model: loaded.model, loader: loader, loss: nil, names: names)
             print(r.table())
             for (tag, m) in r.subsets.sorted(by: { $0.key < $1.key }) {
                 print("  scenes _\(tag): " + String(format: "mAP50 %.3f, mAP50-95 %.3f over %d objects", m.map50, m.map, m.truthCounts.reduce(0, +)))
@@ -68,6 +106,9 @@ struct ValDual: ParsableCommand {
             }
         } catch let e as ValidationError {
             throw e
+        } catch let e as TrainingError {
+            FileHandle.standardError.write("error: \(e)\n".data(using: .utf8)!)
+            throw ExitCode(1)
         } catch {
             FileHandle.standardError.write("error: \(error)\n".data(using: .utf8)!)
             throw ExitCode(1)

@@ -233,6 +233,52 @@ private let root: String = {
         }
     }
 
+    /// Warmup ramps the groups' momentum; AdamW's beta1 stays what it was built with, and each
+    /// parameter's bias correction counts its own updates (a parameter without a gradient in a step
+    /// does not advance).
+    @Test func adamwBetasStayFixedInWarmupWithStepsPerParameter() {
+        let a = Tensor([0.5], shape: [1]), b = Tensor([0.25], shape: [1])
+        a.requiresGrad = true; b.requiresGrad = true
+        let table = ParamTable([NamedTensor("a", a, .weight), NamedTensor("b", b, .weight)])
+        let opt = Optimizer(kind: .adamw, table: table, lr: 0.01, momentum: 0.9, weightDecay: 0)
+        var pa = 0.5, ma = 0.0, va = 0.0, pb = 0.25, mb = 0.0, vb = 0.0, tb = 0
+        for t in 1...4 {
+            for g in 0..<3 { opt.groups[g].momentum = 0.8 + 0.02 * Double(t) }   // what warmup does to the groups
+            table.zeroGrad()
+            let withB = t != 2
+            (withB ? (a * 3).sum() + (b * 2).sum() : (a * 3).sum()).backward()
+            opt.step()
+            ma = 0.9 * ma + 0.1 * 3; va = 0.999 * va + 0.001 * 9
+            pa -= 0.01 * (ma / (1 - pow(0.9, Double(t)))) / ((va / (1 - pow(0.999, Double(t)))).squareRoot() + 1e-8)
+            if withB {
+                tb += 1
+                mb = 0.9 * mb + 0.1 * 2; vb = 0.999 * vb + 0.001 * 4
+                pb -= 0.01 * (mb / (1 - pow(0.9, Double(tb)))) / ((vb / (1 - pow(0.999, Double(tb)))).squareRoot() + 1e-8)
+            }
+            #expect(abs(Double(a.data[0]) - pa) < 1e-6 && abs(Double(b.data[0]) - pb) < 1e-6, "step \(t)")
+        }
+        #expect(opt.parameterSteps == [4, 3])
+    }
+
+    /// Ultralytics calls ema.update after scaler.step whether or not the step was skipped.
+    @Test func emaUpdatesAfterSkippedAMPSteps() {
+        let w = Tensor([1], shape: [1])
+        w.requiresGrad = true
+        let table = ParamTable([NamedTensor("w", w, .weight)])
+        let opt = Optimizer(kind: .sgd, table: table, lr: 0.1, momentum: 0, weightDecay: 0)
+        let ema = EMA([NamedTensor("w", w, .weight)])
+        var scaler = LossScaler(initial: 8)
+        (w * Float.infinity).sum().backward()
+        #expect(OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, scaled: true, maxNorm: nil) == .overflow(.backedOff))
+        #expect(ema.updates == 1 && opt.steps == 0)
+        #expect(OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, scaled: true, maxNorm: nil, lossFinite: false) == .overflow(.backedOff))
+        #expect(ema.updates == 2 && scaler.scale == 2, "a forward overflow (non-finite loss) backs off too")
+        // Without loss scaling a non-finite step is a real failure: no EMA update, counted by the trainer.
+        (w * Float.nan).sum().backward()
+        #expect(OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, scaled: false, maxNorm: nil) == .nonFinite)
+        #expect(ema.updates == 2)
+    }
+
     @Test func autoOptimizerRule() {
         #expect(Optimizer.auto(nc: 1, iterations: 500) == (.adamw, 0.002, 0.9))
         #expect(Optimizer.auto(nc: 80, iterations: 500).lr == 0.000119)

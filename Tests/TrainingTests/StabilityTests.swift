@@ -89,6 +89,29 @@ private struct SmallNet {
         #expect(net.weights() != before && opt.steps == 1)
     }
 
+    /// Autocast fp16 rounds convolution outputs to half in the forward pass: an activation that
+    /// Float32 represents but half cannot (> 65504) becomes inf, the loss is not finite, and the
+    /// step is skipped with a backed-off scale, as torch.autocast + GradScaler do.
+    @Test func forwardOverflowIsCaughtUnderFP16() throws {
+        let net = try SmallNet()
+        // Scale the first convolution's weights so its outputs reach ~1e6 (finite in Float32).
+        let first = net.table.params.first { $0.name.hasSuffix("model.0.conv.weight") }!.tensor
+        for i in 0..<first.count { first.data[i] *= 3e5 }
+        let opt = Optimizer(kind: .sgd, table: net.table, lr: 0.01, momentum: 0.9, weightDecay: 0)
+        func lossValue(_ p: Precision) -> Float {
+            let o = Autocast.with(p) { net.model(["rgb": net.x])[0] }
+            return (o.boxes.sum() + o.scores.sum()).item
+        }
+        #expect(lossValue(.fp32).isFinite, "Float32 survives the large activations")
+        let half = lossValue(.fp16)
+        #expect(!half.isFinite, "fp16 autocast overflows in the forward pass")
+        var scaler = LossScaler(initial: 1024)
+        let before = net.weights()
+        net.table.zeroGrad()
+        let outcome = OptimizerStep.run(table: net.table, optimizer: opt, ema: nil, scaler: &scaler, scaled: true, maxNorm: 10, lossFinite: half.isFinite)
+        #expect(outcome == .overflow(.backedOff) && scaler.scale == 512 && net.weights() == before)
+    }
+
     /// (c) growth after `interval` clean steps, and the floor.
     @Test func growthAndFloor() throws {
         let net = try SmallNet()

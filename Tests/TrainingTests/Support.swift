@@ -57,6 +57,61 @@ enum TestData {
         o.hyp.warmup_iters_min = 20
         o.hyp.close_mosaic = 2
         o.hyp.workers = 2
+        o.hyp.optimizer = "SGD"     // the recipe the learning tests' spreads were measured with
+        o.explicitHyp = ["optimizer"]
         return o
     }
+}
+
+/// Runs the project's executables (built beside the test bundle) and captures what they say.
+enum CLI {
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+        /// True when the process ended by exit(), not by a signal (a trap, a kill).
+        let exited: Bool
+        var output: String { stdout + stderr }
+    }
+
+    static func path(_ tool: String) -> String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(tool).path
+    }
+
+    /// Starts `tool` with `args` (in `cwd` when given); `run` waits for it.
+    static func start(_ tool: String, _ args: [String], cwd: String? = nil, environment: [String: String]? = nil) throws -> (Process, Pipe, Pipe) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path(tool))
+        p.arguments = args
+        if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+        if let environment { p.environment = environment }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        return (p, out, err)
+    }
+
+    static func finish(_ started: (Process, Pipe, Pipe)) -> Result {
+        let (p, out, err) = started
+        // Read both pipes concurrently with the process (a full pipe would block it).
+        let box = OutputBox()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async { box.set(err: err.fileHandleForReading.readDataToEndOfFile()); group.leave() }
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+                      stderr: String(decoding: box.err, as: UTF8.self), exited: p.terminationReason == .exit)
+    }
+
+    static func run(_ tool: String, _ args: [String], cwd: String? = nil) throws -> Result {
+        finish(try start(tool, args, cwd: cwd))
+    }
+}
+
+final class OutputBox: @unchecked Sendable {
+    private(set) var err = Data()
+    func set(err: Data) { self.err = err }
 }

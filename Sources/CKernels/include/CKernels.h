@@ -114,6 +114,10 @@ typedef struct df_kernels {
 /// Floats of scratch memory one GEMM call needs (packing buffers).
 size_t df_gemm_workspace_floats(void);
 
+/// glibc: fixes the mmap threshold at its default 128 KiB (switching off its upward adjustment after
+/// large frees) and the trim threshold at 256 KiB, so freed large blocks leave the process.
+void df_configure_allocator(void);
+
 /// The table of `level` (clamped to what exists; the caller checks the CPU runs it), with the
 /// bfloat16 paths native when `bf16` is 1 and the CPU has AVX512_BF16.
 const df_kernels *df_kernels_for_level(int level, int bf16);

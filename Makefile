@@ -7,7 +7,7 @@ BIN      := .build/release
 DATA     ?= data/synth
 EPOCHS   ?= 12
 
-.PHONY: deps build test train bench clean
+.PHONY: deps build test train bench fuzz clean
 
 deps:
 	@tools/install-deps.sh
@@ -28,9 +28,23 @@ train: build
 
 # Swift Testing suites run concurrently (each thread has its own compute context); XCTest cases
 # (the long training tests and the RSS checks) run one after another in the same process.
+# Then the fuzz targets (libFuzzer): every committed input of Tests/Fuzz replayed, 25 s of new
+# inputs per target (about 3 minutes in all).
+# The export and TensorBoard tests read their files back with ONNX Runtime and TensorBoard, from
+# a Python virtual environment in .venv (made once by tools/install-python-tools.sh).
 test: deps
+	@tools/install-python-tools.sh
 	$(SWIFT) build --build-tests $(TESTFLAGS)
 	$(SWIFT) test --skip-build $(TESTFLAGS)
+	tools/fuzz/build.sh
+	tools/fuzz/run.sh --ci
+
+# A fuzzing campaign: SECONDS per target; new inputs that add coverage are merged into Tests/Fuzz.
+SECONDS ?= 600
+fuzz: deps
+	$(SWIFT) build --build-tests $(TESTFLAGS)
+	tools/fuzz/build.sh
+	tools/fuzz/run.sh $(SECONDS)
 
 bench: build
 	$(BIN)/bench conv

@@ -20,6 +20,7 @@ let package = Package(
         .executable(name: "predict", targets: ["predict"]),
         .executable(name: "check_data", targets: ["check_data"]),
         .executable(name: "synth_data", targets: ["synth_data"]),
+        .executable(name: "export", targets: ["export"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -42,6 +43,12 @@ let package = Package(
             "NN", "TensorCore", .product(name: "Yams", package: "Yams"),
         ]),
 
+        // MARK: - Protocol-buffers wire format (ONNX models, TensorBoard events)
+        .target(name: "ProtoWire"),
+
+        // MARK: - Export (ONNX), knows models and weights, not training
+        .target(name: "Export", dependencies: ["Detection", "NN", "TensorCore", "ProtoWire"], exclude: ["README.md"]),
+
         // MARK: - Data pipeline (paired RGB-IR datasets, augmentation, loader, synthetic scenes)
         .target(name: "DataPipeline", dependencies: [
             "TensorCore", "CImageIO", .product(name: "Yams", package: "Yams"),
@@ -49,7 +56,7 @@ let package = Package(
 
         // MARK: - Training engine
         .target(name: "Training", dependencies: [
-            "Detection", "NN", "TensorCore", "DataPipeline", .product(name: "Yams", package: "Yams"),
+            "Detection", "NN", "TensorCore", "DataPipeline", "ProtoWire", .product(name: "Yams", package: "Yams"),
         ]),
 
         // MARK: - Executables
@@ -66,11 +73,15 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "bench", dependencies: [
-            "TensorCore", "NN", "Detection", "DataPipeline", "Training",
+            "TensorCore", "NN", "Detection", "DataPipeline", "Training", "Export",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "check_data", dependencies: [
             "DataPipeline",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "export", dependencies: [
+            "Export", "Detection", "NN", "TensorCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "synth_data", dependencies: [
@@ -81,7 +92,8 @@ let package = Package(
         // MARK: - Tests
         .target(name: "_TestSupport", dependencies: ["TensorCore"], path: "Tests/_TestSupport"),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "_TestSupport", "CKernels"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "DataPipeline", "Detection", "NN", "TensorCore", "_TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "DataPipeline", "Detection", "NN", "TensorCore", "_TestSupport",
+                                                        "Export", "ProtoWire"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Detection", "TensorCore", "_TestSupport"]),
         .testTarget(name: "DetectionTests", dependencies: ["Detection", "NN", "TensorCore", "_TestSupport"]),
         .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline", "TensorCore"]),

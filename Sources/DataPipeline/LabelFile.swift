@@ -73,8 +73,9 @@ public enum LabelFile {
                 issue(.malformedLine, .error, "class '\(fields[0])' is not an integer")
                 continue
             }
-            guard cls >= 0 && Int(cls) < classCount else {
-                issue(.classOutOfRange, .error, "class \(Int(cls)) out of range: the dataset has \(classCount) classes (0-\(classCount - 1))")
+            // Compared as Float: a huge class value must not reach Int(_:) (it would trap).
+            guard cls >= 0 && cls < Float(classCount) else {
+                issue(.classOutOfRange, .error, "class \(fields[0]) out of range: the dataset has \(classCount) classes (0-\(classCount - 1))")
                 continue
             }
             let (cx, cy, w, h) = (values[1], values[2], values[3], values[4])

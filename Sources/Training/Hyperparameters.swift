@@ -41,6 +41,7 @@ public struct Hyperparameters: Equatable, Sendable {
     public var save_period = -1
     public var val = true
     public var plots = true
+    public var tb = true
     // Optimizer and schedule
     public var optimizer = "auto"
     public var lr0 = 0.01
@@ -194,6 +195,7 @@ extension Hyperparameters {
             HypField(key: "save_period", kind: .int(\.save_period, -1...100_000), help: "also keep weights/epoch{N}.safetensors every N epochs (-1: off)"),
             HypField(key: "val", kind: .bool(\.val), help: "validate (EMA weights) after every epoch"),
             HypField(key: "plots", kind: .bool(\.plots), help: "write results.png and other plots"),
+            HypField(key: "tb", kind: .bool(\.tb), help: "write TensorBoard event files (events.out.tfevents.*) in the run folder"),
             HypField(key: "optimizer", kind: .choice(\.optimizer, ["SGD", "AdamW", "auto"]),
                      help: "SGD (momentum, Nesterov), AdamW, or auto: Ultralytics' rule (AdamW at lr0 fitted to nc for runs of <= 10000 iterations, else SGD 0.01), keeping an lr0 or momentum you set"),
             HypField(key: "lr0", kind: .double(\.lr0, 1e-9...100), help: "initial learning rate"),

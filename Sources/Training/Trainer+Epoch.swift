@@ -36,6 +36,7 @@ extension Trainer {
                              CSVLog.f(mean(s.rgbNorms)), CSVLog.f(mean(s.irNorms)), CSVLog.f(hyp.usesLossScale ? state.scaler.scale : 1),
                              String(s.overflows + s.skipped), CSVLog.f(s.waitFraction, 3)]
         results.append(row)
+        tensorboard?.scalars(zip(Trainer.resultsHeader, row).dropFirst().compactMap { k, v in Double(v).map { (k, $0) } }, step: epoch + 1)
         if hyp.plots { try? ResultsPlot.write(csv: paths.results, png: paths.root + "/results.png") }
         try saveCheckpoint(fitness: fitness, isBest: improved)
         if hyp.save_period > 0 && state.epoch % hyp.save_period == 0 {

@@ -177,6 +177,10 @@ extension Trainer {
 
     func logStep(_ step: Int, _ epoch: Int, _ ni: Int, _ loss: Double, _ norm: Double, clipped: Bool, skipped: Bool) {
         let g = optimizer.groups
+        if !skipped {
+            tensorboard?.scalars([("step/loss", loss), ("step/grad_norm", norm), ("step/lr_pg0", g[0].lr), ("step/lr_pg1", g[1].lr),
+                                  ("step/lr_pg2", g[2].lr), ("step/loss_scale", hyp.usesLossScale ? state.scaler.scale : 1)], step: step)
+        }
         steps.append([String(step), String(epoch + 1), String(ni), CSVLog.f(g[0].lr), CSVLog.f(g[1].lr), CSVLog.f(g[2].lr),
                       CSVLog.f(loss), CSVLog.f(norm), clipped ? "1" : "0", CSVLog.f(hyp.usesLossScale ? state.scaler.scale : 1), skipped ? "1" : "0"])
     }

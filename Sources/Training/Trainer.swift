@@ -36,6 +36,8 @@ public final class Trainer {
     let progress: Progress
     var results: CSVLog!
     var steps: CSVLog!
+    /// TensorBoard events (every results.csv column per epoch; loss, grad norm, lr, scale per step).
+    var tensorboard: TensorBoardWriter?
     /// Base learning rate of every group before schedule and recovery scaling.
     var lr0 = 0.01
     var targetAccumulate = 1
@@ -119,6 +121,7 @@ public final class Trainer {
             try? FileManager.default.removeItem(atPath: paths.commit)
         }
         try openLogs(resumedEpoch: resuming ? state.epoch : nil)
+        if hyp.tb { tensorboard = try TensorBoardWriter(directory: paths.root) }
         try writeArgs()
         warnBeforeStart(batches: trainLoader.batchesPerEpoch, images: data.train.count)
     }

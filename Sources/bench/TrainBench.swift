@@ -9,14 +9,19 @@ struct TrainBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Time full training steps (forward, v8 loss, backward, clip, SGD step, EMA) as torch_reference.py does.",
-        discussion: "Inputs and targets follow ../shared/bench/torch_reference.py: uniform images, 3 boxes per image. Prints the median step time, its parts, img/s, the bytes of activations saved for backward and the peak RSS; with --amp also the FP32 run for the ratio.")
+        discussion: """
+        Inputs and targets follow ../shared/bench/torch_reference.py: uniform images, 3 boxes per image. Prints one line
+        per precision, `FP32: 364.7 ms/step ...`, `AMP fp16: ...`, `AMP bf16: ...` (median step time, its parts,
+        img/s, bytes of activations saved for backward), the ratios to FP32, and the peak RSS of the process.
+        --amp fp16 | bf16 | all times FP32 and the named precisions (in this order, one process).
+        """)
 
     @Option(help: "Model YAML.") var cfg = "configs/models/dual_yolov8n_mid.yaml"
     @Option(help: "Image size.") var imgsz = 320
     @Option(help: "Batch size.") var batch = 8
     @Option(help: "Timed steps (the median is printed).") var steps = 7
     @Option(help: "Warm-up steps.") var warmup = 2
-    @Flag(help: "Also time the step with Float16 emulation (--amp) and print the ratio.") var amp = false
+    @Option(help: "Also time mixed precision: fp16, bf16 or all.") var amp: String?
     @OptionGroup var context: ContextOptions
 
     func run() throws {
@@ -36,13 +41,14 @@ struct TrainBench: ParsableCommand {
         } }
         let targets = BatchTargets(batchIndex: bi, classes: [Int](repeating: 0, count: bi.count), boxes: bx)
         model.training = true
-        func measure(_ half: Bool) -> (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int) {
-            var scaler = LossScaler(initial: half ? 1024 : 1)
+        func measure(_ precision: Precision) -> (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int) {
+            let scaled = precision == .fp16
+            var scaler = LossScaler(initial: scaled ? 1024 : 1)
             var rows: [[Double]] = []   // total, forward, loss, backward, optimizer
             var saved = 0
             for i in 0..<(warmup + steps) {
                 let t0 = DispatchTime.now().uptimeNanoseconds
-                let outs = Autocast.with(half ? .fp16 : .fp32) { model(inputs) }
+                let outs = Autocast.with(precision) { model(inputs) }
                 saved = ComputeContext.current.saved.bytes
                 let t1 = DispatchTime.now().uptimeNanoseconds
                 var total = loss(outs[0], targets).total
@@ -50,7 +56,7 @@ struct TrainBench: ParsableCommand {
                 let t2 = DispatchTime.now().uptimeNanoseconds
                 total.backward(seed: Float(scaler.scale))
                 let t3 = DispatchTime.now().uptimeNanoseconds
-                _ = OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, scaled: half, maxNorm: 10)
+                _ = OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, scaled: scaled, maxNorm: 10)
                 let t4 = DispatchTime.now().uptimeNanoseconds
                 if i >= warmup { rows.append([Double(t4 - t0), Double(t1 - t0), Double(t2 - t1), Double(t3 - t2), Double(t4 - t3)]) }
             }
@@ -61,18 +67,34 @@ struct TrainBench: ParsableCommand {
             return (med(0), med(1), med(2), med(3), med(4), saved)
         }
         func report(_ name: String, _ r: (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int)) {
-            print(String(format: "%@: %.1f ms/step (forward %.1f, loss %.1f, backward %.1f, clip+SGD+EMA %.1f) = %.2f img/s; activations saved for backward %.0f MB",
-                         name, r.total, r.fwd, r.loss, r.bwd, r.opt, Double(batch) / r.total * 1e3, Double(r.saved) / 1e6))
+            print(String(format: "%@: %.1f ms/step (forward %.1f, loss %.1f, backward %.1f, clip+SGD+EMA %.1f) = %.2f img/s; activations saved for backward %.0f MB; peak RSS %.0f MB",
+                         name, r.total, r.fwd, r.loss, r.bwd, r.opt, Double(batch) / r.total * 1e3, Double(r.saved) / 1e6, Double(Self.peakRSS()) / 1e6))
+            Self.resetPeakRSS()
+            BufferPool.trim()
+        }
+        var precisions: [Precision] = []
+        switch amp {
+        case nil: break
+        case "fp16": precisions = [.fp16]
+        case "bf16": precisions = [.bf16]
+        case "all": precisions = [.fp16, .bf16]
+        default: throw ValidationError("--amp must be fp16, bf16 or all, got \(amp!)")
         }
         print("bench train: \(cfg), \(imgsz) px, batch \(batch), \(Parallel.threads) threads, median of \(steps) steps after \(warmup) warm-up")
-        let fp32 = measure(false)
+        let fp32 = measure(.fp32)
         report("FP32", fp32)
-        if amp {
-            let half = measure(true)
-            report("AMP (Float16 emulation)", half)
-            print(String(format: "AMP/FP32: time %.2fx, saved activations %.2fx", half.total / fp32.total, Double(half.saved) / Double(fp32.saved)))
+        for p in precisions {
+            let r = measure(p)
+            report("AMP \(p.rawValue)", r)
+            print(String(format: "AMP %@/FP32: time %.2fx, saved activations %.2fx", p.rawValue, r.total / fp32.total, Double(r.saved) / Double(fp32.saved)))
         }
-        print(String(format: "peak RSS %.0f MB", Double(Self.peakRSS()) / 1e6))
+
+    }
+
+    /// Resets VmHWM to the current RSS (Linux: `5` into /proc/self/clear_refs), so each precision's
+    /// peak is its own.
+    static func resetPeakRSS() {
+        if let h = FileHandle(forWritingAtPath: "/proc/self/clear_refs") { h.write("5".data(using: .utf8)!); try? h.close() }
     }
 
     /// VmHWM of this process (bytes).

@@ -146,6 +146,9 @@ struct Predict: ParsableCommand {
         } catch let e as TrainingError {
             FileHandle.standardError.write("error: \(e)\n".data(using: .utf8)!)
             throw ExitCode(1)
+        } catch let e as ModelFileError {
+            FileHandle.standardError.write("error: \(e)\n".data(using: .utf8)!)
+            throw ExitCode(1)
         } catch {
             FileHandle.standardError.write("error: \(error)\n".data(using: .utf8)!)
             throw ExitCode(1)

@@ -109,6 +109,9 @@ struct ValDual: ParsableCommand {
         } catch let e as TrainingError {
             FileHandle.standardError.write("error: \(e)\n".data(using: .utf8)!)
             throw ExitCode(1)
+        } catch let e as ModelFileError {
+            FileHandle.standardError.write("error: \(e)\n".data(using: .utf8)!)
+            throw ExitCode(1)
         } catch {
             FileHandle.standardError.write("error: \(error)\n".data(using: .utf8)!)
             throw ExitCode(1)

@@ -99,6 +99,55 @@ final class LearningTests: XCTestCase {
         }
     }
 
+    /// Issue 11's end-to-end check: the trained mid-fusion run exported by `export` runs in ONNX
+    /// Runtime with two inputs, and its boxes after NMS are predict's for the same pair.
+    func testExportedRunMatchesPredictAfterNMS() throws {
+        let run = try learn(.fp32, seed: 0)
+        let weights = run.runDirectory + "/weights/best.safetensors", onnx = scratch + "/learn_mid.onnx"
+        let e = try CLI.run("export", ["--weights", weights, "-o", onnx])
+        XCTAssertEqual(e.status, 0, e.output)
+        let valDir = scratch + "/learn/images/val/"
+        let name = try XCTUnwrap(FileManager.default.contentsOfDirectory(atPath: valDir).sorted().first { $0.contains("_night") })
+        let p = try CLI.run("predict", ["--weights", weights, "--source", valDir + name, "--project", scratch + "/pred", "--name", "onnx_cmp", "--exist-ok"])
+        XCTAssertEqual(p.status, 0, p.output)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: scratch + "/pred/onnx_cmp/predictions.json"))) as! [String: Any]
+        let predicted = ((json["images"] as! [[String: Any]])[0]["detections"] as! [[String: Any]])
+        XCTAssertFalse(predicted.isEmpty, "the trained model finds the objects of a night scene")
+        // The inputs predict builds: each stream letterboxed to the stored size, CHW, 0-1.
+        let loaded = try ModelFiles.load(weights: weights)
+        loaded.model.fuse()
+        let size = loaded.storedImageSize ?? 128
+        let rgb = try ImageIO.read(valDir + name, channels: 3)
+        let ir = try ImageIO.read(valDir.replacingOccurrences(of: "/images/", with: "/imagesIR/") + name, channels: 1)
+        let info = Letterbox.plan(width: rgb.width, height: rgb.height, targetWidth: size, targetHeight: size, stride: 32)
+        func tensor(_ img: RasterImage) -> Tensor {
+            let lb = Letterbox.apply(img, info)
+            let t = Tensor(uninitialized: [1, lb.channels, lb.height, lb.width])
+            lb.writeCHW(to: t.data)
+            return t
+        }
+        let inputs = ["rgb": tensor(rgb), "ir": tensor(ir)]
+        let ours = noGrad { loaded.model(inputs)[0].decoded() }
+        let casePath = scratch + "/learn_mid_case.safetensors", outPath = scratch + "/learn_mid_ort.bin"
+        try StateDict.save([NamedTensor("input.rgb", inputs["rgb"]!, .weight), NamedTensor("input.ir", inputs["ir"]!, .weight),
+                            NamedTensor("expected.output0", ours, .weight)], to: casePath)
+        let (status, text) = try PythonTools.run("onnx_check.py", [onnx, casePath, "--save", outPath])
+        XCTAssertEqual(status, 0, text)
+        print("exported mid fusion vs our forward: \(text.split(separator: "\n").last ?? "")")
+        let raw = try Data(contentsOf: URL(fileURLWithPath: outPath))
+        let values = raw.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        let ort = Tensor(values, shape: ours.shape)
+        let dets = DetectionMerge.nms.merge([ort], options: NMSOptions(confidence: 0.25, iou: 0.7, maxDetections: 300))[0]
+        XCTAssertEqual(dets.count, predicted.count, "ONNX Runtime + NMS vs predict")
+        for (d, q) in zip(dets, predicted) {
+            let v = Letterbox.scaleBoxes([d.box.x1, d.box.y1, d.box.x2, d.box.y2], info)
+            let box = (q["box"] as! [Double]).map(Float.init)
+            XCTAssertEqual(d.classIndex, q["class"] as? Int)
+            XCTAssertEqual(Double(d.confidence), q["confidence"] as! Double, accuracy: 1e-4)
+            for k in 0..<4 { XCTAssertEqual(v[k], box[k], accuracy: 1e-2, "box coordinate \(k)") }
+        }
+    }
+
     /// (c) a run resumed from a mid-run checkpoint reproduces the uninterrupted run's next epoch bit for bit.
     func testResumeReproducesTheNextEpochExactly() throws {
         let data = TestData.synthetic("resume", train: 48, val: 16, seed: 3)

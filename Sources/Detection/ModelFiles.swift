@@ -1,4 +1,3 @@
-import Detection
 import Foundation
 import NN
 import TensorCore
@@ -19,6 +18,14 @@ public struct LoadedModel {
     }
 }
 
+/// A weights file that cannot be turned into a model, or a size no command accepts.
+public enum ModelFileError: Error, CustomStringConvertible {
+    case invalid(String)
+    public var description: String {
+        switch self { case let .invalid(m): return m }
+    }
+}
+
 /// Image-size checks shared by every command (Ultralytics' check_imgsz, with a stated range).
 public enum ImageSize {
     /// Sizes any command accepts.
@@ -31,7 +38,7 @@ public enum ImageSize {
                                warn: (String) -> Void) throws -> Int {
         guard let v = requested else { return stored.map { align($0, stride) } ?? 640 }
         guard range.contains(v), v >= stride else {
-            throw TrainingError.invalid("\(flag) \(v): expected a size in \(max(range.lowerBound, stride))...\(range.upperBound) (a multiple of the model's stride \(stride))")
+            throw ModelFileError.invalid("\(flag) \(v): expected a size in \(max(range.lowerBound, stride))...\(range.upperBound) (a multiple of the model's stride \(stride))")
         }
         let a = align(v, stride)
         if a != v { warn("warning: \(flag) \(v) is not a multiple of the model's stride \(stride); using \(a)") }
@@ -55,7 +62,7 @@ public enum ModelFiles {
         } else if let text = meta["yaml"], !text.isEmpty {
             spec = try ModelSpec.parse(text, file: meta["yaml_file"] ?? weights)
         } else {
-            throw TrainingError.invalid("\(weights): the file has no model YAML in its metadata; pass --cfg configs/models/…yaml")
+            throw ModelFileError.invalid("\(weights): the file has no model YAML in its metadata; pass --cfg configs/models/…yaml")
         }
         var names: [String] = []
         if let js = meta["names"], let d = js.data(using: .utf8) {

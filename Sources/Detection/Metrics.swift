@@ -60,6 +60,13 @@ public enum DetectionMetrics {
         public var ap: [[Double]] = []
         /// Index on the 1000-point confidence grid of the best smoothed mean F1.
         public var bestIndex = 0
+        /// Per class (order of `classes`) over the 1000-point confidence grid 0...1: precision,
+        /// recall and F1 (Ultralytics' P/R/F1 curves); and precision over the 1000-point recall grid
+        /// 0...1 at IoU 0.5 (its PR curve, the envelope its AP integrates).
+        public var precisionCurve: [[Double]] = []
+        public var recallCurve: [[Double]] = []
+        public var f1Curve: [[Double]] = []
+        public var prCurve: [[Double]] = []
         /// Confidence at that index.
         public var bestConfidence: Double { Double(bestIndex) / 999 }
 
@@ -99,6 +106,7 @@ public enum DetectionMetrics {
         res.truthCounts = classes.map { counts[$0]! }
         var pCurve = [[Double]](repeating: [Double](repeating: 0, count: 1000), count: classes.count)
         var rCurve = pCurve
+        var prCurve = pCurve
         res.ap = [[Double]](repeating: [Double](repeating: 0, count: iouThresholds.count), count: classes.count)
         for (ci, c) in classes.enumerated() {
             let idx = pcls.indices.filter { pcls[$0] == c }
@@ -116,6 +124,7 @@ public enum DetectionMetrics {
                 if k == 0 {
                     rCurve[ci] = grid.map { interp(-$0, negConf, recall, left: 0) }
                     pCurve[ci] = grid.map { interp(-$0, negConf, precision, left: 1) }
+                    prCurve[ci] = precisionEnvelope(recall: recall, precision: precision, at: grid)
                 }
                 res.ap[ci][k] = computeAP(recall: recall, precision: precision)
             }
@@ -134,6 +143,7 @@ public enum DetectionMetrics {
             for g in 1..<s.count where s[g] > s[best] { best = g }
             res.bestIndex = best
         }
+        (res.precisionCurve, res.recallCurve, res.f1Curve, res.prCurve) = (pCurve, rCurve, f1Curve, prCurve)
         res.precision = pCurve.map { $0[res.bestIndex] }
         res.recall = rCurve.map { $0[res.bestIndex] }
         res.f1 = f1Curve.map { $0[res.bestIndex] }
@@ -151,6 +161,14 @@ public enum DetectionMetrics {
         var ap = 0.0
         for i in 1..<x.count { ap += (x[i] - x[i - 1]) * (y[i] + y[i - 1]) / 2 }
         return ap
+    }
+
+    /// The precision envelope of one PR curve (as `computeAP` builds it) sampled at `points`.
+    public static func precisionEnvelope(recall: [Double], precision: [Double], at points: [Double]) -> [Double] {
+        let mrec = [0.0] + recall + [recall.last ?? 1.0, 1.0]
+        var mpre = [1.0] + precision + [0.0, 0.0]
+        for i in stride(from: mpre.count - 2, through: 0, by: -1) { mpre[i] = max(mpre[i], mpre[i + 1]) }
+        return points.map { interp($0, mrec, mpre) }
     }
 
     /// numpy's `interp` (xp non-decreasing; on repeated xp the last equal point wins).

@@ -15,49 +15,24 @@ public enum ResultsPlot {
         let cols = 5, pw = 220, ph = 150
         let chosen = panels.filter { header.contains($0) }
         let rowsOfPanels = (chosen.count + cols - 1) / cols
-        var img = RasterImage(width: cols * pw, height: rowsOfPanels * ph, channels: 3, fill: 255)
+        var img = Canvas(width: cols * pw, height: rowsOfPanels * ph)
         for (k, name) in chosen.enumerated() {
             let j = header.firstIndex(of: name)!
             let ys = rows.dropFirst().compactMap { $0.count > j ? Double($0[j]) : nil }.filter { $0.isFinite }
             let x0 = (k % cols) * pw + 30, y0 = (k / cols) * ph + 22, w = pw - 40, h = ph - 40
-            frame(&img, x0, y0, w, h)
-            label(&img, name.replacingOccurrences(of: "metrics/", with: "").replacingOccurrences(of: "(B)", with: ""), x: x0, y: y0 - 14)
+            img.box(x0, y0, x0 + w, y0 + h, (170, 170, 170))
+            img.text(name.replacingOccurrences(of: "metrics/", with: "").replacingOccurrences(of: "(B)", with: ""), x: x0, y: y0 - 14)
             guard let lo = ys.min(), let hi = ys.max(), ys.count >= 1 else { continue }
             let span = hi - lo > 1e-12 ? hi - lo : 1
             func px(_ i: Int) -> Int { x0 + (ys.count == 1 ? w / 2 : i * w / (ys.count - 1)) }
             func py(_ v: Double) -> Int { y0 + h - Int(Double(h) * (v - lo) / span) }
             for i in 0..<ys.count {
-                if i > 0 { line(&img, px(i - 1), py(ys[i - 1]), px(i), py(ys[i]), (31, 119, 180)) }
-                Annotate.rect(&img, px(i) - 1, py(ys[i]) - 1, px(i) + 1, py(ys[i]) + 1, (31, 119, 180))
+                if i > 0 { img.line(px(i - 1), py(ys[i - 1]), px(i), py(ys[i]), (31, 119, 180)) }
+                img.fill(px(i) - 1, py(ys[i]) - 1, px(i) + 1, py(ys[i]) + 1, (31, 119, 180))
             }
-            label(&img, String(format: "%.3g", hi), x: x0 + 2, y: y0 + 2)
-            label(&img, String(format: "%.3g", lo), x: x0 + 2, y: y0 + h - 9)
+            img.text(String(format: "%.3g", hi), x: x0 + 2, y: y0 + 2)
+            img.text(String(format: "%.3g", lo), x: x0 + 2, y: y0 + h - 9)
         }
-        try ImageIO.writePNG(img, to: png)
-    }
-
-    static func frame(_ img: inout RasterImage, _ x: Int, _ y: Int, _ w: Int, _ h: Int) {
-        let c: (UInt8, UInt8, UInt8) = (170, 170, 170)
-        Annotate.rect(&img, x, y, x + w, y, c); Annotate.rect(&img, x, y + h, x + w, y + h, c)
-        Annotate.rect(&img, x, y, x, y + h, c); Annotate.rect(&img, x + w, y, x + w, y + h, c)
-    }
-
-    static func line(_ img: inout RasterImage, _ x0: Int, _ y0: Int, _ x1: Int, _ y1: Int, _ c: (UInt8, UInt8, UInt8)) {
-        let n = max(abs(x1 - x0), abs(y1 - y0), 1)
-        for t in 0...n {
-            let x = x0 + (x1 - x0) * t / n, y = y0 + (y1 - y0) * t / n
-            Annotate.rect(&img, x, y, x, y, c)
-        }
-    }
-
-    static func label(_ img: inout RasterImage, _ text: String, x: Int, y: Int) {
-        var cx = x
-        for ch in text.uppercased() {
-            let rows = Annotate.glyphs[ch] ?? Annotate.glyphs[ch == "/" ? "-" : " "]!
-            for (r, bits) in rows.enumerated() {
-                for col in 0..<5 where bits & (16 >> UInt8(col)) != 0 { Annotate.rect(&img, cx + col, y + r, cx + col, y + r, (40, 40, 40)) }
-            }
-            cx += 6
-        }
+        try ImageIO.writePNG(img.image, to: png)
     }
 }

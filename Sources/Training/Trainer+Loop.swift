@@ -28,12 +28,27 @@ extension Trainer {
             }
             if let stop = options.stopAfterEpochs, completedHere >= stop { break }
         }
+        if hyp.plots, let valLoader { try finalValidation(valLoader) }
         if state.clippedSteps == 0 && hyp.max_norm > 0 && state.optimizerSteps > 0 {
             log("note: no step was clipped in this run: max_norm \(hyp.max_norm) is inactive (see --grad-probe for the norms your data gives)")
         }
         log("results: \(paths.root) (weights/best.safetensors, weights/last.safetensors, results.csv, steps.csv)")
         return TrainSummary(runDirectory: paths.root, epochs: state.epoch, best: (state.bestEpoch, state.bestFitness), final: lastReport,
                             lossHistory: lossHistory, seconds: Date().timeIntervalSince(t0), recoveries: state.recoveries, lrScale: state.lrScale)
+    }
+
+    /// Ultralytics' final evaluation: the best weights validated once more, with the plots and
+    /// tables `val_dual` writes, into the run folder.
+    func finalValidation(_ loader: PairLoader) throws {
+        guard FileManager.default.fileExists(atPath: paths.best) else { return }
+        let (tensors, _) = try Safetensors.read(paths.best)
+        try StateDict.load(tensors, into: evalModel.namedTensors(), strict: false)
+        var v = Validator(nms: NMSOptions(confidence: Float(hyp.conf), iou: Float(hyp.iou), multiLabel: true, maxDetections: hyp.max_det))
+        v.keepBatches = 3
+        let report = try v.run(model: evalModel, loader: loader, loss: nil, names: names)
+        let files = try ValidationPlots.write(report, to: paths.root)
+        BufferPool.trim()
+        if options.verbose { log("best weights (epoch \(state.bestEpoch + 1)) validated: \(files.joined(separator: ", "))") }
     }
 
     struct EpochSummary {
@@ -79,6 +94,10 @@ extension Trainer {
             for g in 0..<3 { optimizer.groups[g].lr = sched[g].lr; optimizer.groups[g].momentum = sched[g].momentum }
             s.lr = sched.map(\.lr)
 
+            if ni < 3 && hyp.plots && epoch == 0 {
+                // Ultralytics' train_batch0-2.jpg: the augmented pairs as the model sees them, boxes drawn.
+                try? BatchPlot.write(batch, detections: nil, names: names, to: paths.root + "/train_batch\(ni).jpg")
+            }
             let targets = BatchTargets(batchIndex: batch.batchIndex, classes: batch.classes, boxes: batch.boxes)
             let scale = hyp.usesLossScale ? state.scaler.scale : 1
             var items = (box: 0.0, cls: 0.0, dfl: 0.0)

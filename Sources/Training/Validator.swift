@@ -14,6 +14,13 @@ public struct ValidationReport: Sendable {
     /// Metrics of image subsets chosen by file-name tags (e.g. "night", "day", "distract").
     public var subsets: [String: DetectionMetrics.Result]
     public var seconds: Double
+    /// Ultralytics' detection confusion matrix (conf 0.25, IoU 0.45).
+    public var confusion: ConfusionMatrix
+    /// COCO-style records ({image_id, category_id (class + 1), bbox [x, y, w, h] in original pixels,
+    /// score}) when the validator was asked to collect them.
+    public var cocoPredictions: [CocoPrediction] = []
+    /// The first batches with their predictions (for val_batch*_labels/_pred images), when asked.
+    public var plottedBatches: [(batch: PairBatch, detections: [[Detection]])] = []
 
     /// Ultralytics-style table: one row for all classes and one per class with ground truth.
     public func table() -> String {
@@ -34,6 +41,21 @@ public struct ValidationReport: Sendable {
     }
 }
 
+/// One detection as COCO's results format has it (Ultralytics' predictions.json): image_id is the
+/// file stem (a number when the stem is one), category_id the class index + 1, bbox [x, y, w, h]
+/// (top-left corner) in original-image pixels.
+public struct CocoPrediction: Sendable {
+    public var imageID: String
+    public var categoryID: Int
+    public var file: String
+    public var bbox: [Double]
+    public var score: Double
+
+    public var jsonObject: [String: Any] {
+        ["image_id": Int(imageID).map { $0 as Any } ?? imageID, "category_id": categoryID, "bbox": bbox, "score": score, "file_name": file]
+    }
+}
+
 /// Runs a model over a validation loader: NMS (multi-label, conf 0.001, iou 0.7 by default),
 /// boxes mapped back to each original image, matched against the labels there.
 public struct Validator {
@@ -42,6 +64,10 @@ public struct Validator {
     /// File-name tags that define metric subsets: an image belongs to tag t when its stem
     /// contains `_t` (the synthetic scenes write `_day`, `_night`, `_distract`).
     public var subsetTags: [String]
+    /// Collect COCO-style prediction records (`--save-json`).
+    public var collectPredictions = false
+    /// Keep this many first batches with their predictions for plotting.
+    public var keepBatches = 0
 
     public init(nms: NMSOptions = NMSOptions(confidence: 0.001, iou: 0.7, multiLabel: true), merge: DetectionMerge = .nms,
                 subsetTags: [String] = ["day", "night", "distract"]) {
@@ -78,6 +104,9 @@ public struct Validator {
         defer { model.training = wasTraining }
         var all = ValidationStats()
         var subsets: [String: ValidationStats] = [:]
+        var confusion = ConfusionMatrix(nc: max(names.count, model.nc))
+        var coco: [CocoPrediction] = []
+        var kept: [(batch: PairBatch, detections: [[Detection]])] = []
         var lsum = (0.0, 0.0, 0.0), batches = 0
         let epoch = loader.epoch(0)
         defer { epoch.cancel() }
@@ -92,15 +121,31 @@ public struct Validator {
                 batches += 1
             }
             let (dets, truths) = Validator.detections(outs, batch: batch, nms: nms, merge: merge)
+            if kept.count < keepBatches {
+                // Predictions in the network's (letterboxed) frame, for drawing on the batch.
+                let net = merge.merge(outs.map { $0.decoded() }, options: nms).map { $0.filter { $0.confidence >= 0.25 } }
+                kept.append((batch, net))
+            }
             for i in 0..<batch.count {
                 all.add(dets[i], truths[i])
+                confusion.add(dets[i], truths[i])
+                if collectPredictions {
+                    let stem = URL(fileURLWithPath: batch.files[i]).deletingPathExtension().lastPathComponent
+                    for d in dets[i] {
+                        let r = { (v: Float) in (Double(v) * 1000).rounded() / 1000 }
+                        coco.append(CocoPrediction(imageID: stem, categoryID: d.classIndex + 1, file: batch.files[i],
+                                                   bbox: [r(d.box.x1), r(d.box.y1), r(d.box.x2 - d.box.x1), r(d.box.y2 - d.box.y1)],
+                                                   score: (Double(d.confidence) * 1e5).rounded() / 1e5))
+                    }
+                }
                 let stem = URL(fileURLWithPath: batch.files[i]).deletingPathExtension().lastPathComponent
                 for tag in subsetTags where stem.contains("_" + tag) { subsets[tag, default: ValidationStats()].add(dets[i], truths[i]) }
             }
         }
         let n = Double(max(batches, 1))
         return ValidationReport(metrics: all.result(), losses: (lsum.0 / n, lsum.1 / n, lsum.2 / n), images: all.images,
-                                names: names, subsets: subsets.mapValues { $0.result() }, seconds: Date().timeIntervalSince(t0))
+                                names: names, subsets: subsets.mapValues { $0.result() }, seconds: Date().timeIntervalSince(t0),
+                                confusion: confusion, cocoPredictions: coco, plottedBatches: kept)
     }
 }
 

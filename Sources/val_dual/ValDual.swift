@@ -32,6 +32,11 @@ struct ValDual: ParsableCommand {
     @Option(help: "Background threads for loading.") var workers = 2
     @Option(help: "Compute threads (default: all cores).") var threads: Int?
     @Option(help: "Also write the metrics as JSON to this file.") var json: String?
+    @Option(help: "Folder of validation runs (plots, per-class CSV, predictions.json go to PROJECT/NAME).") var project = "runs/val"
+    @Option(help: "Run name (NAME, NAME2, … unless --exist-ok).") var name = "val"
+    @Flag(help: "Reuse PROJECT/NAME if it exists.") var existOk = false
+    @Flag(help: "Write COCO-style predictions.json (image_id, category_id = class + 1, bbox [x, y, w, h], score).") var saveJson = false
+    @Flag(help: "Do not write plots (confusion matrices, curves, batch images).") var noPlots = false
     @Flag(help: "Resize IR images whose size differs from their RGB partner.") var allowResizeIr = false
     @Option(help: "When the data set's class names differ from the model's for the same ids: trust 'model' or 'data' names (default: stop with an error).")
     var namesFrom: String?
@@ -87,7 +92,9 @@ struct ValDual: ParsableCommand {
             }
             let loader = try PairLoader(dataset: dataset, options: LoaderOptions(mode: .val, imageSize: size, batchSize: batch,
                                                                                stride: stride, workers: workers))
-            let v = Validator(nms: NMSOptions(confidence: conf, iou: iou, multiLabel: true, maxDetections: maxDet), merge: mergeMode)
+            var v = Validator(nms: NMSOptions(confidence: conf, iou: iou, multiLabel: true, maxDetections: maxDet), merge: mergeMode)
+            v.collectPredictions = saveJson
+            v.keepBatches = noPlots ? 0 : 3
             let r = try v.run(model: loaded.model, loader: loader, loss: nil, names: names)
             print(r.table())
             for (tag, m) in r.subsets.sorted(by: { $0.key < $1.key }) {
@@ -96,6 +103,9 @@ struct ValDual: ParsableCommand {
             print(String(format: "mAP50 %.4f  mAP50-95 %.4f  P %.4f  R %.4f  F1 %.4f  fitness %.4f  (%d images, %.1f s)",
                          r.metrics.map50, r.metrics.map, r.metrics.meanPrecision, r.metrics.meanRecall, r.metrics.meanF1,
                          r.metrics.fitness, r.images, r.seconds))
+            let out = try RunPaths.createFolder(project: project, name: name, existOK: existOk)
+            let files = noPlots && !saveJson ? [] : try ValidationPlots.write(r, to: out, saveJSON: saveJson)
+            print("results: \(out)" + (files.isEmpty ? "" : " (\(files.joined(separator: ", ")))"))
             if let json {
                 var d: [String: Any] = ["weights": weights, "data": data, "split": split, "images": r.images,
                                         "mAP50": r.metrics.map50, "mAP50-95": r.metrics.map, "precision": r.metrics.meanPrecision,

@@ -202,3 +202,39 @@ enum PythonTools {
         #expect(!(try FileManager.default.contentsOfDirectory(atPath: project + "/tb_off")).contains { $0.hasPrefix("events.") })
     }
 }
+
+/// What Ultralytics' val writes, written by val_dual and at the end of train_dual.
+@Suite struct ValidationOutputTests {
+    @Test func valDualWritesPlotsTablesAndCOCOJSON() throws {
+        let out = scratch + "/valout"
+        let r = try CLI.run("val_dual", ["--weights", HardeningTests.weights, "--data", HardeningTests.data, "--project", out, "--name", "v",
+                                         "--exist-ok", "--save-json", "--batch", "4"])
+        #expect(r.status == 0, "\(r.output)")
+        let dir = out + "/v/"
+        for f in ["confusion_matrix.png", "confusion_matrix_normalized.png", "PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png",
+                  "per_class.csv", "predictions.json", "val_batch0_labels.jpg", "val_batch0_pred.jpg", "val_batch1_labels.jpg"] {
+            #expect(FileManager.default.fileExists(atPath: dir + f), "\(f) missing")
+        }
+        let png = try ImageIO.read(dir + "confusion_matrix.png", channels: 3)
+        #expect(png.width > 100 && png.height > 100)
+        let csv = try String(contentsOfFile: dir + "per_class.csv", encoding: .utf8).split(separator: "\n")
+        #expect(csv[0] == "class,images,instances,precision,recall,f1,mAP50,mAP50-95" && csv[1].hasPrefix("all,8,"))
+        let records = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "predictions.json"))) as? [[String: Any]])
+        #expect(!records.isEmpty)
+        for rec in records.prefix(20) {
+            let bbox = rec["bbox"] as? [Double] ?? []
+            #expect(bbox.count == 4 && bbox[2] >= 0 && bbox[3] >= 0 && [1, 2].contains(rec["category_id"] as? Int ?? 0))
+            #expect(rec["image_id"] != nil && (rec["score"] as? Double ?? -1) >= 0)
+        }
+    }
+
+    @Test func trainDualWritesBatchImagesAndFinalPlots() throws {
+        let r = try CLI.run("train_dual", HardeningTests.trainArgs(name: "plots", epochs: 1, extra: ["--exist-ok"]).filter { $0 != "--no-plots" })
+        #expect(r.status == 0, "\(r.output)")
+        let dir = scratch + "/runs/plots/"
+        for f in ["train_batch0.jpg", "train_batch1.jpg", "train_batch2.jpg", "confusion_matrix.png", "PR_curve.png", "per_class.csv",
+                  "val_batch0_pred.jpg", "results.png"] {
+            #expect(FileManager.default.fileExists(atPath: dir + f), "\(f) missing")
+        }
+    }
+}

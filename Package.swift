@@ -33,6 +33,8 @@ let package = Package(
         .target(name: "CKernels", cSettings: cOptimised),
         .target(name: "CImageIO", cSettings: cOptimised,
                 linkerSettings: [.linkedLibrary("png"), .linkedLibrary("jpeg")]),
+        .target(name: "CVideo", cSettings: cOptimised,
+                linkerSettings: [.linkedLibrary("avformat"), .linkedLibrary("avcodec"), .linkedLibrary("swscale"), .linkedLibrary("avutil")]),
 
         // MARK: - Tensor + autodiff core
         .target(name: "TensorCore", dependencies: ["CBLAS", "CKernels"]),
@@ -51,7 +53,7 @@ let package = Package(
 
         // MARK: - Data pipeline (paired RGB-IR datasets, augmentation, loader, synthetic scenes)
         .target(name: "DataPipeline", dependencies: [
-            "TensorCore", "CImageIO", .product(name: "Yams", package: "Yams"),
+            "TensorCore", "CImageIO", "CVideo", .product(name: "Yams", package: "Yams"),
         ], exclude: ["README.md"]),
 
         // MARK: - Training engine

@@ -32,10 +32,14 @@ public struct AugmentConfig: Sendable, Codable, Equatable {
     public var irGain: Float = 0.3
     /// Float, IR brightness jitter: shift of `b · 255`, b drawn in [-irBias, irBias]. Default 0.1.
     public var irBias: Float = 0.1
+    /// Float, probability per sample of blanking one stream (RGB or IR, even odds) to all zeros:
+    /// a camera that failed or is covered. Default 0.
+    public var modalityDropout: Float = 0
 
     enum CodingKeys: String, CodingKey {
         case mosaic, degrees, translate, scale, shear, perspective, flipud, fliplr
         case hsvH = "hsv_h", hsvS = "hsv_s", hsvV = "hsv_v", irGain = "ir_gain", irBias = "ir_bias"
+        case modalityDropout = "modality_dropout"
     }
 
     /// The Ultralytics defaults.

@@ -53,6 +53,10 @@ public struct DatasetConfig: Sendable, Equatable, Codable {
     public var irDir: String
     /// IR channels delivered to the model: 1 or 3. Default 1.
     public var irChannels: Int
+    /// IR pixel -> RGB pixel (`ir_homography`, or `ir_affine` as its first two rows): the loader
+    /// warps each IR image into its RGB partner's frame (and size) before anything else. nil: the
+    /// cameras are registered.
+    public var irTransform: Matrix3?
 
     /// The number of classes.
     public var classCount: Int { names.count }
@@ -68,7 +72,8 @@ public struct DatasetConfig: Sendable, Equatable, Codable {
 
     /// Builds a configuration directly (paths are used as given).
     public init(file: String = "<memory>", root: String, train: [String], val: [String], test: [String] = [],
-                names: [String], irDir: String = "imagesIR", irChannels: Int = 1) {
+                names: [String], irDir: String = "imagesIR", irChannels: Int = 1, irTransform: Matrix3? = nil) {
+        self.irTransform = irTransform
         self.file = file
         self.root = root
         self.train = train
@@ -221,12 +226,40 @@ public struct DatasetConfig: Sendable, Equatable, Codable {
         if irChannels != 1 && irChannels != 3 {
             throw fail("ir_channels", map["ir_channels"], "must be 1 or 3, got \(irChannels)")
         }
+        // IR registration: a 3x3 homography or a 2x3 affine (nested lists or flat), IR pixel -> RGB pixel.
+        var irTransform: Matrix3? = nil
+        if map["ir_homography"] != nil && map["ir_affine"] != nil {
+            throw fail("ir_affine", map["ir_affine"], "give ir_homography or ir_affine, not both")
+        }
+        for (key, count) in [("ir_homography", 9), ("ir_affine", 6)] {
+            guard let n = map[key], !isNull(n) else { continue }
+            var values: [Double] = []
+            func collect(_ node: Node) throws {
+                switch node {
+                case .sequence(let seq): for item in seq { try collect(item) }
+                case .scalar(let sc):
+                    guard let v = Double(sc.string), v.isFinite else { throw fail(key, node, "'\(sc.string)' is not a number") }
+                    values.append(v)
+                default: throw fail(key, node, "expected numbers")
+                }
+            }
+            try collect(n)
+            guard values.count == count else {
+                throw fail(key, n, count == 9 ? "expected a 3x3 matrix (9 numbers, rows [[a, b, c], [d, e, f], [g, h, i]]), got \(values.count)"
+                                              : "expected a 2x3 matrix (6 numbers, rows [[a, b, tx], [d, e, ty]]), got \(values.count)")
+            }
+            let m = Matrix3(count == 9 ? values : values + [0, 0, 1])
+            guard let inv = m.inverse, inv.m.allSatisfy({ $0.isFinite }) else {
+                throw fail(key, n, "the matrix is not invertible")
+            }
+            irTransform = m
+        }
         return DatasetConfig(file: file, root: rootPath, train: train, val: val, test: test, names: names,
-                             irDir: irDir, irChannels: irChannels)
+                             irDir: irDir, irChannels: irChannels, irTransform: irTransform)
     }
 
     /// The keys DatasetConfig reads.
-    public static let knownKeys: Set<String> = ["path", "train", "val", "test", "names", "nc", "ir_dir", "ir_channels"]
+    public static let knownKeys: Set<String> = ["path", "train", "val", "test", "names", "nc", "ir_dir", "ir_channels", "ir_homography", "ir_affine"]
     /// Keys Ultralytics' data YAMLs carry that say nothing DualFuse uses (accepted as they are).
     static let ultralyticsKeys: Set<String> = ["download", "yaml_file", "author", "license", "description", "channels",
                                                "kpt_shape", "flip_idx", "roboflow", "url", "version"]

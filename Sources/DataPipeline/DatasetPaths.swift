@@ -92,6 +92,13 @@ public enum DatasetPaths {
         return (images.sorted(), unsupported.sorted())
     }
 
+    /// The RGB images a split source names: a folder (recursively), a `.txt` list, or one image.
+    public static func images(of source: String, root: String) throws -> [String] {
+        if isDirectory(source) { return listFolder(source).images }
+        if fileExtension(source) == "txt" { return try readList(source, root: root).map(\.path) }
+        return [source]
+    }
+
     /// What a `.txt` list names: image paths (`./x` relative to the list's folder, other relative
     /// paths relative to `root`) with the list line of each. Blank lines and `#` comments are skipped.
     public static func readList(_ list: String, root: String) throws -> [(path: String, line: Int)] {

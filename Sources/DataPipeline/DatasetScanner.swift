@@ -125,7 +125,7 @@ public enum DatasetScanner {
         }
         let orphans = options.fraction < 1 ? [] : orphanIR(folders: folders, irDir: config.irDir, rgb: images)
         var hasher = StableHasher()
-        hasher.combine("dualfuse-scan-v\(cacheVersion)|nc=\(config.classCount)|ir=\(config.irDir)|resize=\(options.allowResizeIR)")
+        hasher.combine("dualfuse-scan-v\(cacheVersion)|nc=\(config.classCount)|ir=\(config.irDir)|resize=\(options.allowResizeIR)|warp=\(config.irTransform != nil)")
         for c in candidates {
             for p in [c.rgb, c.ir ?? "-"] {
                 hasher.combine(p)
@@ -267,7 +267,8 @@ public enum DatasetScanner {
         }
         guard let rgbInfo, let irInfo else { return r }
         var resize = false
-        if rgbInfo.width != irInfo.width || rgbInfo.height != irInfo.height {
+        // With an IR transform the IR is warped into the RGB frame: its size may differ.
+        if (rgbInfo.width != irInfo.width || rgbInfo.height != irInfo.height) && config.irTransform == nil {
             let sizes = "RGB is \(rgbInfo.width)x\(rgbInfo.height) but IR \(irPath) is \(irInfo.width)x\(irInfo.height)"
             if options.allowResizeIR {
                 r.issues.append(ScanIssue(.resizedIR, .warning, file: c.rgb, "\(sizes): IR will be resized to the RGB size"))

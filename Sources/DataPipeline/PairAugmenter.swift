@@ -78,6 +78,11 @@ public struct PairAugmenter: Sendable {
         s.ir.jitterIntensity(contrast: contrast, brightness: brightness)
         if rng.uniform() < config.flipud { Self.flipVertically(&s) }
         if rng.uniform() < config.fliplr { Self.flipHorizontally(&s) }
+        // Drawn only when on, so runs without dropout keep their random streams.
+        if config.modalityDropout > 0 && rng.uniform() < config.modalityDropout {
+            if rng.uniform() < 0.5 { s.rgb.pixels.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
+            else { s.ir.pixels.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
+        }
         s.letterbox = .identity(width: size, height: size)
         return s
     }

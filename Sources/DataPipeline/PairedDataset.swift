@@ -70,8 +70,11 @@ public struct PairedDataset: Sendable {
             throw LoaderError.imageChanged(path: record.rgbPath, expected: "\(record.width)x\(record.height)",
                                            found: "\(rgb.width)x\(rgb.height)")
         }
-        let ir = try ImageIO.read(record.irPath, channels: config.irChannels)
-        if !record.irNeedsResize && (ir.width != rgb.width || ir.height != rgb.height) {
+        var ir = try ImageIO.read(record.irPath, channels: config.irChannels)
+        if let t = config.irTransform {
+            // IR pixel -> RGB pixel: the IR in the RGB frame; outside the IR camera's view is 0.
+            ir = ir.warped(by: t, width: rgb.width, height: rgb.height, border: 0)
+        } else if !record.irNeedsResize && (ir.width != rgb.width || ir.height != rgb.height) {
             throw LoaderError.imageChanged(path: record.irPath, expected: "\(rgb.width)x\(rgb.height)",
                                            found: "\(ir.width)x\(ir.height)")
         }

@@ -36,12 +36,22 @@ public struct SyntheticOptions: Sendable, Equatable {
     public var nightFraction: Double
     /// Fraction of scenes with distractors. Default 0.5.
     public var distractorFraction: Double
+    /// A misregistered IR camera: this maps IR pixels to RGB pixels (what a data set's
+    /// `ir_homography` would state), so each IR image is written warped by its inverse, with its
+    /// own size `irWidth` x `irHeight` (default the RGB size). nil: registered cameras.
+    public var irToRGB: Matrix3?
+    public var irWidth: Int?
+    public var irHeight: Int?
 
-    public init(width: Int = 128, height: Int = 128, nightFraction: Double = 0.5, distractorFraction: Double = 0.5) {
+    public init(width: Int = 128, height: Int = 128, nightFraction: Double = 0.5, distractorFraction: Double = 0.5,
+                irToRGB: Matrix3? = nil, irWidth: Int? = nil, irHeight: Int? = nil) {
         self.width = width
         self.height = height
         self.nightFraction = nightFraction
         self.distractorFraction = distractorFraction
+        self.irToRGB = irToRGB
+        self.irWidth = irWidth
+        self.irHeight = irHeight
     }
 }
 
@@ -342,7 +352,7 @@ public enum SyntheticScenes {
                         slots[i] = Result {
                             let index = offset + i
                             let scene = render(seed: streamSeed, index: index, options: opts)
-                            try write(scene, stem: scene.stem(index: index), split: split, root: dir)
+                            try write(scene, stem: scene.stem(index: index), split: split, root: dir, options: opts)
                             return scene
                         }
                     }
@@ -404,10 +414,15 @@ public enum SyntheticScenes {
         }
     }
 
-    static func write(_ scene: SyntheticScene, stem: String, split: String, root: String) throws {
+    static func write(_ scene: SyntheticScene, stem: String, split: String, root: String, options: SyntheticOptions) throws {
         let rgbPath = "\(root)/images/\(split)/\(stem).png"
         try ImageIO.writePNG(scene.rgb, to: rgbPath, compression: 3)
-        try ImageIO.writePNG(scene.ir, to: "\(root)/imagesIR/\(split)/\(stem).png", compression: 3)
+        var ir = scene.ir
+        if let h = options.irToRGB, let inverse = h.inverse {
+            // What the IR camera sees: the registered IR mapped back into the IR camera's frame.
+            ir = ir.warped(by: inverse, width: options.irWidth ?? ir.width, height: options.irHeight ?? ir.height, border: 0)
+        }
+        try ImageIO.writePNG(ir, to: "\(root)/imagesIR/\(split)/\(stem).png", compression: 3)
         var text = ""
         for k in 0..<scene.classes.count {
             text += String(format: "%d %.6f %.6f %.6f %.6f\n", scene.classes[k], scene.boxes[4 * k], scene.boxes[4 * k + 1],

@@ -27,6 +27,8 @@ public struct NMSOptions: Sendable {
     public var maxCandidates = 30_000
     /// Class offset that keeps classes apart in class-aware suppression (Ultralytics' max_wh).
     public var classOffset: Float = 7680
+    /// Only these classes become candidates (Ultralytics' `classes`); nil: every class.
+    public var classes: Set<Int>?
 
     public init(confidence: Float = 0.25, iou: Float = 0.7, multiLabel: Bool = false, agnostic: Bool = false,
                 maxDetections: Int = 300, maxCandidates: Int = 30_000) {
@@ -67,6 +69,7 @@ public enum NMS {
             if o.multiLabel && nc > 1 {
                 // Ultralytics lists multi-label candidates anchor-major, class-minor (torch.where order): already so.
             }
+            if let keep = o.classes { cands.removeAll { !keep.contains($0.classIndex) } }
             out[img] = suppress(cands, o)
         }
         return out

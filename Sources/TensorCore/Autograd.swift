@@ -78,7 +78,9 @@ public struct Saved: @unchecked Sendable {
 
 /// The activations a context saved for backward: bytes per step, de-duplicated per buffer.
 public final class SavedActivations: @unchecked Sendable {
-    private struct Entry { weak var source: Buffer?; let saved: Saved }
+    /// The source is held weakly, so a Float32 activation is freed as soon as backward releases the
+    /// last closure that saved it; only 16-bit copies are held here (the registry made them).
+    private struct Entry { weak var source: Buffer?; let half: Saved? }
     private var seen: [ObjectIdentifier: Entry] = [:]
 
     /// Bytes of distinct activations saved for backward since the last `reset()` (cleared by backward).
@@ -93,11 +95,15 @@ public final class SavedActivations: @unchecked Sendable {
     /// Saves `buffer` for backward, in 16 bits under an fp16 or bf16 autocast region.
     func save(_ buffer: Buffer, precision: Precision, table: UnsafePointer<df_kernels>) -> Saved {
         let id = ObjectIdentifier(buffer)
-        if let e = seen[id], e.source === buffer { return e.saved }
+        if let e = seen[id], e.source === buffer {
+            return e.half ?? Saved(full: buffer, half: nil, format: .fp32, table: table, count: buffer.count)
+        }
         let s: Saved
         if precision == .fp32 {
             s = Saved(full: buffer, half: nil, format: .fp32, table: table, count: buffer.count)
             bytes += buffer.bytes
+            seen[id] = Entry(source: buffer, half: nil)
+            return s
         } else {
             let h = HalfBuffer(count: buffer.count)
             let src = buffer.ptr, dst = h.ptr
@@ -106,7 +112,7 @@ public final class SavedActivations: @unchecked Sendable {
             s = Saved(full: nil, half: h, format: precision, table: table, count: buffer.count)
             bytes += h.bytes
         }
-        seen[id] = Entry(source: buffer, saved: s)
+        seen[id] = Entry(source: buffer, half: s)
         return s
     }
 }

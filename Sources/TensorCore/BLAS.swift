@@ -15,6 +15,13 @@ public enum BLAS {
         if current.exchange(n, ordering: .relaxed) != n { openblas_set_num_threads(Int32(n)) }
     }
 
+    /// Sets OpenBLAS's threads for a call made on the current thread: the context's count on its own
+    /// thread, one inside a parallel region (its workers already occupy the cores).
+    @inline(__always)
+    public static func useThreads(of ctx: ComputeContext) {
+        setThreads(Parallel.isWorker ? 1 : ctx.threads)
+    }
+
     /// The OpenBLAS core in use (`openblas_get_corename`), e.g. `Haswell`, `Cooperlake`.
     public static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
 

@@ -156,6 +156,7 @@ enum Conv {
     static func gemm(_ ctx: ComputeContext, ws: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, a: df_matrix, b: df_matrix,
                      c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, bf16: Bool) {
         if ctx.gemm == .openblas && !bf16 {
+            BLAS.setThreads(1)   // single-threaded: the caller parallelises over images or output rows
             let transA = a.cs != 1, transB = b.cs != 1
             BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a.p, lda: transA ? a.cs : a.rs,
                        b: b.p, ldb: transB ? b.cs : b.rs, beta: accumulate ? 1 : 0, c: c, ldc: ldc)

@@ -105,7 +105,9 @@ extension Tensor {
                      "matmul needs [M,K] x [K,N], got \(shape) x \(b.shape)")
         let (m, k, n) = (shape[0], shape[1], b.shape[1])
         let out = Tensor(uninitialized: [m, n])
+        let ctx = ComputeContext.current
         if m * n > 0 {
+            BLAS.useThreads(of: ctx)
             if k == 0 { out.buffer.zero() }
             else { BLAS.sgemm(m: m, n: n, k: k, a: data, b: b.data, c: out.data) }
         }
@@ -113,6 +115,7 @@ extension Tensor {
             let (na, nb) = (node, b.node)
             let (ad, bd) = (detached(), b.detached())
             out.recording([self, b]) { g in
+                BLAS.useThreads(of: ctx)
                 if let na, k > 0 {   // dA = g [M,N] x B^T [N,K]
                     na.accumulateOrSet { d, fresh in
                         BLAS.sgemm(transB: true, m: m, n: k, k: n, a: g.ptr, b: bd.data, beta: fresh ? 0 : 1, c: d)

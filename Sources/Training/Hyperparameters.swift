@@ -83,6 +83,7 @@ public struct Hyperparameters: Equatable, Sendable {
     public var hsv_v = 0.4
     public var ir_gain = 0.3
     public var ir_bias = 0.1
+    public var modality_dropout = 0.0
     public var degrees = 0.0
     public var translate = 0.1
     public var scale = 0.5
@@ -240,6 +241,8 @@ extension Hyperparameters {
             HypField(key: "hsv_v", kind: .double(\.hsv_v, 0...1), help: "RGB value jitter (fraction)"),
             HypField(key: "ir_gain", kind: .double(\.ir_gain, 0...1), help: "IR contrast jitter: factor 1 + U(-ir_gain, ir_gain) about mid-grey"),
             HypField(key: "ir_bias", kind: .double(\.ir_bias, 0...1), help: "IR brightness jitter: shift U(-ir_bias, ir_bias) * 255"),
+            HypField(key: "modality_dropout", kind: .double(\.modality_dropout, 0...1),
+                     help: "probability per training image of blanking one stream (RGB or IR, even odds) to zeros: a failed or covered camera"),
             HypField(key: "degrees", kind: .double(\.degrees, 0...180), help: "rotation range (+/- degrees)"),
             HypField(key: "translate", kind: .double(\.translate, 0...0.9), help: "translation range (+/- fraction)"),
             HypField(key: "scale", kind: .double(\.scale, 0...0.95), help: "scale range (1 +/- scale)"),
@@ -369,6 +372,10 @@ extension Hyperparameters {
             }
             guard let f = field else {
                 throw HypError.unknownKey(key: "--" + name, suggestion: Self.suggestion(for: key).map { Self.field($0)!.flag }, file: nil, line: nil)
+            }
+            if negated, let value {
+                throw HypError.badValue(key: f.key, value: value, expected: "no value after --\(name) (it means \(f.key) off; " +
+                                        "to set a value use \(f.flag) VALUE)", file: nil, line: nil)
             }
             if case .precision = f.kind, value == nil {
                 let next = i + 1 < args.count ? args[i + 1].lowercased() : ""

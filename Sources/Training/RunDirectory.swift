@@ -125,8 +125,10 @@ public enum FileError {
     }
 }
 
-/// A checkpoint set (last weights, last state, and best weights + state when the epoch improved,
-/// plus the results.csv rows up to that epoch) written as one generation.
+/// A checkpoint set (last weights, last state, and best weights + state when the epoch improved)
+/// written as one generation. Generations only grow: a rollback that re-saves an epoch's state
+/// writes a new generation, never over a committed one. The marker also records the epoch the
+/// files hold, which is how far results.csv and steps.csv are trimmed after a failure.
 ///
 /// Every file of generation G is first written in full beside its final name (`NAME.gG.tmp`,
 /// fsync); then `commit.json` ({"generation": G, "files": [...]}) replaces the previous marker
@@ -138,26 +140,35 @@ public enum Checkpoints {
     struct Marker: Codable {
         var generation: Int
         var files: [String]
+        /// The training epoch the files hold (absent in markers of older runs: the generation was the epoch).
+        var epoch: Int?
+        var heldEpoch: Int { epoch ?? generation }
     }
 
-    /// Writes `files` (final path -> bytes) as generation `generation`.
-    public static func commit(_ paths: RunPaths, generation: Int, files: [(path: String, data: Data)]) throws {
+    static func marker(_ paths: RunPaths) -> Marker? {
+        guard let d = FileManager.default.contents(atPath: paths.commit) else { return nil }
+        return try? JSONDecoder().decode(Marker.self, from: d)
+    }
+
+    /// Writes `files` (final path -> bytes), holding epoch `epoch`, as the next generation.
+    public static func commit(_ paths: RunPaths, epoch: Int, files: [(path: String, data: Data)]) throws {
+        let generation = (marker(paths)?.generation ?? 0) + 1
         for f in files {
             do { try AtomicFile.writeDurably(f.data, to: temporary(f.path, generation)) } catch let SafetensorsError.unwritable(_, reason) {
                 throw SafetensorsError.unwritable(path: f.path, reason: reason)
             }
         }
-        let marker = Marker(generation: generation, files: files.map { URL(fileURLWithPath: $0.path).lastPathComponent })
-        let json = try JSONEncoder().encode(marker)
+        let m = Marker(generation: generation, files: files.map { URL(fileURLWithPath: $0.path).lastPathComponent }, epoch: epoch)
+        let json = try JSONEncoder().encode(m)
         try AtomicFile.write(json, to: paths.commit)
-        try finish(paths, marker)
+        try finish(paths, m, requireAll: true)
     }
 
     /// The committed generation, or nil for a run that has none yet.
-    public static func generation(_ paths: RunPaths) -> Int? {
-        guard let d = FileManager.default.contents(atPath: paths.commit), let m = try? JSONDecoder().decode(Marker.self, from: d) else { return nil }
-        return m.generation
-    }
+    public static func generation(_ paths: RunPaths) -> Int? { marker(paths)?.generation }
+
+    /// The epoch held by the committed generation, or nil for a run that has none yet.
+    public static func committedEpoch(_ paths: RunPaths) -> Int? { marker(paths)?.heldEpoch }
 
     /// Rolls a half-written checkpoint forward (committed) or back (not committed); returns a
     /// description of what it did, or nil when the folder was consistent.
@@ -166,7 +177,7 @@ public enum Checkpoints {
         let fm = FileManager.default
         var notes: [String] = []
         var committed = Set<String>()
-        if let d = fm.contents(atPath: paths.commit), let m = try? JSONDecoder().decode(Marker.self, from: d) {
+        if let m = marker(paths) {
             committed = Set(m.files.map { URL(fileURLWithPath: temporary(paths.weights + "/" + $0, m.generation)).lastPathComponent })
             let pending = m.files.filter { fm.fileExists(atPath: temporary(paths.weights + "/" + $0, m.generation)) }
             if !pending.isEmpty {
@@ -186,9 +197,16 @@ public enum Checkpoints {
     /// The temporary name of `path` in generation `g`.
     static func temporary(_ path: String, _ g: Int) -> String { path + ".g\(g).tmp" }
 
-    static func finish(_ paths: RunPaths, _ m: Marker) throws {
+    /// Renames the generation's temporary files into place. Right after a commit every one must be
+    /// there (`requireAll`: a missing one means another process touched the folder); a recovery
+    /// finishes whichever renames an interruption left.
+    static func finish(_ paths: RunPaths, _ m: Marker, requireAll: Bool = false) throws {
         for name in m.files {
             let final = paths.weights + "/" + name, tmp = temporary(final, m.generation)
+            if requireAll, !FileManager.default.fileExists(atPath: tmp) {
+                throw TrainingError.checkpoint(path: tmp, reason: "the new checkpoint file vanished before it was renamed into place " +
+                                                "(was the run folder changed by another process?)")
+            }
             if FileManager.default.fileExists(atPath: tmp) {
                 guard rename(tmp, final) == 0 else {
                     throw TrainingError.checkpoint(path: final, reason: "cannot rename the new checkpoint into place (\(String(cString: strerror(errno))))")

@@ -70,10 +70,10 @@ extension Trainer {
         }
         files.append((paths.lastState, state))
         do {
-            try Checkpoints.commit(paths, generation: self.state.epoch, files: files)
+            try Checkpoints.commit(paths, epoch: self.state.epoch, files: files)
         } catch {
             // Leave the previous generation whole: its results rows only.
-            if let g = Checkpoints.generation(paths) { reconcileLogs(upTo: g) }
+            if let e = Checkpoints.committedEpoch(paths) { reconcileLogs(upTo: e) }
             _ = try? Checkpoints.recover(paths)
             throw error
         }

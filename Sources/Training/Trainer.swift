@@ -93,9 +93,9 @@ public final class Trainer {
                                   interval: hyp.loss_scale_interval, minimum: hyp.loss_scale_min)
 
         // Run directory: created atomically, then locked for this process's lifetime.
-        if let from = resumed.from {
+        if let from = resumed.from, let lock = resumed.lock {
             paths = from
-            runLock = try RunLock(from)
+            runLock = lock
         } else {
             paths = try RunPaths.create(project: options.project, name: options.name, existOK: options.existOK)
             runLock = try RunLock(paths)
@@ -136,16 +136,18 @@ public final class Trainer {
     /// A resume: the run's own options and hyper-parameters (paths absolute), which command-line
     /// values are ignored, and the epoch count to extend to. Otherwise the options with absolute paths.
     static func resolveResume(_ opts: TrainOptions, log: (String) -> Void) throws
-        -> (options: TrainOptions, from: RunPaths?, extendTo: Int, saved: TrainState?) {
+        -> (options: TrainOptions, from: RunPaths?, lock: RunLock?, extendTo: Int, saved: TrainState?) {
         var options = opts
         guard let r = opts.resume else {
             options.data = RunPaths.absolute(opts.data)
             options.cfg = RunPaths.absolute(opts.cfg)
             options.weights = opts.weights.map(RunPaths.absolute)
             options.project = RunPaths.absolute(opts.project)
-            return (options, nil, 0, nil)
+            return (options, nil, nil, 0, nil)
         }
         let p = try RunPaths.resolveResume(r, project: opts.project)
+        // The lock comes first: a run still training owns its temporary files, and recovery would delete them.
+        let lock = try RunLock(p)
         _ = try Checkpoints.recover(p)
         let meta = try Safetensors.read(p.lastState).metadata
         guard let saved = meta["options"].flatMap({ $0.data(using: .utf8) }),
@@ -165,7 +167,7 @@ public final class Trainer {
                 "(only --epochs, to extend the run, and --threads apply)")
         }
         let savedState = meta["state"].flatMap { $0.data(using: .utf8) }.flatMap { try? JSONDecoder().decode(TrainState.self, from: $0) }
-        return (options, p, extendTo, savedState)
+        return (options, p, lock, extendTo, savedState)
     }
 
     struct DataSets {
@@ -185,12 +187,19 @@ public final class Trainer {
         scan.fraction = hyp.fraction
         scan.allowResizeIR = options.allowResizeIR
         let train = try PairedDataset(config: config, split: .train, scan: scan)
-        if options.verbose { log(train.report.summary) }
+        if options.verbose { nameDropped(train.report, log: log); log(train.report.summary) }
         var valScan = ScanOptions()
         valScan.allowResizeIR = options.allowResizeIR
         let val = hyp.val ? try PairedDataset(config: config, split: .val, scan: valScan) : nil
-        if let val, options.verbose { log(val.report.summary) }
+        if let val, options.verbose { nameDropped(val.report, log: log); log(val.report.summary) }
         return DataSets(config: config, train: train, val: val)
+    }
+
+    /// Each pair the scan dropped, with its reason (as check_data prints it), up to 20.
+    static func nameDropped(_ report: ScanReport, log: (String) -> Void) {
+        let errors = report.issues.filter { $0.severity == .error }
+        for e in errors.prefix(20) { log("dropped: \(e)") }
+        if errors.count > 20 { log("… and \(errors.count - 20) more: run check_data --data <your data YAML> for the full list") }
     }
 
     /// The training model and its evaluation twin (which receives the EMA weights), with --weights
@@ -227,6 +236,7 @@ public final class Trainer {
         aug.flipud = Float(hyp.flipud); aug.fliplr = Float(hyp.fliplr)
         aug.hsvH = Float(hyp.hsv_h); aug.hsvS = Float(hyp.hsv_s); aug.hsvV = Float(hyp.hsv_v)
         aug.irGain = Float(hyp.ir_gain); aug.irBias = Float(hyp.ir_bias)
+        aug.modalityDropout = Float(hyp.modality_dropout)
         let cache: ImageCacheMode = hyp.cache == "ram" ? .ram : .none
         let trainLoader = try PairLoader(dataset: train, options: LoaderOptions(mode: .train, imageSize: hyp.imgsz, batchSize: hyp.batch,
                                                                               stride: stride, augment: aug, seed: UInt64(hyp.seed),

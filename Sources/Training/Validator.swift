@@ -68,6 +68,8 @@ public struct Validator {
     public var collectPredictions = false
     /// Keep this many first batches with their predictions for plotting.
     public var keepBatches = 0
+    /// A stream fed as all zeros (`rgb` or `ir`): the model with one camera dark.
+    public var blank: String?
 
     public init(nms: NMSOptions = NMSOptions(confidence: 0.001, iou: 0.7, multiLabel: true), merge: DetectionMerge = .nms,
                 subsetTags: [String] = ["day", "night", "distract"]) {
@@ -111,7 +113,7 @@ public struct Validator {
         let epoch = loader.epoch(0)
         defer { epoch.cancel() }
         while let batch = try epoch.next() {
-            let outs = noGrad { model(PairInputs.inputs(batch, model: model)) }
+            let outs = noGrad { model(PairInputs.inputs(batch, model: model, blank: blank)) }
             if let loss {
                 let t = BatchTargets(batchIndex: batch.batchIndex, classes: batch.classes, boxes: batch.boxes)
                 for o in outs {
@@ -151,14 +153,14 @@ public struct Validator {
 
 /// Maps a batch's streams onto a model's inputs.
 public enum PairInputs {
-    /// `rgb` and `ir` by name; a single-stream model named otherwise gets the RGB image.
-    public static func inputs(_ batch: PairBatch, model: DetectionModel) -> [String: Tensor] {
+    /// `rgb` and `ir` by name; a single-stream model named otherwise gets the RGB image. The stream
+    /// named by `blank` (`rgb` or `ir`) is all zeros.
+    public static func inputs(_ batch: PairBatch, model: DetectionModel, blank: String? = nil) -> [String: Tensor] {
         var d: [String: Tensor] = [:]
         for s in model.streams {
-            switch s.name {
-            case "ir": d["ir"] = batch.ir
-            default: d[s.name] = batch.rgb
-            }
+            let isIR = s.name == "ir"
+            let t = isIR ? batch.ir : batch.rgb
+            d[s.name] = blank == (isIR ? "ir" : "rgb") ? Tensor(zeros: t.shape) : t
         }
         return d
     }

@@ -129,6 +129,7 @@ struct ConvBench: ParsableCommand {
                 t[k][2] = time { Tensor.convInputGrad(g, w: c.w.data, gy: c.gy.data, gx: c.gx.data, fresh: g.isPointwise) }
                 t[k][4] = time { Tensor.convWeightGrad(g, x: c.x.data, gy: c.gy.data, gw: c.gw.data) }
             }
+            BLAS.setThreads(ComputeContext.current.threads)   // the whole-problem reference uses every thread
             for (k, c) in cases.enumerated() {
                 let g = c.g, np = g.n * g.pixels
                 t[k][1] = time { BLAS.sgemm(m: g.o, n: np, k: g.kdim, a: c.a1.data, b: c.b1.data, c: c.c1.data) }

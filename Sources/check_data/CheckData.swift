@@ -32,6 +32,12 @@ struct CheckData: ParsableCommand {
     @Flag(help: "Print every problem (default: at most 20 per kind, notes such as missing label files only counted).")
     var verbose = false
 
+    @Flag(help: "Estimate the IR -> RGB registration of the train pairs and print it as YAML (ir_homography) with its residual.")
+    var align = false
+
+    @Option(help: "Pairs used by --align (evenly spaced over the train split).")
+    var alignPairs = 8
+
     func validate() throws {
         guard fraction > 0 && fraction <= 1 else { throw ValidationError("--fraction must be in (0, 1], got \(fraction)") }
         if let imgsz, imgsz <= 0 { throw ValidationError("--imgsz must be positive, got \(imgsz)") }
@@ -71,7 +77,37 @@ struct CheckData: ParsableCommand {
         if let train = reports[.train], let val = reports[.val], let overlap = DatasetScanner.splitOverlap(train: train, val: val) {
             print(overlap.description)
         }
+        if align {
+            guard let train = reports[.train], !train.pairs.isEmpty else { printError("--align needs valid train pairs"); throw ExitCode.failure }
+            try estimateAlignment(train, config: config)
+        }
         if failed { throw ExitCode.failure }
+    }
+
+    /// Reads `--align-pairs` evenly spaced pairs at their own sizes and prints the estimate as YAML.
+    func estimateAlignment(_ report: ScanReport, config: DatasetConfig) throws {
+        let n = min(max(alignPairs, 1), report.pairs.count)
+        var pairs: [(rgb: RasterImage, ir: RasterImage)] = []
+        for k in 0..<n {
+            let p = report.pairs[k * report.pairs.count / n]
+            pairs.append((try ImageIO.read(p.rgbPath, channels: 3), try ImageIO.read(p.irPath, channels: 1)))
+        }
+        // Pairs of the most common sizes only (the estimate assumes one rig).
+        let key = { (p: (rgb: RasterImage, ir: RasterImage)) in "\(p.rgb.width)x\(p.rgb.height)/\(p.ir.width)x\(p.ir.height)" }
+        let common = Dictionary(grouping: pairs, by: key).max { $0.value.count < $1.value.count }!.value
+        guard let e = Registration.estimate(common) else { printError("--align: no pairs to compare"); throw ExitCode.failure }
+        let m = e.irToRGB.m
+        func f(_ v: Double) -> String { String(format: "%.6g", v) }
+        print("""
+        # IR -> RGB registration estimated by check_data --align from \(e.pairs) train pairs: scale per axis and
+        # translation maximising the correlation of edge maps; residual \(String(format: "%.3f", e.residual)) \
+        (1 - mean correlation; \(String(format: "%.3f", e.residualUnregistered)) without registration).
+        # Paste into \(config.file) to warp every IR image into its RGB partner's frame:
+        ir_homography:
+          - [\(f(m[0])), \(f(m[1])), \(f(m[2]))]
+          - [\(f(m[3])), \(f(m[4])), \(f(m[5]))]
+          - [\(f(m[6])), \(f(m[7])), \(f(m[8]))]
+        """)
     }
 
     func printIssues(_ issues: [ScanIssue]) {

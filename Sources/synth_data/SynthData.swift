@@ -33,15 +33,32 @@ struct SynthData: ParsableCommand {
     @Option(help: "Fraction of scenes with distractors, 0-1.")
     var distract = 0.5
 
+    @Option(help: "A misregistered IR camera: IR pixel -> RGB pixel scale (IR images are written in the IR camera's frame).")
+    var irScale = 1.0
+
+    @Option(help: "... and translation in RGB pixels, 'dx,dy'.")
+    var irShift = "0,0"
+
     func validate() throws {
         guard (0...1).contains(night), (0...1).contains(distract) else {
             throw ValidationError("--night and --distract must be in 0...1")
         }
+        guard irScale >= 0.5 && irScale <= 2 else { throw ValidationError("--ir-scale must be in 0.5...2, got \(irScale)") }
+        guard shift() != nil else { throw ValidationError("--ir-shift must be 'dx,dy' in pixels, got '\(irShift)'") }
+    }
+
+    func shift() -> (Double, Double)? {
+        let v = irShift.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+        return v.count == 2 && v.allSatisfy { abs($0) <= Double(imgsz) } ? (v[0], v[1]) : nil
     }
 
     func run() throws {
         let t0 = Date()
-        let options = SyntheticOptions(width: imgsz, height: imgsz, nightFraction: night, distractorFraction: distract)
+        var options = SyntheticOptions(width: imgsz, height: imgsz, nightFraction: night, distractorFraction: distract)
+        if let (dx, dy) = shift(), irScale != 1 || dx != 0 || dy != 0 {
+            options.irToRGB = Matrix3([irScale, 0, dx, 0, irScale, dy, 0, 0, 1])
+            print(String(format: "IR camera misregistered: IR -> RGB = scale %.4g, shift (%.4g, %.4g) px", irScale, dx, dy))
+        }
         do {
             let s = try SyntheticScenes.writeDataset(to: out, train: train, val: val, imageSize: imgsz, seed: seed,
                                                      options: options)

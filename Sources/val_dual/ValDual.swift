@@ -37,6 +37,8 @@ struct ValDual: ParsableCommand {
     @Flag(help: "Reuse PROJECT/NAME if it exists.") var existOk = false
     @Flag(help: "Write COCO-style predictions.json (image_id, category_id = class + 1, bbox [x, y, w, h], score).") var saveJson = false
     @Flag(help: "Do not write plots (confusion matrices, curves, batch images).") var noPlots = false
+    @Option(help: "Feed one stream as all zeros: rgb or ir (a failed or covered camera).") var blank: String?
+    @Flag(help: "Validate three times: both streams, RGB blanked, IR blanked; print one row each.") var modalities = false
     @Flag(help: "Resize IR images whose size differs from their RGB partner.") var allowResizeIr = false
     @Option(help: "When the data set's class names differ from the model's for the same ids: trust 'model' or 'data' names (default: stop with an error).")
     var namesFrom: String?
@@ -48,6 +50,8 @@ struct ValDual: ParsableCommand {
         guard (1...4096).contains(batch) else { throw ValidationError("--batch \(batch): expected 1...4096") }
         guard (0...64).contains(workers) else { throw ValidationError("--workers \(workers): expected 0...64") }
         if let namesFrom { guard ["model", "data"].contains(namesFrom) else { throw ValidationError("--names-from must be model or data, got \(namesFrom)") } }
+        if let blank { guard ["rgb", "ir"].contains(blank) else { throw ValidationError("--blank must be rgb or ir, got \(blank)") } }
+        if modalities && blank != nil { throw ValidationError("--modalities runs the blanked variants itself; drop --blank") }
         if let threads { guard (1...1024).contains(threads) else { throw ValidationError("--threads \(threads): expected 1...1024") } }
     }
 
@@ -95,7 +99,25 @@ struct ValDual: ParsableCommand {
             var v = Validator(nms: NMSOptions(confidence: conf, iou: iou, multiLabel: true, maxDetections: maxDet), merge: mergeMode)
             v.collectPredictions = saveJson
             v.keepBatches = noPlots ? 0 : 3
+            v.blank = blank
+            if blank != nil { print("stream \(blank!) blanked (all zeros)") }
             let r = try v.run(model: loaded.model, loader: loader, loss: nil, names: names)
+            if modalities {
+                guard loaded.model.isDual else { throw ValidationError("--modalities needs a dual-stream model") }
+                var rows = [("both", r)]
+                for b in ["rgb", "ir"] {
+                    var vb = v
+                    vb.blank = b
+                    vb.keepBatches = 0
+                    vb.collectPredictions = false
+                    rows.append(("\(b.uppercased()) blanked", try vb.run(model: loaded.model, loader: loader, loss: nil, names: names)))
+                }
+                print("     streams      mAP50  mAP50-95         P         R")
+                for (label, rep) in rows {
+                    let pad = String(repeating: " ", count: max(0, 12 - label.count)) + label
+                    print(pad + String(format: " %10.4f %9.4f %9.4f %9.4f", rep.metrics.map50, rep.metrics.map, rep.metrics.meanPrecision, rep.metrics.meanRecall))
+                }
+            }
             print(r.table())
             for (tag, m) in r.subsets.sorted(by: { $0.key < $1.key }) {
                 print("  scenes _\(tag): " + String(format: "mAP50 %.3f, mAP50-95 %.3f over %d objects", m.map50, m.map, m.truthCounts.reduce(0, +)))

@@ -179,6 +179,16 @@ import Testing
         let holder = rb.output.contains(project + "/same2") ? "same" : "same2"
         let c = try CLI.run("train_dual", HardeningTests.trainArgs(name: holder, epochs: 1, project: project, extra: ["--exist-ok"]))
         expectClean(c, status: 1, contains: "is in use by another training process (pid \(a.0.processIdentifier))", "second process on a locked folder")
+        // --resume of a folder in use stops at the lock, before its recovery could delete the
+        // running trainer's temporary files.
+        let weights = project + "/" + holder + "/weights"
+        for _ in 0..<600 where !FileManager.default.fileExists(atPath: weights + "/last.state.safetensors") { Thread.sleep(forTimeInterval: 0.1) }
+        let inFlight = weights + "/last.state.safetensors.g999.tmp"
+        FileManager.default.createFile(atPath: inFlight, contents: Data("being written".utf8))
+        let d = try CLI.run("train_dual", ["--resume", project + "/" + holder])
+        expectClean(d, status: 1, contains: "is in use by another training process", "--resume of a locked folder")
+        #expect(FileManager.default.fileExists(atPath: inFlight), "--resume deleted a running trainer's temporary file")
+        try? FileManager.default.removeItem(atPath: inFlight)
         // SIGTERM: the first run stops between iterations and says how to resume (once it trains).
         let steps = project + "/" + holder + "/steps.csv"
         for _ in 0..<600 where ((try? String(contentsOfFile: steps, encoding: .utf8)) ?? "").split(separator: "\n").count < 2 {

@@ -82,6 +82,13 @@ private let root: String = {
         #expect(h.amp == .fp32 && h.loss_scale_init == 1024 && h.loss_scale_interval == 10 && !h.plots)
         try h.apply(flags: ["--amp", "--cos-lr"])
         #expect(h.amp == .fp16 && h.cos_lr)
+        // A value after a --no- flag would contradict it: refused, never read as the value.
+        for bad in ["--no-amp=bf16", "--no-val=true"] {
+            do { try h.apply(flags: [bad]); Issue.record("\(bad) accepted") } catch {
+                #expect("\(error)".contains("no value after"))
+            }
+        }
+        #expect(h.amp == .fp16 && h.val)
     }
 
     @Test func seedsConfigShapeIsAnAlias() throws {
@@ -286,4 +293,37 @@ private let root: String = {
     }
 
     func maxAbs(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) }.max()! }
+}
+
+@Suite struct CheckpointGenerations {
+    @Test func generationsOnlyGrowAndAnInterruptedRewriteRollsBack() throws {
+        let dir = NSTemporaryDirectory() + "dualfuse_generations_\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = try RunPaths.create(project: dir, name: "run", existOK: false)
+        try Checkpoints.commit(p, epoch: 3, files: [(p.last, Data("w3".utf8)), (p.lastState, Data("s3".utf8))])
+        #expect(Checkpoints.generation(p) == 1 && Checkpoints.committedEpoch(p) == 3)
+        // A rollback re-saves epoch 3's state: a new generation, never the committed one's name.
+        try Checkpoints.commit(p, epoch: 3, files: [(p.lastState, Data("s3b".utf8))])
+        #expect(Checkpoints.generation(p) == 2 && Checkpoints.committedEpoch(p) == 3)
+        // A write of the next generation killed half way: recovery deletes it and keeps generation 2 whole.
+        let partial = Checkpoints.temporary(p.lastState, 3)
+        FileManager.default.createFile(atPath: partial, contents: Data("half".utf8))
+        let note = try Checkpoints.recover(p)
+        #expect(note?.contains("removed") == true)
+        #expect(!FileManager.default.fileExists(atPath: partial))
+        #expect(FileManager.default.contents(atPath: p.lastState) == Data("s3b".utf8))
+        #expect(FileManager.default.contents(atPath: p.last) == Data("w3".utf8))
+    }
+
+    @Test func markersWithoutAnEpochReadTheGenerationAsTheEpoch() throws {
+        let dir = NSTemporaryDirectory() + "dualfuse_old_marker_\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = try RunPaths.create(project: dir, name: "run", existOK: false)
+        try Data(#"{"generation": 5, "files": ["last.safetensors"]}"#.utf8).write(to: URL(fileURLWithPath: p.commit))
+        #expect(Checkpoints.committedEpoch(p) == 5)
+        try Checkpoints.commit(p, epoch: 6, files: [(p.last, Data("w6".utf8))])
+        #expect(Checkpoints.generation(p) == 6 && Checkpoints.committedEpoch(p) == 6)
+    }
 }

@@ -28,8 +28,8 @@ train: build
 
 # Swift Testing suites run concurrently (each thread has its own compute context); XCTest cases
 # (the long training tests and the RSS checks) run one after another in the same process.
-# Then the fuzz targets (libFuzzer): every committed input of Tests/Fuzz replayed, 25 s of new
-# inputs per target (about 3 minutes in all).
+# Then the fuzz targets (libFuzzer): every committed input of Tests/Fuzz replayed, 10 s of new
+# inputs per target (about 1.5 minutes in all).
 # The export and TensorBoard tests read their files back with ONNX Runtime and TensorBoard, from
 # a Python virtual environment in .venv (made once by tools/install-python-tools.sh).
 test: deps

@@ -33,6 +33,8 @@ let package = Package(
         .target(name: "CKernels", cSettings: cOptimised),
         .target(name: "CImageIO", cSettings: cOptimised,
                 linkerSettings: [.linkedLibrary("png"), .linkedLibrary("jpeg")]),
+        // Open MPI, loaded at run time (dlopen) only under mpirun: no link-time dependency.
+        .target(name: "CMPI", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CVideo", cSettings: cOptimised,
                 linkerSettings: [.linkedLibrary("avformat"), .linkedLibrary("avcodec"), .linkedLibrary("swscale"), .linkedLibrary("avutil")]),
 
@@ -56,9 +58,12 @@ let package = Package(
             "TensorCore", "CImageIO", "CVideo", .product(name: "Yams", package: "Yams"),
         ], exclude: ["README.md"]),
 
+        // MARK: - Data-parallel training (processes of one job, Open MPI)
+        .target(name: "DataParallel", dependencies: ["CMPI"]),
+
         // MARK: - Training engine
         .target(name: "Training", dependencies: [
-            "Detection", "NN", "TensorCore", "DataPipeline", "ProtoWire", .product(name: "Yams", package: "Yams"),
+            "Detection", "NN", "TensorCore", "DataPipeline", "ProtoWire", "DataParallel", .product(name: "Yams", package: "Yams"),
         ]),
 
         // MARK: - Executables
@@ -71,11 +76,11 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "train_dual", dependencies: [
-            "Training", "Detection", "DataPipeline", "TensorCore",
+            "Training", "Detection", "DataPipeline", "TensorCore", "DataParallel",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "bench", dependencies: [
-            "TensorCore", "NN", "Detection", "DataPipeline", "Training", "Export",
+            "TensorCore", "NN", "Detection", "DataPipeline", "Training", "Export", "DataParallel",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "check_data", dependencies: [
@@ -95,7 +100,7 @@ let package = Package(
         .target(name: "_TestSupport", dependencies: ["TensorCore"], path: "Tests/_TestSupport"),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "_TestSupport", "CKernels"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "DataPipeline", "Detection", "NN", "TensorCore", "_TestSupport",
-                                                        "Export", "ProtoWire"]),
+                                                        "Export", "ProtoWire", "DataParallel"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Detection", "TensorCore", "_TestSupport"]),
         .testTarget(name: "DetectionTests", dependencies: ["Detection", "NN", "TensorCore", "_TestSupport"]),
         .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline", "TensorCore"]),

@@ -38,13 +38,18 @@ public struct LoaderOptions: Sendable, Equatable {
     public var cache: ImageCacheMode
     /// Shuffle per epoch; nil means "train mode shuffles, val does not". Default nil.
     public var shuffle: Bool?
+    /// Int, this process's rank and the number of ranks sharing each epoch (data-parallel
+    /// training): rank r takes positions r, r + world, … of the epoch's order padded to a multiple
+    /// of `world`, as torch's DistributedSampler. Default 0 of 1 (every position).
+    public var rank: Int
+    public var world: Int
 
     /// min(2, active cores).
     public static var defaultWorkers: Int { min(2, ProcessInfo.processInfo.activeProcessorCount) }
 
     public init(mode: LoaderMode = .train, imageSize: Int = 640, batchSize: Int = 16, stride: Int = 32,
                 augment: AugmentConfig = AugmentConfig(), seed: UInt64 = 0, workers: Int = LoaderOptions.defaultWorkers,
-                prefetch: Int = 2, cache: ImageCacheMode = .none, shuffle: Bool? = nil) {
+                prefetch: Int = 2, cache: ImageCacheMode = .none, shuffle: Bool? = nil, rank: Int = 0, world: Int = 1) {
         self.mode = mode
         self.imageSize = imageSize
         self.batchSize = batchSize
@@ -55,6 +60,8 @@ public struct LoaderOptions: Sendable, Equatable {
         self.prefetch = prefetch
         self.cache = cache
         self.shuffle = shuffle
+        self.rank = rank
+        self.world = world
     }
 }
 
@@ -89,6 +96,9 @@ public final class PairLoader: @unchecked Sendable {
         guard options.batchSize >= 1 else {
             throw DatasetError.invalidOption(name: "batch", message: "must be at least 1, got \(options.batchSize)")
         }
+        guard options.world >= 1, options.rank >= 0, options.rank < options.world else {
+            throw DatasetError.invalidOption(name: "rank", message: "rank \(options.rank) of \(options.world) ranks is out of range")
+        }
         guard options.workers >= 0, options.prefetch >= 1 else {
             throw DatasetError.invalidOption(name: "workers", message: "workers must be >= 0 and prefetch >= 1, got \(options.workers), \(options.prefetch)")
         }
@@ -121,8 +131,11 @@ public final class PairLoader: @unchecked Sendable {
     /// Pairs in the dataset.
     public var count: Int { dataset.count }
 
-    /// Batches per epoch: ceil(pairs / batch size).
-    public var batchesPerEpoch: Int { (dataset.count + options.batchSize - 1) / options.batchSize }
+    /// Positions of an epoch this rank takes: all pairs alone, ceil(pairs / world) with ranks.
+    public var shardCount: Int { options.world == 1 ? dataset.count : (dataset.count + options.world - 1) / options.world }
+
+    /// Batches per epoch: ceil(shard / batch size) (the same on every rank).
+    public var batchesPerEpoch: Int { (shardCount + options.batchSize - 1) / options.batchSize }
 
     /// Mosaic on (default) or off; read when an epoch starts.
     public var mosaicEnabled: Bool {
@@ -148,6 +161,18 @@ public final class PairLoader: @unchecked Sendable {
         return order
     }
 
+    /// This rank's share of `epoch`: dataset indices with their positions in the epoch's order
+    /// (padded by repeating its start to a multiple of the rank count). The position seeds the
+    /// sample's augmentation, so a pair is augmented the same whichever rank draws it.
+    public func shard(epoch: Int) -> [(index: Int, position: Int)] {
+        let full = order(epoch: epoch)
+        guard options.world > 1, !full.isEmpty else { return full.enumerated().map { ($0.element, $0.offset) } }
+        return (0..<shardCount).map { j in
+            let position = options.rank + j * options.world
+            return (full[position % full.count], position)
+        }
+    }
+
     /// Pair `index` resized to the training size, from the RAM cache or from disk.
     public func loadPair(_ index: Int) throws -> LoadedPair {
         if let ramCache { return ramCache[index] }
@@ -156,15 +181,14 @@ public final class PairLoader: @unchecked Sendable {
 
     /// Builds batch `index` of `epoch` on the calling thread (the workers call this too).
     public func batch(epoch: Int, index: Int, mosaic: Bool? = nil) throws -> PairBatch {
-        try makeBatch(order: order(epoch: epoch), epoch: epoch, index: index, mosaic: mosaic ?? mosaicEnabled)
+        try makeBatch(shard: shard(epoch: epoch), epoch: epoch, index: index, mosaic: mosaic ?? mosaicEnabled)
     }
 
-    func makeBatch(order: [Int], epoch: Int, index: Int, mosaic: Bool) throws -> PairBatch {
+    func makeBatch(shard: [(index: Int, position: Int)], epoch: Int, index: Int, mosaic: Bool) throws -> PairBatch {
         precondition(index >= 0 && index < batchesPerEpoch, "batch \(index) of \(batchesPerEpoch)")
-        let start = index * options.batchSize, end = min(start + options.batchSize, order.count)
+        let start = index * options.batchSize, end = min(start + options.batchSize, shard.count)
         var samples: [PairSample] = [], files: [String] = [], sizes: [(height: Int, width: Int)] = []
-        for position in start..<end {
-            let i = order[position]
+        for (i, position) in shard[start..<end] {
             let pair = try loadPair(i)
             let sample: PairSample
             if options.mode == .train {
@@ -225,7 +249,7 @@ public final class PairEpoch: @unchecked Sendable {
         self.epoch = epoch
         self.count = loader.batchesPerEpoch
         self.state = State()
-        let order = loader.order(epoch: epoch)
+        let order = loader.shard(epoch: epoch)
         self.order = order
         self.mosaic = mosaic
         let workers = loader.options.workers
@@ -243,10 +267,10 @@ public final class PairEpoch: @unchecked Sendable {
         }
     }
 
-    private let order: [Int]
+    private let order: [(index: Int, position: Int)]
     private let mosaic: Bool
 
-    private static func work(loader: PairLoader, state: State, order: [Int], epoch: Int, mosaic: Bool,
+    private static func work(loader: PairLoader, state: State, order: [(index: Int, position: Int)], epoch: Int, mosaic: Bool,
                              total: Int, capacity: Int) {
         while true {
             state.condition.lock()
@@ -262,7 +286,7 @@ public final class PairEpoch: @unchecked Sendable {
             let index = state.claimed
             state.claimed += 1
             state.condition.unlock()
-            let result = Result { try loader.makeBatch(order: order, epoch: epoch, index: index, mosaic: mosaic) }
+            let result = Result { try loader.makeBatch(shard: order, epoch: epoch, index: index, mosaic: mosaic) }
             state.condition.lock()
             state.ready[index] = result
             state.condition.broadcast()
@@ -281,7 +305,7 @@ public final class PairEpoch: @unchecked Sendable {
             state.consumed += 1
             state.condition.unlock()
             if index >= count { return nil }
-            return try loader.makeBatch(order: order, epoch: epoch, index: index, mosaic: mosaic)
+            return try loader.makeBatch(shard: order, epoch: epoch, index: index, mosaic: mosaic)
         }
         state.condition.lock()
         let index = state.consumed

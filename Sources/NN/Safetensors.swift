@@ -39,7 +39,8 @@ public enum Safetensors {
         return try parse(data, path: path)
     }
 
-    static func parse(_ data: Data, path: String) throws -> (tensors: [String: StoredTensor], metadata: [String: String]) {
+    /// The tensors and metadata of safetensors bytes held in memory (`path` names them in errors).
+    public static func parse(_ data: Data, path: String) throws -> (tensors: [String: StoredTensor], metadata: [String: String]) {
         guard data.count >= 8 else { throw SafetensorsError.malformed(path: path, reason: "shorter than 8 bytes") }
         let n = data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | (UInt64($1.element) << (8 * UInt64($1.offset))) }
         guard n <= UInt64(data.count - 8), n < 100_000_000 else {

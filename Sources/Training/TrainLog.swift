@@ -18,8 +18,15 @@ final class CSVLog {
         }
     }
 
+    /// A log that writes nothing (the ranks other than 0 of a data-parallel run).
+    init(discarding header: [String]) {
+        path = ""
+        self.header = header
+    }
+
     /// Rewrites the file with the rows `keepRow` accepts (best effort).
     func keep(_ keepRow: (String) -> Bool) {
+        guard !path.isEmpty else { return }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
         let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
         let kept = [header.joined(separator: ",")] + lines.dropFirst().filter(keepRow)
@@ -29,6 +36,7 @@ final class CSVLog {
     /// Appends one row (a failed write is reported once by the checkpoint that follows it).
     func append(_ values: [String]) {
         precondition(values.count == header.count, "\(path): \(values.count) values for \(header.count) columns")
+        guard !path.isEmpty else { return }
         let fd = open(path, O_WRONLY | O_APPEND)
         guard fd >= 0 else { return }
         let line = values.joined(separator: ",") + "\n"

@@ -51,6 +51,12 @@ public struct TrainOptions: Sendable {
     public var verbose = true
     /// Test-only: stop after this many completed epochs of this invocation (a simulated kill).
     public var stopAfterEpochs: Int?
+    /// Data-parallel runs: compare a hash of every rank's weights, buffers and EMA at each epoch end.
+    public var checkReplicas = false
+    /// Debugging: after the first optimizer step, rank 0 writes the gradients it stepped with
+    /// (summed over the ranks, before unscaling) and the parameters after the step to this
+    /// safetensors file, and the run ends.
+    public var debugStepDump: String?
 
     public init(data: String, cfg: String) {
         self.data = data

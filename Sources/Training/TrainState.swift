@@ -32,6 +32,8 @@ public struct TrainState: Codable, Equatable, Sendable {
     public var parameterSteps: [Int] = []
     /// The number of epochs this run was started or last extended with.
     public var epochs = 0
+    /// Ranks of the data-parallel job that wrote this state (nil: written before ranks existed).
+    public var worldSize: Int?
 
     public init() {}
 }

@@ -60,6 +60,7 @@ extension Trainer {
     /// The generation of the current epoch: last weights and state (with `stateOnly` just the
     /// state, as a rollback re-saves it), best weights and state when `isBest`.
     func commitCheckpoint(fitness: Double?, isBest: Bool, stateOnly: Bool) throws {
+        guard group.isRoot else { return }
         var files: [(path: String, data: Data)] = []
         let state = try stateData()
         if !stateOnly {
@@ -111,6 +112,16 @@ extension Trainer {
     /// Restores everything `saveState` wrote.
     func loadState(_ path: String) throws {
         let (t, meta) = try Safetensors.read(path)
+        try loadState(tensors: t, metadata: meta, path: path)
+    }
+
+    /// Restores a state held in memory (rank 0's, broadcast).
+    func loadState(data: Data, path: String) throws {
+        let (t, meta) = try Safetensors.parse(data, path: path)
+        try loadState(tensors: t, metadata: meta, path: path)
+    }
+
+    func loadState(tensors t: [String: StoredTensor], metadata meta: [String: String], path: String) throws {
         guard let js = meta["state"]?.data(using: .utf8), let st = try? JSONDecoder().decode(TrainState.self, from: js) else {
             throw TrainingError.checkpoint(path: path, reason: "no training state in the metadata (not a DualFuse *.state.safetensors?)")
         }

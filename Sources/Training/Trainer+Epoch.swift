@@ -10,8 +10,11 @@ extension Trainer {
     ///
     /// Fitness is 0.1 mAP50 + 0.9 mAP50-95, or with --no-val the negative mean training loss;
     /// the first epoch always counts as the best so far (best.safetensors exists after it).
+    /// Under data parallelism rank 0 does all of it; the others receive its decisions afterwards
+    /// (`shareEpochDecision`).
     func finishEpoch(_ epoch: Int, summary s: EpochSummary) throws {
         state.epoch = epoch + 1
+        guard group.isRoot else { return }
         let isFinal = state.epoch == hyp.epochs
         var report: ValidationReport? = nil
         if let valLoader, hyp.val || isFinal {

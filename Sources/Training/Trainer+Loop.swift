@@ -12,13 +12,17 @@ extension Trainer {
         let t0 = Date()
         let nb = trainLoader.batchesPerEpoch
         let nw = Schedule.warmupIterations(warmupEpochs: hyp.warmup_epochs, batchesPerEpoch: nb, minimum: hyp.warmup_iters_min)
-        if Checkpoints.generation(paths) == nil { try saveCheckpoint(fitness: nil, isBest: false) }
+        if group.isRoot && Checkpoints.generation(paths) == nil { try saveCheckpoint(fitness: nil, isBest: false) }
         var completedHere = 0
         var epoch = state.epoch
         while epoch < hyp.epochs {
             let summary = try trainEpoch(epoch, batches: nb, warmup: nw)
+            if debugDumped { return runSummary(t0) }
             if summary.rolledBack { epoch = state.epoch; continue }
+            try gatherPendingGradients()
             try finishEpoch(epoch, summary: summary)
+            try shareEpochDecision()
+            try checkReplicas(epoch: epoch)
             BufferPool.trim()
             epoch += 1
             completedHere += 1
@@ -33,8 +37,14 @@ extension Trainer {
             log("note: no step was clipped in this run: max_norm \(hyp.max_norm) is inactive (see --grad-probe for the norms your data gives)")
         }
         log("results: \(paths.root) (weights/best.safetensors, weights/last.safetensors, results.csv, steps.csv)")
-        return TrainSummary(runDirectory: paths.root, epochs: state.epoch, best: (state.bestEpoch, state.bestFitness), final: lastReport,
-                            lossHistory: lossHistory, seconds: Date().timeIntervalSince(t0), recoveries: state.recoveries, lrScale: state.lrScale)
+        // The other ranks wait here while rank 0 finishes its outputs.
+        try group.barrier(operation: "barrier at the end of training")
+        return runSummary(t0)
+    }
+
+    func runSummary(_ t0: Date) -> TrainSummary {
+        TrainSummary(runDirectory: paths.root, epochs: state.epoch, best: (state.bestEpoch, state.bestFitness), final: lastReport,
+                     lossHistory: lossHistory, seconds: Date().timeIntervalSince(t0), recoveries: state.recoveries, lrScale: state.lrScale)
     }
 
     /// Ultralytics' final evaluation: the best weights validated once more, with the plots and
@@ -84,43 +94,17 @@ extension Trainer {
         var i = 0
         while let batch = try it.next() {
             let ni = i + nb * epoch
-            if let sig = stop.requested {
+            if !group.isDistributed, let sig = stop.requested {
                 throw TrainingError.interrupted(signal: sig, epoch: epoch + 1, iteration: ni, run: paths.root)
             }
             let accumulate = Schedule.warmupAccumulate(iteration: ni, warmup: nw, target: targetAccumulate)
-            let base = optimizer.groups.map { var g = $0; g.initialLR = lr0 * state.lrScale; return g }
-            let sched = Schedule.groups(base, iteration: ni, warmup: nw, factor: factor, warmupBiasLR: hyp.warmup_bias_lr * state.lrScale,
-                                        warmupMomentum: hyp.warmup_momentum, momentum: hyp.momentum)
-            for g in 0..<3 { optimizer.groups[g].lr = sched[g].lr; optimizer.groups[g].momentum = sched[g].momentum }
-            s.lr = sched.map(\.lr)
+            s.lr = applySchedule(iteration: ni, warmup: nw, factor: factor)
 
-            if ni < 3 && hyp.plots && epoch == 0 {
+            if ni < 3 && hyp.plots && epoch == 0 && group.isRoot {
                 // Ultralytics' train_batch0-2.jpg: the augmented pairs as the model sees them, boxes drawn.
                 try? BatchPlot.write(batch, detections: nil, names: names, to: paths.root + "/train_batch\(ni).jpg")
             }
-            let targets = BatchTargets(batchIndex: batch.batchIndex, classes: batch.classes, boxes: batch.boxes)
-            let scale = hyp.usesLossScale ? state.scaler.scale : 1
-            var items = (box: 0.0, cls: 0.0, dfl: 0.0)
-            // Autocast covers the model's activations; the loss and its reductions stay Float32.
-            let outs = Autocast.with(hyp.amp) { model(PairInputs.inputs(batch, model: model)) }
-            if !reportedActivations {
-                reportedActivations = true
-                lastSavedActivationBytes = ComputeContext.current.saved.bytes
-                if options.verbose {
-                    log(String(format: "activations saved for backward: %.1f MB for a batch of %d (", Double(lastSavedActivationBytes) / 1e6, batch.count) +
-                        (hyp.amp != .fp32 ? "\(hyp.amp.rawValue), --amp)" : "Float32; --amp halves it)"))
-                }
-            }
-            var total: Tensor? = nil
-            for o in outs {
-                let l = loss(o, targets)
-                items.box += Double(l.box); items.cls += Double(l.cls); items.dfl += Double(l.dfl)
-                total = total.map { $0 + l.total } ?? l.total
-            }
-            guard var t = total else { throw TrainingError.invalid("the model has no Detect head") }
-            if let hook = lossHook { t = hook(ni, t) }
-            let finiteLoss = t.item.isFinite
-            if finiteLoss { t.backward(seed: Float(scale)) } else { ComputeContext.current.saved.reset() }
+            let (items, finiteLoss) = try forwardBackward(batch, iteration: ni, epoch: epoch)
             pendingFiles += batch.files
             if finiteLoss {
                 let lsum = items.box + items.cls + items.dfl
@@ -136,7 +120,7 @@ extension Trainer {
                                   lossFinite: finiteLoss, files: pendingFiles, summary: &s)
                 state.lastOptimizerIteration = ni
                 pendingLoss = 0; pendingBatches = 0; pendingFiles = []
-                if s.rolledBack { return s }
+                if s.rolledBack || debugDumped { return s }
             }
             i += 1
             let elapsed = Date().timeIntervalSince(t0)
@@ -155,10 +139,60 @@ extension Trainer {
         return s
     }
 
+    /// Sets the three groups' learning rate and momentum for iteration `ni` (warmup, then the
+    /// epoch's schedule factor); returns the learning rates.
+    @discardableResult
+    func applySchedule(iteration ni: Int, warmup nw: Int, factor: Double) -> [Double] {
+        let base = optimizer.groups.map { var g = $0; g.initialLR = lr0 * state.lrScale; return g }
+        let sched = Schedule.groups(base, iteration: ni, warmup: nw, factor: factor, warmupBiasLR: hyp.warmup_bias_lr * state.lrScale,
+                                    warmupMomentum: hyp.warmup_momentum, momentum: hyp.momentum)
+        for g in 0..<3 { optimizer.groups[g].lr = sched[g].lr; optimizer.groups[g].momentum = sched[g].momentum }
+        return sched.map(\.lr)
+    }
+
+    /// Forward under autocast, the loss in Float32, and (when every rank's loss is finite) the
+    /// backward pass with the loss scale, adding into the gradients. Under data parallelism the
+    /// ranks agree here on the loss terms (their mean), its finiteness and a stop request, and
+    /// take rank 0's BatchNorm statistics.
+    func forwardBackward(_ batch: PairBatch, iteration ni: Int, epoch: Int) throws -> (items: (box: Double, cls: Double, dfl: Double), finite: Bool) {
+        let targets = BatchTargets(batchIndex: batch.batchIndex, classes: batch.classes, boxes: batch.boxes)
+        let scale = hyp.usesLossScale ? state.scaler.scale : 1
+        var items = (box: 0.0, cls: 0.0, dfl: 0.0)
+        // Autocast covers the model's activations; the loss and its reductions stay Float32.
+        let outs = Autocast.with(hyp.amp) { model(PairInputs.inputs(batch, model: model)) }
+        if !reportedActivations {
+            reportedActivations = true
+            lastSavedActivationBytes = ComputeContext.current.saved.bytes
+            if options.verbose {
+                log(String(format: "activations saved for backward: %.1f MB for a batch of %d (", Double(lastSavedActivationBytes) / 1e6, batch.count) +
+                    (hyp.amp != .fp32 ? "\(hyp.amp.rawValue), --amp)" : "Float32; --amp halves it)"))
+            }
+        }
+        var total: Tensor? = nil
+        for o in outs {
+            let l = loss(o, targets)
+            items.box += Double(l.box); items.cls += Double(l.cls); items.dfl += Double(l.dfl)
+            total = total.map { $0 + l.total } ?? l.total
+        }
+        guard var t = total else { throw TrainingError.invalid("the model has no Detect head") }
+        if let hook = lossHook { t = hook(ni, t) }
+        let agreed = try agreeOnIteration(items: items, finite: t.item.isFinite)
+        if let sig = agreed.stop {
+            ComputeContext.current.saved.reset()
+            throw TrainingError.interrupted(signal: sig, epoch: epoch + 1, iteration: ni, run: paths.root)
+        }
+        if agreed.finite { t.backward(seed: Float(scale)) } else { ComputeContext.current.saved.reset() }
+        try broadcastBuffers()
+        return (agreed.items, agreed.finite)
+    }
+
     /// One optimizer step (see `OptimizerStep`) plus its bookkeeping: per-stream norms, the
     /// grad probe, counted skips, steps.csv.
     func optimizerStep(epoch: Int, iteration ni: Int, loss: Double, lossFinite: Bool, files: [String], summary s: inout EpochSummary) throws {
         let stepIndex = state.optimizerSteps
+        // Data parallelism: the ranks' gradients summed before anything reads them (unscale, norms, clip).
+        if lossFinite { try reduceGradients() }
+        let dumpGradients = options.debugStepDump != nil && stepIndex == 0 ? snapshotGradients() : nil
         // Per-stream norms of the unscaled gradient, before clipping (read before the step zeroes them).
         let unscale = hyp.usesLossScale ? 1 / state.scaler.scale : 1
         let rgb = table.gradNorm { $0.stream == "rgb" } * unscale, ir = table.gradNorm { $0.stream == "ir" } * unscale
@@ -167,6 +201,10 @@ extension Trainer {
         let outcome = OptimizerStep.run(table: table, optimizer: optimizer, ema: ema, scaler: &state.scaler, scaled: hyp.usesLossScale,
                                         maxNorm: probing ? nil : hyp.max_norm, lossFinite: lossFinite)
         state.emaUpdates = ema.updates
+        if let dumpGradients, let path = options.debugStepDump {
+            try writeStepDump(gradients: dumpGradients, to: path)
+            debugDumped = true
+        }
         switch outcome {
         case let .stepped(norm, clipped):
             consecutiveSkips = 0
@@ -232,11 +270,12 @@ extension Trainer {
                                          "or check the data with check_data. Last good weights: \(paths.last)")
         }
         let scale = state.lrScale / 2
-        try loadState(paths.lastState)
+        if group.isRoot { try loadState(paths.lastState) }
         state.recoveries = recoveries
         state.lrScale = scale
         consecutiveSkips = 0
         table.zeroGrad()
+        try syncReplicas("rollback")
         log("rollback \(recoveries)/3: reloaded \(paths.lastState) (after epoch \(state.epoch)); learning rate scale now \(scale)")
         try commitCheckpoint(fitness: nil, isBest: false, stateOnly: true)
     }

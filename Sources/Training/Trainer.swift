@@ -1,3 +1,4 @@
+import DataParallel
 import DataPipeline
 import Detection
 import Foundation
@@ -21,7 +22,16 @@ public final class Trainer {
     public let options: TrainOptions
     public private(set) var hyp: Hyperparameters
     public let paths: RunPaths
-    let runLock: RunLock
+    /// Held by rank 0 (nil on the other ranks, which write nothing).
+    let runLock: RunLock?
+    /// The ranks training this model together (a group of one outside mpirun).
+    public let group: ProcessGroup
+    /// Images per batch on this rank: the global --batch divided by the ranks.
+    public let localBatch: Int
+    var bufferScratch: [Float] = []
+    /// `--debug-dump-step` wrote its file: the run ends.
+    var debugDumped = false
+    var gradScratch: [Float] = []
     public let model: DetectionModel
     let evalModel: DetectionModel
     let table: ParamTable
@@ -54,19 +64,37 @@ public final class Trainer {
     /// Set (by the signal handler or a test) to stop at the next iteration boundary.
     public let stop = StopRequest()
 
-    public init(_ opts: TrainOptions, log: @escaping (String) -> Void = { print($0); fflush(nil) }) throws {
+    /// `group`: the ranks of a data-parallel job (`ProcessGroup.fromEnvironment()` under mpirun);
+    /// every rank runs this with the same options, rank 0 alone writes the run folder and logs.
+    public init(_ opts: TrainOptions, group: ProcessGroup = .single, log: @escaping (String) -> Void = { print($0); fflush(nil) }) throws {
+        self.group = group
+        let log: (String) -> Void = group.isRoot ? log : { _ in }
         self.log = log
-        let resumed = try Trainer.resolveResume(opts, log: log)
+        let resumed = try Trainer.resolveResume(opts, group: group, log: log)
         var options = resumed.options
         hyp = options.hyp
-        self.progress = Progress(enabled: options.verbose)
+        self.progress = Progress(enabled: options.verbose && group.isRoot)
         if let t = options.threads { ComputeContext.current.threads = t }
+        else if group.isDistributed { ComputeContext.current.threads = group.defaultThreads }
+        guard hyp.batch % group.size == 0 else {
+            let lower = max(group.size, hyp.batch / group.size * group.size)
+            throw TrainingError.invalid("--batch \(hyp.batch) is the global batch and must split evenly over the \(group.size) ranks " +
+                                        "(try --batch \(lower) or \(lower + group.size))")
+        }
+        localBatch = hyp.batch / group.size
+        let ctx = ComputeContext.current
+        if group.isDistributed {
+            log("world size \(group.size) (\(group.backend)), rank \(group.rank): global batch \(hyp.batch), \(localBatch) per rank; " +
+                "\(ctx.threads) thread\(ctx.threads == 1 ? "" : "s") per rank, kernels \(ctx.kernels)")
+        } else {
+            log("single process: batch \(hyp.batch), \(ctx.threads) thread\(ctx.threads == 1 ? "" : "s"), kernels \(ctx.kernels)")
+        }
 
-        let data = try Trainer.readData(options, hyp: hyp, log: log)
+        let data = try Trainer.readData(options, hyp: hyp, readVal: group.isRoot, log: log)
         names = data.config.names
         let built = try Trainer.buildModels(options, hyp: hyp, data: data.config, loadWeights: resumed.from == nil, log: log)
         (model, evalModel) = (built.model, built.eval)
-        if options.verbose { log(model.summary(imgsz: 640)) }
+        if options.verbose && group.isRoot { log(model.summary(imgsz: 640)) }
         let stride = model.strides.max() ?? 32
         guard hyp.imgsz % stride == 0 else {
             throw TrainingError.invalid("imgsz \(hyp.imgsz) must be a multiple of the model's largest stride \(stride) (try \(max(stride, (hyp.imgsz / stride) * stride)))")
@@ -74,8 +102,8 @@ public final class Trainer {
         let resuming = resumed.from != nil
         loss = DetectionLoss(nc: names.count, gains: LossGains(box: Float(hyp.box), cls: Float(hyp.cls), dfl: Float(hyp.dfl)))
         table = ParamTable(model.namedTensors(), streams: model.streamTags())
-        try Trainer.checkMemory(options, hyp: hyp, probe: evalModel, table: table, train: data.train, log: log)
-        (trainLoader, valLoader) = try Trainer.makeLoaders(hyp: hyp, stride: stride, train: data.train, val: data.val)
+        try Trainer.checkMemory(options, hyp: hyp, batch: localBatch, probe: evalModel, table: table, train: data.train, log: log)
+        (trainLoader, valLoader) = try Trainer.makeLoaders(hyp: hyp, batch: localBatch, group: group, stride: stride, train: data.train, val: data.val)
 
         let made = Trainer.makeOptimizer(options, hyp: hyp, table: table, images: data.train.count, batches: trainLoader.batchesPerEpoch,
                                          nc: names.count, resumed: resumed.saved, log: log)
@@ -92,19 +120,33 @@ public final class Trainer {
         state.scaler = LossScaler(initial: hyp.loss_scale_init, growth: hyp.loss_scale_growth, backoff: hyp.loss_scale_backoff,
                                   interval: hyp.loss_scale_interval, minimum: hyp.loss_scale_min)
 
-        // Run directory: created atomically, then locked for this process's lifetime.
-        if let from = resumed.from, let lock = resumed.lock {
+        // Run directory: created atomically, then locked for this process's lifetime (rank 0's;
+        // the other ranks write nothing and learn its path).
+        if !group.isRoot {
+            var root = ""
+            try group.broadcast(&root, operation: "broadcast of the run folder")
+            paths = RunPaths(root: root)
+            runLock = nil
+        } else if let from = resumed.from, let lock = resumed.lock {
             paths = from
             runLock = lock
         } else {
             paths = try RunPaths.create(project: options.project, name: options.name, existOK: options.existOK)
             runLock = try RunLock(paths)
         }
+        if group.isRoot && group.isDistributed {
+            var root = paths.root
+            try group.broadcast(&root, operation: "broadcast of the run folder")
+        }
         options.name = URL(fileURLWithPath: paths.root).lastPathComponent
         self.options = options
         if let from = resumed.from {
-            if let note = try Checkpoints.recover(from) { log("checkpoint recovery: \(note)") }
-            try loadState(from.lastState)
+            if group.isRoot {
+                if let note = try Checkpoints.recover(from) { log("checkpoint recovery: \(note)") }
+                try loadState(from.lastState)
+            }
+            // Every rank continues from rank 0's state (its counters decide the epochs below).
+            try syncReplicas("resume")
             if resumed.extendTo > state.epochs {
                 log("extending \(from.root) from \(state.epochs) to \(resumed.extendTo) epochs (the schedule is recomputed for the new length)")
                 state.epochs = resumed.extendTo
@@ -115,14 +157,28 @@ public final class Trainer {
                                             "Pass --epochs N (N > \(hyp.epochs)) to train it further, or start a new run")
             }
             log("resuming \(from.root) after epoch \(state.epoch) of \(hyp.epochs)")
+            if let w = state.worldSize, w != group.size {
+                log("note: the run trained with \(w) rank\(w == 1 ? "" : "s") and continues with \(group.size): each epoch's order is re-derived " +
+                    "from the seed for \(group.size) shard\(group.size == 1 ? "" : "s"), the global batch stays \(hyp.batch)")
+            }
         } else {
-            if let note = try Checkpoints.recover(paths) { log("checkpoint recovery: \(note)") }
-            // A reused folder (--exist-ok) starts a new run: the previous run's commit marker goes.
-            try? FileManager.default.removeItem(atPath: paths.commit)
+            if group.isRoot {
+                if let note = try Checkpoints.recover(paths) { log("checkpoint recovery: \(note)") }
+                // A reused folder (--exist-ok) starts a new run: the previous run's commit marker goes.
+                try? FileManager.default.removeItem(atPath: paths.commit)
+            }
+            // DDP's start: rank 0's parameters and buffers on every rank.
+            try syncReplicas("start")
         }
-        try openLogs(resumedEpoch: resuming ? state.epoch : nil)
-        if hyp.tb { tensorboard = try TensorBoardWriter(directory: paths.root) }
-        try writeArgs()
+        state.worldSize = group.size
+        if group.isRoot {
+            try openLogs(resumedEpoch: resuming ? state.epoch : nil)
+            if hyp.tb { tensorboard = try TensorBoardWriter(directory: paths.root) }
+            try writeArgs()
+        } else {
+            results = CSVLog(discarding: Trainer.resultsHeader)
+            steps = CSVLog(discarding: Trainer.stepsHeader)
+        }
         warnBeforeStart(batches: trainLoader.batchesPerEpoch, images: data.train.count)
     }
 
@@ -131,11 +187,15 @@ public final class Trainer {
                                 "val/dfl_loss", "lr/pg0", "lr/pg1", "lr/pg2", "metrics/F1(B)", "train/grad_norm", "train/grad_norm_max",
                                 "train/clip_frac", "train/grad_norm_rgb", "train/grad_norm_ir", "amp/scale", "amp/skipped", "time/data_wait"]
 
+    static let stepsHeader = ["step", "epoch", "iteration", "lr/pg0", "lr/pg1", "lr/pg2", "loss", "grad_norm", "clipped", "loss_scale", "skipped"]
+
     // MARK: - Set-up steps
 
     /// A resume: the run's own options and hyper-parameters (paths absolute), which command-line
     /// values are ignored, and the epoch count to extend to. Otherwise the options with absolute paths.
-    static func resolveResume(_ opts: TrainOptions, log: (String) -> Void) throws
+    /// Under data parallelism rank 0 finds, locks and reads the run; the others receive its root
+    /// and the state file's metadata.
+    static func resolveResume(_ opts: TrainOptions, group: ProcessGroup, log: (String) -> Void) throws
         -> (options: TrainOptions, from: RunPaths?, lock: RunLock?, extendTo: Int, saved: TrainState?) {
         var options = opts
         guard let r = opts.resume else {
@@ -145,11 +205,24 @@ public final class Trainer {
             options.project = RunPaths.absolute(opts.project)
             return (options, nil, nil, 0, nil)
         }
-        let p = try RunPaths.resolveResume(r, project: opts.project)
-        // The lock comes first: a run still training owns its temporary files, and recovery would delete them.
-        let lock = try RunLock(p)
-        _ = try Checkpoints.recover(p)
-        let meta = try Safetensors.read(p.lastState).metadata
+        var p = RunPaths(root: ""), lock: RunLock? = nil, meta: [String: String] = [:]
+        if group.isRoot {
+            p = try RunPaths.resolveResume(r, project: opts.project)
+            // The lock comes first: a run still training owns its temporary files, and recovery would delete them.
+            lock = try RunLock(p)
+            _ = try Checkpoints.recover(p)
+            meta = try Safetensors.read(p.lastState).metadata
+        }
+        if group.isDistributed {
+            var shared = group.isRoot ? try JSONEncoder().encode(["root": p.root, "options": meta["options"] ?? "", "hyp": meta["hyp"] ?? "",
+                                                                   "state": meta["state"] ?? ""]) : Data()
+            try group.broadcast(&shared, operation: "broadcast of the resumed run")
+            if !group.isRoot {
+                let m = try JSONDecoder().decode([String: String].self, from: shared)
+                p = RunPaths(root: m["root"] ?? "")
+                meta = m
+            }
+        }
         guard let saved = meta["options"].flatMap({ $0.data(using: .utf8) }),
               let o = try? JSONDecoder().decode(SavedOptions.self, from: saved) else {
             throw TrainingError.checkpoint(path: p.lastState, reason: "no run options in the state file")
@@ -177,7 +250,7 @@ public final class Trainer {
     }
 
     /// Reads and scans the data set; names every dropped pair (up to 20) as `check_data` does.
-    static func readData(_ options: TrainOptions, hyp: Hyperparameters, log: (String) -> Void) throws -> DataSets {
+    static func readData(_ options: TrainOptions, hyp: Hyperparameters, readVal: Bool = true, log: (String) -> Void) throws -> DataSets {
         var config = try DatasetConfig.load(path: options.data)
         if let c = options.irChannels {
             guard c == 1 || c == 3 else { throw TrainingError.invalid("--ir-channels must be 1 or 3, got \(c)") }
@@ -190,7 +263,7 @@ public final class Trainer {
         if options.verbose { nameDropped(train.report, log: log); log(train.report.summary) }
         var valScan = ScanOptions()
         valScan.allowResizeIR = options.allowResizeIR
-        let val = hyp.val ? try PairedDataset(config: config, split: .val, scan: valScan) : nil
+        let val = hyp.val && readVal ? try PairedDataset(config: config, split: .val, scan: valScan) : nil
         if let val, options.verbose { nameDropped(val.report, log: log); log(val.report.summary) }
         return DataSets(config: config, train: train, val: val)
     }
@@ -229,7 +302,8 @@ public final class Trainer {
         return (model, eval)
     }
 
-    static func makeLoaders(hyp: Hyperparameters, stride: Int, train: PairedDataset, val: PairedDataset?) throws -> (PairLoader, PairLoader?) {
+    static func makeLoaders(hyp: Hyperparameters, batch: Int, group: ProcessGroup, stride: Int, train: PairedDataset,
+                            val: PairedDataset?) throws -> (PairLoader, PairLoader?) {
         var aug = AugmentConfig()
         aug.mosaic = Float(hyp.mosaic); aug.degrees = Float(hyp.degrees); aug.translate = Float(hyp.translate)
         aug.scale = Float(hyp.scale); aug.shear = Float(hyp.shear); aug.perspective = Float(hyp.perspective)
@@ -238,9 +312,9 @@ public final class Trainer {
         aug.irGain = Float(hyp.ir_gain); aug.irBias = Float(hyp.ir_bias)
         aug.modalityDropout = Float(hyp.modality_dropout)
         let cache: ImageCacheMode = hyp.cache == "ram" ? .ram : .none
-        let trainLoader = try PairLoader(dataset: train, options: LoaderOptions(mode: .train, imageSize: hyp.imgsz, batchSize: hyp.batch,
+        let trainLoader = try PairLoader(dataset: train, options: LoaderOptions(mode: .train, imageSize: hyp.imgsz, batchSize: batch,
                                                                               stride: stride, augment: aug, seed: UInt64(hyp.seed),
-                                                                              workers: hyp.workers, cache: cache))
+                                                                              workers: hyp.workers, cache: cache, rank: group.rank, world: group.size))
         let valOptions = LoaderOptions(mode: .val, imageSize: hyp.imgsz, batchSize: hyp.batch, stride: stride,
                                        seed: UInt64(hyp.seed), workers: hyp.workers, cache: cache)
         return (trainLoader, try val.map { try PairLoader(dataset: $0, options: valOptions) })
@@ -295,14 +369,14 @@ public final class Trainer {
     /// size scaled by area to imgsz x batch, plus the RAM cache, the buffer pool's bound, the
     /// optimizer state and what the process holds now. Throws when it exceeds the available
     /// memory (unless --force), with what to change.
-    static func checkMemory(_ options: TrainOptions, hyp: Hyperparameters, probe model: DetectionModel, table: ParamTable,
+    static func checkMemory(_ options: TrainOptions, hyp: Hyperparameters, batch: Int, probe model: DetectionModel, table: ParamTable,
                             train: PairedDataset, log: (String) -> Void) throws {
         guard let have = PairedDataset.availableMemoryBytes() else { return }
         let stride = model.strides.max() ?? 32
         let side = max(stride * 2, min(hyp.imgsz, 128) / stride * stride)
         let activations = estimateStepBytes(model: model, side: side, precision: hyp.amp)
         let scale = Double(hyp.imgsz * hyp.imgsz) / Double(side * side)
-        let step = Int(Double(activations) * scale * Double(hyp.batch))
+        let step = Int(Double(activations) * scale * Double(batch))
         let cache = hyp.cache == "ram" ? train.ramCacheBytes(longSide: hyp.imgsz) : 0
         // The pool keeps at most a quarter of a step's activations cached (trimmed at epoch ends).
         BufferPool.limitBytes = max(64 << 20, step / 4)
@@ -312,6 +386,7 @@ public final class Trainer {
         let text = String(format: "estimated peak memory %.1f GB (a step's activations %.1f GB at imgsz %d batch %d, RAM cache %.1f GB, buffer pool %.1f GB, model and optimizer %.1f GB) exceeds the %.1f GB available",
                           Double(need) / 1e9, Double(step) / 1e9, hyp.imgsz, hyp.batch, Double(cache) / 1e9,
                           Double(BufferPool.limitBytes) / 1e9, Double(fixed) / 1e9, Double(have) / 1e9)
+            .replacingOccurrences(of: "batch \(hyp.batch)", with: batch == hyp.batch ? "batch \(batch)" : "batch \(batch) per rank")
         if options.force {
             log("WARNING: \(text); continuing because of --force (the kernel may stop the process without a message)")
             return
@@ -338,8 +413,7 @@ public final class Trainer {
     func openLogs(resumedEpoch: Int?) throws {
         results = try CSVLog(path: paths.results, header: Trainer.resultsHeader,
                              keepRows: resumedEpoch.map { e in { row in (Int(row.split(separator: ",").first ?? "") ?? Int.max) <= e } })
-        steps = try CSVLog(path: paths.steps, header: ["step", "epoch", "iteration", "lr/pg0", "lr/pg1", "lr/pg2", "loss", "grad_norm",
-                                                        "clipped", "loss_scale", "skipped"],
+        steps = try CSVLog(path: paths.steps, header: Trainer.stepsHeader,
                            keepRows: resumedEpoch.map { e in { row in
                                let cols = row.split(separator: ",")
                                return cols.count > 1 && (Int(cols[1]) ?? Int.max) <= e
@@ -350,7 +424,7 @@ public final class Trainer {
         var text = "# train_dual run arguments (hyper-parameters resolved: file, then flags)\n"
         text += "data: \(options.data)\ncfg: \(options.cfg)\nweights: \(options.weights ?? "null")\nproject: \(options.project)\n"
         text += "name: \(URL(fileURLWithPath: paths.root).lastPathComponent)\nir_channels: \(model.streams.first { $0.name == "ir" }?.channels ?? 0)\n"
-        text += "threads: \(Parallel.threads)\nkernels: \(ComputeContext.current.kernels)\naccumulate_resolved: \(targetAccumulate)\n"
+        text += "world_size: \(group.size)\nthreads: \(Parallel.threads)\nkernels: \(ComputeContext.current.kernels)\naccumulate_resolved: \(targetAccumulate)\n"
         text += "optimizer_resolved: \(optimizer.kind.rawValue)\nlr0_resolved: \(lr0)\nmomentum_resolved: \(hyp.momentum)\n"
         text += hyp.yaml()
         do { try AtomicFile.write(Data(text.utf8), to: paths.args) } catch {
@@ -360,8 +434,8 @@ public final class Trainer {
 
     /// Warnings about settings that make a run learn little, said before it starts.
     func warnBeforeStart(batches nb: Int, images: Int) {
-        if hyp.batch <= 4 {
-            log("WARNING: batch \(hyp.batch) <= 4: BatchNorm statistics from so few images are noisy; use a larger batch if memory allows")
+        if localBatch <= 4 {
+            log("WARNING: batch \(localBatch)\(group.isDistributed ? " per rank" : "") <= 4: BatchNorm statistics from so few images are noisy; use a larger batch if memory allows")
         }
         let nw = Schedule.warmupIterations(warmupEpochs: hyp.warmup_epochs, batchesPerEpoch: nb, minimum: hyp.warmup_iters_min)
         let totalBatches = nb * hyp.epochs

@@ -6,7 +6,7 @@ import TensorCore
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "DualFuse benchmarks: figures, not pass/fail tests. Build with -c release.",
-        subcommands: [ConvBench.self, ModelBench.self, LossBench.self, LoaderBench.self, TrainBench.self, LearnBench.self, OnnxBench.self])
+        subcommands: [ConvBench.self, ModelBench.self, LossBench.self, LoaderBench.self, TrainBench.self, LearnBench.self, OnnxBench.self, DDPBench.self])
 }
 
 /// The first lines of every benchmark: what ran, so figures from different runs can be compared.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DataParallel
 import DataPipeline
 import Detection
 import Foundation
@@ -26,6 +27,11 @@ struct TrainDual: ParsableCommand {
         locked while a run trains in it. Ctrl-C (or SIGTERM) stops after the current iteration and says
         how to resume; a second Ctrl-C stops at once. Exit status: 0 done, 1 error, 3 diverged,
         130 / 143 interrupted by SIGINT / SIGTERM.
+
+        Data-parallel training: `mpirun -np N train_dual …` trains one model with N processes (one
+        machine, or several with --hostfile). --batch is the global batch (split evenly over the
+        ranks); rank 0 writes the run folder; --resume works with any number of ranks. Outside
+        mpirun, MPI is never loaded.
         """)
 
     @Option(help: "Dataset YAML (path, train, val, names, ir_channels). Default: data/synth/data.yaml.") var data: String?
@@ -36,11 +42,13 @@ struct TrainDual: ParsableCommand {
     @Option(help: "Folder of runs. Default: runs/train.") var project: String?
     @Flag(help: "Reuse PROJECT/NAME if it exists.") var existOk = false
     @Option(help: "IR channels (1 or 3); default: the data YAML's ir_channels.") var irChannels: Int?
-    @Option(help: "Threads for compute (default: all cores).") var threads: Int?
+    @Option(help: "Threads for compute (default: all cores; under mpirun, the cores shared by the ranks on the machine).") var threads: Int?
     @Flag(help: "Print the model summary and exit.") var summary = false
     @Flag(help: "Resize IR images whose size differs from their RGB partner (default: such pairs are errors).") var allowResizeIr = false
     @Flag(help: "Start even when the estimated memory exceeds what is available.") var force = false
     @Flag(help: "Accept --weights that fill less than half of the model.") var allowPartial = false
+    @Flag(help: "Under mpirun: compare a hash of every rank's weights, buffers and EMA at each epoch end (stops on a difference).") var checkReplicas = false
+    @Option(help: .hidden) var debugDumpStep: String?   // first step's gradients and parameters, then stop
     @Option(help: .hidden) var debugNanAt: String?      // test hook: "5,6,7" or "5+" (every iteration from 5)
     @Argument(parsing: .allUnrecognized, help: .hidden) var hypFlags: [String] = []
 
@@ -70,6 +78,33 @@ struct TrainDual: ParsableCommand {
     }
 
     func run() throws {
+        let group: ProcessGroup
+        do { group = try ProcessGroup.fromEnvironment() } catch {
+            FileHandle.standardError.write(("error: \(error)\n").data(using: .utf8)!)
+            throw ExitCode(1)
+        }
+        do {
+            try train(group)
+            group.finalize()
+        } catch {
+            // An interruption reaches every rank at the same iteration (they agree on it): a clean
+            // exit. Any other error may be this rank's alone: the whole job ends (MPI_Abort).
+            if group.isDistributed {
+                let code = (error as? ExitCode)?.rawValue ?? 1
+                if code != 130 && code != 143 {
+                    if !(error is ExitCode) {
+                        FileHandle.standardError.write(("rank \(group.rank): error: \(TrainDual.fullMessage(for: error))\n").data(using: .utf8)!)
+                    }
+                    group.abort(code: code)
+                }
+                group.finalize()
+            }
+            throw error
+        }
+    }
+
+    func train(_ group: ProcessGroup) throws {
+        let rankPrefix = group.isDistributed ? "rank \(group.rank): " : ""
         var h = Hyperparameters()
         var given = Set<String>()
         do {
@@ -99,6 +134,8 @@ struct TrainDual: ParsableCommand {
         o.allowPartial = allowPartial
         o.hyp = h
         o.explicitHyp = given
+        o.checkReplicas = checkReplicas
+        o.debugStepDump = debugDumpStep
         let named: [(String, Bool)] = [("data", data != nil), ("cfg", cfg != nil), ("hyp", hyp != nil), ("weights", weights != nil),
                                        ("name", name != nil), ("project", project != nil), ("exist-ok", existOk),
                                        ("ir-channels", irChannels != nil), ("threads", threads != nil), ("allow-resize-ir", allowResizeIr),
@@ -106,7 +143,7 @@ struct TrainDual: ParsableCommand {
         o.explicitOptions = Set(named.filter(\.1).map(\.0))
         let nanAt = try debugNanAt.map(TrainDual.parseIterations)
         do {
-            let trainer = try Trainer(o) { print($0); fflush(nil) }
+            let trainer = try Trainer(o, group: group) { print($0); fflush(nil) }
             if let nanAt {
                 // Each listed iteration's loss becomes NaN once (a rollback re-runs iterations).
                 let fired = FiredSet()
@@ -117,20 +154,21 @@ struct TrainDual: ParsableCommand {
             }
             let signals = SignalForwarder(trainer.stop)
             let s = try withExtendedLifetime(signals) { try trainer.run() }
+            guard group.isRoot else { return }
             if let r = s.final {
                 print(String(format: "final: mAP50 %.3f, mAP50-95 %.3f, P %.3f, R %.3f (EMA weights) in %.1f min",
                              r.metrics.map50, r.metrics.map, r.metrics.meanPrecision, r.metrics.meanRecall, s.seconds / 60))
             }
             print("results: \(s.runDirectory)")
         } catch let e as TrainingError {
-            FileHandle.standardError.write(("error: \(e)\n").data(using: .utf8)!)
+            FileHandle.standardError.write(("\(rankPrefix)error: \(e)\n").data(using: .utf8)!)
             switch e {
             case .diverged: throw ExitCode(3)
             case let .interrupted(signal, _, _, _): throw ExitCode(128 + signal)
             default: throw ExitCode(1)
             }
         } catch {
-            FileHandle.standardError.write(("error: \(error)\n").data(using: .utf8)!)
+            FileHandle.standardError.write(("\(rankPrefix)error: \(error)\n").data(using: .utf8)!)
             throw ExitCode(1)
         }
     }

@@ -53,6 +53,39 @@ import TensorCore
         #expect(!same(try a.batch(epoch: 3, index: 1), try PairLoader(dataset: data, options: other).batch(epoch: 3, index: 1)))
     }
 
+    /// Ranks of a data-parallel job: disjoint shards of the same shuffled order, padded to equal
+    /// length by wrapping around (as PyTorch's DistributedSampler), and each sample augmented by its
+    /// global position, so N ranks see exactly the images one process would.
+    @Test func ranksGetDisjointPaddedShardsOfOneOrder() throws {
+        let dir = TempDir("shards")
+        defer { dir.remove() }
+        let data = try dataset(dir)
+        let single = try PairLoader(dataset: data, options: LoaderOptions(imageSize: 64, batchSize: 1, seed: 7, workers: 0))
+        let full = single.order(epoch: 2)
+        var positions: [Int] = []
+        var shards: [[Int]] = []
+        for rank in 0..<3 {
+            let loader = try PairLoader(dataset: data, options: LoaderOptions(imageSize: 64, batchSize: 2, seed: 7, workers: 0,
+                                                                              rank: rank, world: 3))
+            #expect(loader.shardCount == 4)
+            #expect(loader.batchesPerEpoch == 2)
+            let shard = loader.shard(epoch: 2)
+            #expect(shard.count == 4)
+            for (index, position) in shard { #expect(index == full[position % full.count]) }
+            positions += shard.map(\.position)
+            shards.append(shard.map(\.index))
+        }
+        // 12 global positions, each on exactly one rank; the last two wrap to the order's start.
+        #expect(positions.sorted() == Array(0..<12))
+        #expect(Set(shards.flatMap { $0 }) == Set(0..<10))
+        #expect(shards[1][3] == full[0] && shards[2][3] == full[1])
+        // Rank 1's first sample is global position 1: the same augmented image as the single process's.
+        let rank1 = try PairLoader(dataset: data, options: LoaderOptions(imageSize: 64, batchSize: 1, seed: 7, workers: 0,
+                                                                         rank: 1, world: 3))
+        #expect(same(try rank1.batch(epoch: 2, index: 0), try single.batch(epoch: 2, index: 1)))
+        #expect(!same(try rank1.batch(epoch: 2, index: 0), try single.batch(epoch: 2, index: 0)))
+    }
+
     @Test func workersProduceTheSameBatchesInOrder() throws {
         let dir = TempDir("workers")
         defer { dir.remove() }

@@ -81,7 +81,7 @@ enum CLI {
     /// Starts `tool` with `args` (in `cwd` when given); `run` waits for it.
     static func start(_ tool: String, _ args: [String], cwd: String? = nil, environment: [String: String]? = nil) throws -> (Process, Pipe, Pipe) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: path(tool))
+        p.executableURL = URL(fileURLWithPath: tool.hasPrefix("/") ? tool : path(tool))
         p.arguments = args
         if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
         if let environment { p.environment = environment }
@@ -108,6 +108,24 @@ enum CLI {
 
     static func run(_ tool: String, _ args: [String], cwd: String? = nil) throws -> Result {
         finish(try start(tool, args, cwd: cwd))
+    }
+
+    /// Open MPI's launcher (installed by tools/install-deps.sh).
+    static let mpirun: String = {
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":").map(String.init) + ["/usr/bin"] {
+            let p = dir + "/mpirun"
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return "/usr/bin/mpirun"
+    }()
+
+    /// `mpirun -np N tool args` as CI runs it: as root, more ranks than cores allowed, TCP between ranks.
+    static func startMPI(np: Int, _ tool: String, _ args: [String]) throws -> (Process, Pipe, Pipe) {
+        guard FileManager.default.isExecutableFile(atPath: mpirun) else {
+            throw TrainingError.invalid("mpirun not found: run tools/install-deps.sh (it installs openmpi-bin)")
+        }
+        return try start(mpirun, ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "--mca", "btl", "tcp,self",
+                                  "-np", "\(np)", path(tool)] + args)
     }
 }
 

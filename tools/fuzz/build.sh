@@ -14,15 +14,16 @@ rm -f "$OUT"/labels "$OUT"/data_yaml "$OUT"/model_yaml "$OUT"/hyp_yaml "$OUT"/sa
 SWIFTC=${SWIFTC:-swiftc}
 CLANG=${CLANG:-$(dirname "$(command -v "$SWIFTC")")/clang}
 [ -x "$CLANG" ] || CLANG=clang
-for m in TensorCore NN Detection DataPipeline Training Yams; do
+for m in TensorCore NN Detection DataPipeline DataParallel ProtoWire Training Yams; do
   [ -f "$B/Modules/$m.swiftmodule" ] || { echo "build.sh: $B/Modules/$m.swiftmodule missing; run make test (or swift build --build-tests -c release -Xswiftc -enable-testing) first" >&2; exit 1; }
 done
 
 MAPS=(-Xcc -fmodule-map-file=$B/CKernels.build/module.modulemap -Xcc -fmodule-map-file=$B/CImageIO.build/module.modulemap
+      -Xcc -fmodule-map-file=$B/CVideo.build/module.modulemap -Xcc -fmodule-map-file=$B/CMPI.build/module.modulemap
       -Xcc -fmodule-map-file=Sources/CBLAS/module.modulemap -Xcc -fmodule-map-file=.build/checkouts/Yams/Sources/CYaml/include/module.modulemap
-      -Xcc -I -Xcc Sources/CKernels/include -Xcc -I -Xcc Sources/CImageIO/include -Xcc -I -Xcc /usr/include/x86_64-linux-gnu/openblas-pthread)
+      -Xcc -I -Xcc Sources/CKernels/include -Xcc -I -Xcc Sources/CImageIO/include -Xcc -I -Xcc Sources/CVideo/include -Xcc -I -Xcc Sources/CMPI/include -Xcc -I -Xcc /usr/include/x86_64-linux-gnu/openblas-pthread)
 objs() { for m in "$@"; do find "$B/$m.build" -name '*.o' ! -name '*Tests*'; done; }
-LIBS=(-lopenblas -lpng -ljpeg)
+LIBS=(-lopenblas -lpng -ljpeg -lavformat -lavcodec -lswscale -lavutil -ldl)
 
 # swift_target NAME MODULE-UNDER-TEST HARNESS PREBUILT-MODULES...
 swift_target() {
@@ -35,10 +36,10 @@ swift_target() {
   echo "built $OUT/$name"
 }
 
-swift_target labels DataPipeline labels.swift TensorCore CKernels CImageIO Yams CYaml
-swift_target data_yaml DataPipeline data_yaml.swift TensorCore CKernels CImageIO Yams CYaml
+swift_target labels DataPipeline labels.swift TensorCore CKernels CImageIO CVideo Yams CYaml
+swift_target data_yaml DataPipeline data_yaml.swift TensorCore CKernels CImageIO CVideo Yams CYaml
 swift_target model_yaml Detection model_yaml.swift NN TensorCore CKernels Yams CYaml
-swift_target hyp_yaml Training hyp_yaml.swift Detection NN DataPipeline TensorCore CKernels CImageIO Yams CYaml
+swift_target hyp_yaml Training hyp_yaml.swift Detection NN DataPipeline DataParallel ProtoWire TensorCore CKernels CImageIO CVideo CMPI Yams CYaml
 swift_target safetensors NN safetensors.swift TensorCore CKernels
 
 for t in png:CIMG_FORMAT_PNG jpeg:CIMG_FORMAT_JPEG; do

@@ -97,6 +97,12 @@ public final class ProcessGroup: @unchecked Sendable {
     }
 
     /// In-place element-wise sum over all ranks.
+    public func allReduceSum(_ values: UnsafeMutablePointer<Double>, count: Int, operation: String) throws {
+        guard isDistributed, count > 0 else { return }
+        try timed(operation, bytes: count * 8) { dm_allreduce_sum_f64(values, Int64(count)) }
+    }
+
+    /// In-place element-wise sum over all ranks.
     public func allReduceSum(_ values: inout [Double], operation: String) throws {
         guard isDistributed, !values.isEmpty else { return }
         let n = values.count

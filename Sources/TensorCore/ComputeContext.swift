@@ -87,6 +87,12 @@ public final class ComputeContext: @unchecked Sendable {
     /// Which GEMM the convolutions use: the packed kernels of `kernels` (default) or OpenBLAS
     /// (Float32 only; kept for comparisons and benchmarks).
     public var gemm: GemmBackend = .packed
+    /// Synchronised batch statistics (data parallelism with `--sync-bn`): sums `count` Doubles in
+    /// place over every replica of the job. Batch norm in training calls it once in the forward
+    /// (the channels' sums and sums of squares, and the count) and once in the backward (the sums
+    /// the input gradient needs), so every replica must run the same layers in the same order.
+    /// Nil (the default): each replica normalises with its own batch's statistics.
+    public var replicaSum: ((UnsafeMutablePointer<Double>, Int) -> Void)?
     /// Activations saved for backward since the last backward.
     public let saved = SavedActivations()
     /// Per-worker scratch memory of the convolution.

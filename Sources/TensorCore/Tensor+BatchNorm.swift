@@ -26,6 +26,9 @@ extension Tensor {
         precondition(weight.shape == [c] && bias.shape == [c], "batchNorm2d: weight/bias must be [\(c)]")
         let m = n * hw
         let ctx = ComputeContext.current, k = ctx.k
+        // Values per channel the statistics come from: this batch's, or every replica's together.
+        var total = Double(m)
+        let replicaSum = training ? ctx.replicaSum : nil
         var mean = [Float](repeating: 0, count: c)
         var variance = [Float](repeating: 0, count: c)
         let px = x.data
@@ -40,7 +43,25 @@ extension Tensor {
                     }
                 }
             }
-            let unbias = Float(m) / Float(m - 1)
+            if let sum = replicaSum {
+                // Synchronised statistics: the replicas' counts, sums and sums of squares added up
+                // (in Double, so E[x^2] - E[x]^2 does not cancel Float32's digits away).
+                var acc = [Double](repeating: 0, count: 2 * c + 1)
+                for ch in 0..<c {
+                    let mu = Double(mean[ch])
+                    acc[ch] = Double(m) * mu
+                    acc[c + ch] = Double(m) * (Double(variance[ch]) + mu * mu)
+                }
+                acc[2 * c] = Double(m)
+                acc.withUnsafeMutableBufferPointer { sum($0.baseAddress!, $0.count) }
+                total = acc[2 * c]
+                for ch in 0..<c {
+                    let mu = acc[ch] / total
+                    mean[ch] = Float(mu)
+                    variance[ch] = Float(Swift.max(acc[c + ch] / total - mu * mu, 0))
+                }
+            }
+            let unbias = replicaSum == nil ? Float(m) / Float(m - 1) : Float(total / (total - 1))
             for ch in 0..<c {
                 stats.mean.data[ch] = (1 - momentum) * stats.mean.data[ch] + momentum * mean[ch]
                 stats.variance.data[ch] = (1 - momentum) * stats.variance.data[ch] + momentum * variance[ch] * unbias
@@ -48,6 +69,7 @@ extension Tensor {
         } else {
             for ch in 0..<c { mean[ch] = stats.mean.data[ch]; variance[ch] = stats.variance.data[ch] }
         }
+        let statsCount = Float(total)
         var invstd = [Float](repeating: 0, count: c)
         var scale = [Float](repeating: 0, count: c)
         var shift = [Float](repeating: 0, count: c)
@@ -106,17 +128,25 @@ extension Tensor {
                     }
                 }
             }
+            // Weight and bias gradients are this replica's own (data parallelism sums them later).
             if let nb { nb.accumulate { d in for ch in 0..<c { d[ch] += sumG[ch] } } }
             if let nw { nw.accumulate { d in for ch in 0..<c { d[ch] += sumGX[ch] * invstd[ch] } } }
             if let nx {
+                // The input gradient needs the sums over every value the statistics came from.
+                var allG = sumG, allGX = sumGX
+                if let replicaSum {
+                    var acc = sumG.map(Double.init) + sumGX.map(Double.init)
+                    acc.withUnsafeMutableBufferPointer { replicaSum($0.baseAddress!, $0.count) }
+                    for ch in 0..<c { allG[ch] = Float(acc[ch]); allGX[ch] = Float(acc[c + ch]) }
+                }
                 // dx = A*dz + B*x + C per channel.
                 var ca = [Float](repeating: 0, count: c), cb = ca, cc = ca
                 for ch in 0..<c {
                     if training {
-                        let k = scale[ch] * invstd[ch] * invstd[ch] * sumGX[ch] / Float(m)
+                        let k = scale[ch] * invstd[ch] * invstd[ch] * allGX[ch] / statsCount
                         ca[ch] = scale[ch]
                         cb[ch] = -k
-                        cc[ch] = -scale[ch] * sumG[ch] / Float(m) + k * mean[ch]
+                        cc[ch] = -scale[ch] * allG[ch] / statsCount + k * mean[ch]
                     } else {
                         ca[ch] = gamma[ch] * invstd[ch]
                     }

@@ -53,6 +53,9 @@ public struct TrainOptions: Sendable {
     public var stopAfterEpochs: Int?
     /// Data-parallel runs: compare a hash of every rank's weights, buffers and EMA at each epoch end.
     public var checkReplicas = false
+    /// Under mpirun: BatchNorm normalises with the statistics of the global batch (every rank's
+    /// values together), as PyTorch's SyncBatchNorm; off: each rank's own batch (DDP's default).
+    public var syncBN = false
     /// Debugging: after the first optimizer step, rank 0 writes the gradients it stepped with
     /// (summed over the ranks, before unscaling) and the parameters after the step to this
     /// safetensors file, and the run ends.

@@ -158,6 +158,19 @@ extension Trainer {
         let targets = BatchTargets(batchIndex: batch.batchIndex, classes: batch.classes, boxes: batch.boxes)
         let scale = hyp.usesLossScale ? state.scaler.scale : 1
         var items = (box: 0.0, cls: 0.0, dfl: 0.0)
+        // --sync-bn: every BatchNorm of this forward and backward sums its statistics over the ranks.
+        let ctx = ComputeContext.current
+        let synchronised = options.syncBN && group.isDistributed
+        if synchronised {
+            let group = self.group
+            ctx.replicaSum = { values, count in
+                do { try group.allReduceSum(values, count: count, operation: "synchronised BatchNorm statistics") } catch {
+                    FileHandle.standardError.write(Data("rank \(group.rank): \(error)\n".utf8))
+                    group.abort(code: 2)
+                }
+            }
+        }
+        defer { if synchronised { ctx.replicaSum = nil } }
         // Autocast covers the model's activations; the loss and its reductions stay Float32.
         let outs = Autocast.with(hyp.amp) { model(PairInputs.inputs(batch, model: model)) }
         if !reportedActivations {

@@ -85,9 +85,11 @@ public final class Trainer {
         let ctx = ComputeContext.current
         if group.isDistributed {
             log("world size \(group.size) (\(group.backend)), rank \(group.rank): global batch \(hyp.batch), \(localBatch) per rank; " +
-                "\(ctx.threads) thread\(ctx.threads == 1 ? "" : "s") per rank, kernels \(ctx.kernels)")
+                "\(ctx.threads) thread\(ctx.threads == 1 ? "" : "s") per rank, kernels \(ctx.kernels); BatchNorm statistics " +
+                (options.syncBN ? "of the global batch (--sync-bn)" : "per rank"))
         } else {
             log("single process: batch \(hyp.batch), \(ctx.threads) thread\(ctx.threads == 1 ? "" : "s"), kernels \(ctx.kernels)")
+            if options.syncBN { log("note: --sync-bn has no effect in a single process (its batch statistics are the global batch's)") }
         }
 
         let data = try Trainer.readData(options, hyp: hyp, readVal: group.isRoot, log: log)
@@ -424,7 +426,7 @@ public final class Trainer {
         var text = "# train_dual run arguments (hyper-parameters resolved: file, then flags)\n"
         text += "data: \(options.data)\ncfg: \(options.cfg)\nweights: \(options.weights ?? "null")\nproject: \(options.project)\n"
         text += "name: \(URL(fileURLWithPath: paths.root).lastPathComponent)\nir_channels: \(model.streams.first { $0.name == "ir" }?.channels ?? 0)\n"
-        text += "world_size: \(group.size)\nthreads: \(Parallel.threads)\nkernels: \(ComputeContext.current.kernels)\naccumulate_resolved: \(targetAccumulate)\n"
+        text += "world_size: \(group.size)\nsync_bn: \(options.syncBN && group.isDistributed)\nthreads: \(Parallel.threads)\nkernels: \(ComputeContext.current.kernels)\naccumulate_resolved: \(targetAccumulate)\n"
         text += "optimizer_resolved: \(optimizer.kind.rawValue)\nlr0_resolved: \(lr0)\nmomentum_resolved: \(hyp.momentum)\n"
         text += hyp.yaml()
         do { try AtomicFile.write(Data(text.utf8), to: paths.args) } catch {

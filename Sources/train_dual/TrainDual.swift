@@ -47,6 +47,7 @@ struct TrainDual: ParsableCommand {
     @Flag(help: "Resize IR images whose size differs from their RGB partner (default: such pairs are errors).") var allowResizeIr = false
     @Flag(help: "Start even when the estimated memory exceeds what is available.") var force = false
     @Flag(help: "Accept --weights that fill less than half of the model.") var allowPartial = false
+    @Flag(name: .customLong("sync-bn"), help: "Under mpirun: BatchNorm normalises with the global batch's statistics (all ranks' images together, as PyTorch's SyncBatchNorm) instead of each rank's own.") var syncBN = false
     @Flag(help: "Under mpirun: compare a hash of every rank's weights, buffers and EMA at each epoch end (stops on a difference).") var checkReplicas = false
     @Option(help: .hidden) var debugDumpStep: String?   // first step's gradients and parameters, then stop
     @Option(help: .hidden) var debugNanAt: String?      // test hook: "5,6,7" or "5+" (every iteration from 5)
@@ -135,6 +136,7 @@ struct TrainDual: ParsableCommand {
         o.hyp = h
         o.explicitHyp = given
         o.checkReplicas = checkReplicas
+        o.syncBN = syncBN
         o.debugStepDump = debugDumpStep
         let named: [(String, Bool)] = [("data", data != nil), ("cfg", cfg != nil), ("hyp", hyp != nil), ("weights", weights != nil),
                                        ("name", name != nil), ("project", project != nil), ("exist-ok", existOk),

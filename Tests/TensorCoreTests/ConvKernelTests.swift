@@ -1,3 +1,4 @@
+import Foundation
 import CKernels
 import Testing
 import _TestSupport
@@ -113,6 +114,64 @@ import _TestSupport
         #expect(abs(e.data[9] - (x.data[9] - stats.mean.data[1]) * inv) < 1e-5)
     }
 
+    /// `--sync-bn`: two replicas, each with half of a batch on its own thread and an in-process
+    /// sum standing in for MPI, normalise with the whole batch's statistics: outputs, input
+    /// gradients and running statistics equal one replica's run on the whole batch, and the two
+    /// replicas' weight and bias gradients add up to its own.
+    @Test(arguments: [false, true]) func synchronisedStatisticsEqualTheWholeBatch(silu: Bool) throws {
+        var rng = RandomState(seed: 9)
+        let x = Tensor.normal([4, 3, 5, 5], mean: 2, std: 3, rng: &rng)
+        let up = Tensor.normal([4, 3, 5, 5], rng: &rng)
+        let gamma0 = Tensor.uniform([3], lo: 0.5, hi: 1.5, rng: &rng), beta0 = Tensor.normal([3], rng: &rng)
+        struct Run { var y: [Float]; var dx: [Float]; var dgamma: [Float]; var dbeta: [Float]; var mean: [Float]; var variance: [Float] }
+        func run(_ input: Tensor, _ upstream: Tensor, context: ComputeContext) -> Run {
+            context.run {
+                let xi = Tensor(input.array, shape: input.shape), gamma = Tensor(gamma0.array, shape: [3]), beta = Tensor(beta0.array, shape: [3])
+                xi.requiresGrad = true; gamma.requiresGrad = true; beta.requiresGrad = true
+                let stats = BatchNormStats(channels: 3)
+                let y = Tensor.batchNorm2d(xi, weight: gamma, bias: beta, stats: stats, training: true, silu: silu)
+                (y * upstream).sum().backward()
+                return Run(y: y.array, dx: xi.grad!.array, dgamma: gamma.grad!.array, dbeta: beta.grad!.array,
+                           mean: stats.mean.array, variance: stats.variance.array)
+            }
+        }
+        let whole = run(x, up, context: ComputeContext(threads: 1))
+        let meeting = Rendezvous(parties: 2)
+        // What the two replica threads share (each reads its own inputs and writes its own slot).
+        final class Replicas: @unchecked Sendable {
+            var inputs: [(Tensor, Tensor, ComputeContext)] = []
+            var results: [Run?] = [nil, nil]
+            var body: ((Tensor, Tensor, ComputeContext) -> Run)?
+            let lock = NSLock()
+        }
+        let replicas = Replicas()
+        replicas.body = run
+        for r in 0..<2 {
+            let context = ComputeContext(threads: 1)
+            context.replicaSum = { p, n in meeting.sum(rank: r, p, n) }
+            replicas.inputs.append((x.narrow(axis: 0, start: 2 * r, length: 2), up.narrow(axis: 0, start: 2 * r, length: 2), context))
+        }
+        let done = DispatchGroup()
+        for r in 0..<2 {
+            DispatchQueue.global().async(group: done) {
+                let (xs, us, context, body) = replicas.lock.withLock { (replicas.inputs[r].0, replicas.inputs[r].1, replicas.inputs[r].2, replicas.body!) }
+                let result = body(xs, us, context)
+                replicas.lock.withLock { replicas.results[r] = result }
+            }
+        }
+        done.wait()
+        let a = try #require(replicas.results[0]), b = try #require(replicas.results[1])
+        #expect(maxMixedError(a.y + b.y, whole.y) < 1e-5)
+        #expect(maxMixedError(a.dx + b.dx, whole.dx) < 1e-5)
+        #expect(maxMixedError(zip(a.dgamma, b.dgamma).map(+), whole.dgamma) < 1e-5)
+        #expect(maxMixedError(zip(a.dbeta, b.dbeta).map(+), whole.dbeta) < 1e-5)
+        #expect(a.mean == b.mean && a.variance == b.variance)
+        #expect(maxMixedError(a.mean, whole.mean) < 1e-6 && maxMixedError(a.variance, whole.variance) < 1e-6)
+        // Without the sum each replica normalises with its own half: the outputs differ.
+        let alone = run(x.narrow(axis: 0, start: 0, length: 2), up.narrow(axis: 0, start: 0, length: 2), context: ComputeContext(threads: 1))
+        #expect(maxMixedError(alone.y, Array(whole.y[0..<alone.y.count])) > 1e-2)
+    }
+
     @Test func fusedSiLUMatchesComposition() {
         var rng = RandomState(seed: 4)
         let x = Tensor.normal([2, 3, 5, 5], rng: &rng)
@@ -120,5 +179,33 @@ import _TestSupport
         let fused = Tensor.batchNorm2d(x, weight: gamma, bias: beta, stats: BatchNormStats(channels: 3), training: true, silu: true)
         let plain = Tensor.batchNorm2d(x, weight: gamma, bias: beta, stats: BatchNormStats(channels: 3), training: true).silu()
         #expect(maxMixedError(fused.array, plain.array) < 1e-6)
+    }
+}
+
+/// An in-process all-reduce for tests: each of `parties` threads hands in its values and gets the
+/// sum back (added in rank order, so every party gets the same bits).
+final class Rendezvous: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var parts: [[Double]]
+    private var arrived = 0, generation = 0
+    private var result: [Double] = []
+
+    init(parties: Int) { parts = Array(repeating: [], count: parties) }
+
+    func sum(rank: Int, _ values: UnsafeMutablePointer<Double>, _ count: Int) {
+        condition.lock()
+        defer { condition.unlock() }
+        let mine = generation
+        parts[rank] = Array(UnsafeBufferPointer(start: values, count: count))
+        arrived += 1
+        if arrived == parts.count {
+            result = parts.dropFirst().reduce(parts[0]) { zip($0, $1).map(+) }
+            arrived = 0
+            generation += 1
+            condition.broadcast()
+        } else {
+            while generation == mine { condition.wait() }
+        }
+        for i in 0..<count { values[i] = result[i] }
     }
 }

@@ -22,17 +22,43 @@ import Testing
     @Test func twoRanksSumTheirGradientsAndStepAsOneProcess() throws {
         let dump = scratch + "/ddp_step.safetensors"
         try? FileManager.default.removeItem(atPath: dump)
-        // No warmup (the first step then moves every group), SGD, accumulate 1, mosaic on, Float32.
-        let recipe = ["--optimizer", "SGD", "--lr0", "0.01", "--warmup-epochs", "0", "--warmup-iters-min", "0", "--nbs", "8",
-                      "--close-mosaic", "0", "--no-amp", "--no-val"]
-        let r = CLI.finish(try CLI.startMPI(np: 2, "train_dual", DataParallelTests.args(name: "exact", epochs: 1, extra: recipe + ["--debug-dump-step", dump])))
+        let r = CLI.finish(try CLI.startMPI(np: 2, "train_dual", DataParallelTests.args(name: "exact", epochs: 1,
+                                                                                          extra: DataParallelTests.exactRecipe + ["--debug-dump-step", dump])))
         #expect(r.status == 0, "\(r.output)")
         #expect(r.stdout.contains("world size 2 (Open MPI), rank 0"), "\(r.stdout)")
         let (ranks, meta) = try Safetensors.read(dump)
         #expect(meta["world_size"] == "2")
 
         // The same in one process: rank 0's batch, then rank 1's, gradients adding up.
-        var o = TestData.options(data: DataParallelTests.data, model: "dual_yolov8n_mid.yaml", name: "exact_single", epochs: 1, batch: 8)
+        let t = try DataParallelTests.singleProcessTrainer(name: "exact_single")
+        for rank in 0..<2 {
+            _ = try t.forwardBackward(try DataParallelTests.firstBatch(of: t, rank: rank), iteration: 0, epoch: 0)
+        }
+        let grads = t.snapshotGradients()
+        var s = Trainer.EpochSummary()
+        try t.optimizerStep(epoch: 0, iteration: 0, loss: 0, lossFinite: true, files: [], summary: &s)
+        #expect(s.norms.count == 1, "the step was taken")
+
+        let relative = DataParallelTests.relative
+        var worstGrad = 0.0, worstParam = 0.0, nonzero = 0
+        for g in grads {
+            worstGrad = max(worstGrad, relative(ranks[g.name], g.tensor))
+            if (0..<g.tensor.count).contains(where: { g.tensor.data[$0] != 0 }) { nonzero += 1 }
+        }
+        for p in t.table.params { worstParam = max(worstParam, relative(ranks["param." + p.name], p.tensor)) }
+        print("data parallel exactness: gradient rel. error \(worstGrad), parameters after the step \(worstParam), \(nonzero)/\(grads.count) gradients non-zero")
+        #expect(nonzero > grads.count / 2)
+        #expect(worstGrad <= 1e-6, "summed gradient differs from the single-process sum")
+        #expect(worstParam <= 1e-6, "parameters after the step differ")
+    }
+
+    /// The first step's recipe of the exactness tests: no warmup, SGD, accumulate 1, mosaic on, Float32.
+    static let exactRecipe = ["--optimizer", "SGD", "--lr0", "0.01", "--warmup-epochs", "0", "--warmup-iters-min", "0", "--nbs", "8",
+                              "--close-mosaic", "0", "--no-amp", "--no-val"]
+
+    /// A trainer in this process with the exactness recipe, ready for the first step.
+    static func singleProcessTrainer(name: String) throws -> Trainer {
+        var o = TestData.options(data: DataParallelTests.data, model: "dual_yolov8n_mid.yaml", name: name, epochs: 1, batch: 8)
         o.hyp.imgsz = 64
         o.hyp.lr0 = 0.01
         o.hyp.warmup_epochs = 0
@@ -48,35 +74,75 @@ import Testing
         let nw = Schedule.warmupIterations(warmupEpochs: 0, batchesPerEpoch: nb, minimum: 0)
         t.applySchedule(iteration: 0, warmup: nw, factor: Schedule.factor(epoch: 0, epochs: 1, lrf: t.hyp.lrf, cosine: t.hyp.cos_lr))
         t.model.training = true
-        for rank in 0..<2 {
-            var lo = t.trainLoader.options
-            lo.batchSize = 4
-            lo.rank = rank
-            lo.world = 2
-            let loader = try PairLoader(dataset: t.trainLoader.dataset, options: lo)
-            _ = try t.forwardBackward(try loader.batch(epoch: 0, index: 0, mosaic: true), iteration: 0, epoch: 0)
-        }
-        let grads = t.snapshotGradients()
-        var s = Trainer.EpochSummary()
-        try t.optimizerStep(epoch: 0, iteration: 0, loss: 0, lossFinite: true, files: [], summary: &s)
-        #expect(s.norms.count == 1, "the step was taken")
+        return t
+    }
 
-        func relative(_ a: StoredTensor?, _ b: Tensor) -> Double {
-            guard let a, a.values.count == b.count else { return .infinity }
-            var diff = 0.0, scale = 0.0
-            for i in 0..<b.count { diff = max(diff, Double(abs(a.values[i] - b.data[i]))); scale = max(scale, Double(abs(b.data[i]))) }
-            return scale == 0 ? diff : diff / scale
+    /// Rank `rank`'s first batch of epoch 0 in a 2-rank job.
+    static func firstBatch(of t: Trainer, rank: Int) throws -> PairBatch {
+        var lo = t.trainLoader.options
+        lo.batchSize = 4
+        lo.rank = rank
+        lo.world = 2
+        return try PairLoader(dataset: t.trainLoader.dataset, options: lo).batch(epoch: 0, index: 0, mosaic: true)
+    }
+
+    /// Largest difference over the largest magnitude of `b`.
+    static func relative(_ a: StoredTensor?, _ b: Tensor) -> Double {
+        guard let a, a.values.count == b.count else { return .infinity }
+        var diff = 0.0, scale = 0.0
+        for i in 0..<b.count { diff = max(diff, Double(abs(a.values[i] - b.data[i]))); scale = max(scale, Double(abs(b.data[i]))) }
+        return scale == 0 ? diff : diff / scale
+    }
+
+    /// `--sync-bn`: the first step's gradient equals two replicas run here on two threads whose
+    /// batch norms sum their statistics in process (the whole global batch's mean and variance),
+    /// and it differs from the per-rank statistics' gradient.
+    @Test func syncBNUsesTheGlobalBatchStatistics() throws {
+        let dump = scratch + "/ddp_step_syncbn.safetensors"
+        try? FileManager.default.removeItem(atPath: dump)
+        let r = CLI.finish(try CLI.startMPI(np: 2, "train_dual", DataParallelTests.args(name: "exact_syncbn", epochs: 1,
+                                                                                          extra: DataParallelTests.exactRecipe + ["--sync-bn", "--debug-dump-step", dump])))
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.stdout.contains("BatchNorm statistics of the global batch (--sync-bn)"), "\(r.stdout)")
+        let (ranks, _) = try Safetensors.read(dump)
+
+        // Two replicas in this process, each on its own thread with a context whose batch norms
+        // meet at an in-process sum.
+        final class Replica: @unchecked Sendable {
+            let trainer: Trainer, batch: PairBatch, context = ComputeContext(threads: 1)
+            var error: Error?
+            init(_ t: Trainer, _ b: PairBatch) { trainer = t; batch = b }
         }
-        var worstGrad = 0.0, worstParam = 0.0, nonzero = 0
-        for g in grads {
-            worstGrad = max(worstGrad, relative(ranks[g.name], g.tensor))
-            if (0..<g.tensor.count).contains(where: { g.tensor.data[$0] != 0 }) { nonzero += 1 }
+        let meeting = InProcessSum(parties: 2)
+        var replicas: [Replica] = []
+        for rank in 0..<2 {
+            let t = try DataParallelTests.singleProcessTrainer(name: "exact_syncbn_\(rank)")
+            let replica = Replica(t, try DataParallelTests.firstBatch(of: t, rank: rank))
+            replica.context.replicaSum = { p, n in meeting.sum(rank: rank, p, n) }
+            replicas.append(replica)
         }
-        for p in t.table.params { worstParam = max(worstParam, relative(ranks["param." + p.name], p.tensor)) }
-        print("data parallel exactness: gradient rel. error \(worstGrad), parameters after the step \(worstParam), \(nonzero)/\(grads.count) gradients non-zero")
-        #expect(nonzero > grads.count / 2)
-        #expect(worstGrad <= 1e-6, "summed gradient differs from the single-process sum")
-        #expect(worstParam <= 1e-6, "parameters after the step differ")
+        let done = DispatchGroup()
+        for replica in replicas {
+            DispatchQueue.global().async(group: done) {
+                replica.context.run {
+                    do { _ = try replica.trainer.forwardBackward(replica.batch, iteration: 0, epoch: 0) } catch { replica.error = error }
+                }
+            }
+        }
+        done.wait()
+        for replica in replicas { if let e = replica.error { throw e } }
+        let a = replicas[0].trainer.snapshotGradients(), b = replicas[1].trainer.snapshotGradients()
+        var worst = 0.0, unsyncedDiffers = false
+        let unsynced = try? Safetensors.read(scratch + "/ddp_step.safetensors").0
+        for (ga, gb) in zip(a, b) {
+            let sum = Tensor(zeros: ga.tensor.shape)
+            for i in 0..<sum.count { sum.data[i] = ga.tensor.data[i] + gb.tensor.data[i] }
+            worst = max(worst, DataParallelTests.relative(ranks[ga.name], sum))
+            if let u = unsynced?[ga.name], DataParallelTests.relative(u, sum) > 1e-3 { unsyncedDiffers = true }
+        }
+        print("synchronised BatchNorm exactness: gradient rel. error \(worst)")
+        #expect(worst <= 1e-5, "the --sync-bn gradient differs from two replicas with in-process synchronised statistics")
+        if unsynced != nil { #expect(unsyncedDiffers, "--sync-bn gave the per-rank statistics' gradient") }
     }
 
     /// Three epochs on 2 ranks over TCP: one results.csv, identical replicas at every epoch end,
@@ -133,5 +199,33 @@ import Testing
             if vars.contains("OMPI_COMM_WORLD_RANK=\(rank)") { return pid }
         }
         throw TrainingError.invalid("no rank \(rank) among the children of mpirun \(launcher)")
+    }
+}
+
+/// An in-process all-reduce for tests: each of `parties` threads hands in its values and gets the
+/// sum back (added in rank order, so every party gets the same bits).
+final class InProcessSum: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var parts: [[Double]]
+    private var arrived = 0, generation = 0
+    private var result: [Double] = []
+
+    init(parties: Int) { parts = Array(repeating: [], count: parties) }
+
+    func sum(rank: Int, _ values: UnsafeMutablePointer<Double>, _ count: Int) {
+        condition.lock()
+        defer { condition.unlock() }
+        let mine = generation
+        parts[rank] = Array(UnsafeBufferPointer(start: values, count: count))
+        arrived += 1
+        if arrived == parts.count {
+            result = parts.dropFirst().reduce(parts[0]) { zip($0, $1).map(+) }
+            arrived = 0
+            generation += 1
+            condition.broadcast()
+        } else {
+            while generation == mine { condition.wait() }
+        }
+        for i in 0..<count { values[i] = result[i] }
     }
 }

@@ -38,8 +38,11 @@ let package = Package(
         .target(name: "CVideo", cSettings: cOptimised,
                 linkerSettings: [.linkedLibrary("avformat"), .linkedLibrary("avcodec"), .linkedLibrary("swscale"), .linkedLibrary("avutil")]),
 
+        // oneDNN's convolution primitives (Debian's libdnnl-dev): the bfloat16 autocast convolutions.
+        .target(name: "CDNNL", cSettings: cOptimised, linkerSettings: [.linkedLibrary("dnnl"), .linkedLibrary("dl")]),
+
         // MARK: - Tensor + autodiff core
-        .target(name: "TensorCore", dependencies: ["CBLAS", "CKernels"]),
+        .target(name: "TensorCore", dependencies: ["CBLAS", "CKernels", "CDNNL"]),
 
         // MARK: - Model: layers, YAML graphs, detection
         .target(name: "NN", dependencies: ["TensorCore"]),

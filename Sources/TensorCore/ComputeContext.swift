@@ -63,6 +63,9 @@ public enum GemmBackend: String, Sendable, CaseIterable {
     case packed
     /// OpenBLAS's `cblas_sgemm` (its own core choice and summation order).
     case openblas
+    /// oneDNN's convolution primitives for every convolution, Float32 included (its own layouts,
+    /// kernels and summation order; results depend on the CPU and thread count).
+    case onednn
 }
 
 /// Everything ops read besides their operands: thread count, grad mode, autocast precision,
@@ -87,6 +90,10 @@ public final class ComputeContext: @unchecked Sendable {
     /// Which GEMM the convolutions use: the packed kernels of `kernels` (default) or OpenBLAS
     /// (Float32 only; kept for comparisons and benchmarks).
     public var gemm: GemmBackend = .packed
+    /// With `gemm == .packed`: bfloat16 autocast convolutions run on oneDNN (AMX or AVX512_BF16
+    /// kernels, several times the packed vdpbf16ps GEMM) where the CPU has AVX512_BF16 and the
+    /// kernels are native bf16. Off: the packed bfloat16 GEMM. Float32 stays on the packed GEMM.
+    public var bf16OnOneDNN = true
     /// Synchronised batch statistics (data parallelism with `--sync-bn`): sums `count` Doubles in
     /// place over every replica of the job. Batch norm in training calls it once in the forward
     /// (the channels' sums and sums of squares, and the count) and once in the backward (the sums

@@ -196,6 +196,7 @@ enum Conv {
     /// y[n] = W x columns(x[n]) for every image. Shapes as `ConvGeometry`.
     static func forward(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
                         y: UnsafeMutablePointer<Float>, bf16: Bool) {
+        if OneDNN.handles(ctx, bf16: bf16), OneDNN.forward(ctx, g, x: x, w: w, y: y, bf16: bf16) { return }
         let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
         let colCount = g.isPointwise ? 0 : g.kdim * g.pixels
         let a = df_matrix(p: w, rs: g.kdim, cs: 1)
@@ -235,6 +236,11 @@ enum Conv {
         let colCount = g.isPointwise ? 0 : g.kdim * g.pixels, wCount = g.o * g.kdim
         let bf16 = mode == .bf16
         let parts = ctx.workspace.get(0, partialSlot, count: g.n * wCount)
+        if OneDNN.handles(ctx, bf16: bf16), OneDNN.weightGrad(ctx, g, x: x, gy: gy, gw: parts, bf16: bf16) {
+            if mode != .fp32 { round(ctx, parts, count: wCount, to: mode) }
+            for j in 0..<wCount { gw[j] += parts[j] }
+            return
+        }
         func bView(_ col: UnsafePointer<Float>) -> df_matrix { df_matrix(p: col, rs: 1, cs: g.pixels) }   // B(p, kk) = col[kk, p]
         if imageParallel(ctx, g.n) {
             let workers = Parallel.workers(g.n)
@@ -283,6 +289,7 @@ enum Conv {
     static func inputGrad(_ ctx: ComputeContext, _ g: ConvGeometry, w: UnsafePointer<Float>, gy: UnsafePointer<Float>,
                           gx: UnsafeMutablePointer<Float>, fresh: Bool, bf16: Bool) {
         precondition(!fresh || g.isPointwise, "convInputGrad: fresh output needs the pointwise path")
+        if OneDNN.handles(ctx, bf16: bf16), OneDNN.inputGrad(ctx, g, w: w, gy: gy, gx: gx, accumulate: !fresh, bf16: bf16) { return }
         let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
         let colCount = g.isPointwise ? 0 : g.kdim * g.pixels
         let a = df_matrix(p: w, rs: 1, cs: g.kdim)          // A(kk, o) = W[o, kk]

@@ -13,20 +13,24 @@ struct Bench: ParsableCommand {
 func printEnvironment() {
     let ctx = ComputeContext.current
     print("kernels: \(ctx.kernels) (cpu level \(Kernels.cpuLevel)\(Kernels.cpuHasBF16 ? ", avx512_bf16" : "")), gemm: \(ctx.gemm.rawValue), " +
-          "OpenBLAS core: \(BLAS.coreName), threads: \(ctx.threads)")
+          "OpenBLAS core: \(BLAS.coreName), threads: \(ctx.threads), oneDNN " +
+          (OneDNN.available ? "\(OneDNN.version) (\(OneDNN.isa))" : "unavailable") +
+          (ctx.gemm == .onednn ? " for every convolution" : ctx.bf16OnOneDNN && ctx.kernels.nativeBF16 ? " for bf16 convolutions" : " unused"))
 }
 
 /// `--gemm packed|openblas` and `--kernels portable|avx2|avx512` of every benchmark, applied to the current context.
 struct ContextOptions: ParsableArguments {
     @Option(help: "Threads (default: all cores).") var threads: Int?
-    @Option(help: "GEMM behind the convolutions: packed (ours) or openblas.") var gemm = "packed"
+    @Option(help: "GEMM behind the convolutions: packed (ours), openblas or onednn (oneDNN's primitives for every convolution).") var gemm = "packed"
+    @Flag(help: "bfloat16 convolutions on the packed vdpbf16ps GEMM instead of oneDNN.") var noOnednnBf16 = false
     @Option(help: "Kernel level: portable, avx2 or avx512 (default: the best this CPU runs).") var kernels: String?
 
     func apply() throws {
         let ctx = ComputeContext.current
         if let threads { ctx.threads = threads }
-        guard let g = GemmBackend(rawValue: gemm) else { throw ValidationError("--gemm must be packed or openblas, got \(gemm)") }
+        guard let g = GemmBackend(rawValue: gemm) else { throw ValidationError("--gemm must be packed, openblas or onednn, got \(gemm)") }
         ctx.gemm = g
+        if noOnednnBf16 { ctx.bf16OnOneDNN = false }
         if let kernels {
             let levels: [String: Kernels.Level] = ["portable": .portable, "avx2": .avx2, "avx512": .avx512]
             guard let l = levels[kernels] else { throw ValidationError("--kernels must be portable, avx2 or avx512, got \(kernels)") }

@@ -20,10 +20,11 @@ done
 
 MAPS=(-Xcc -fmodule-map-file=$B/CKernels.build/module.modulemap -Xcc -fmodule-map-file=$B/CImageIO.build/module.modulemap
       -Xcc -fmodule-map-file=$B/CVideo.build/module.modulemap -Xcc -fmodule-map-file=$B/CMPI.build/module.modulemap
+      -Xcc -fmodule-map-file=$B/CDNNL.build/module.modulemap
       -Xcc -fmodule-map-file=Sources/CBLAS/module.modulemap -Xcc -fmodule-map-file=.build/checkouts/Yams/Sources/CYaml/include/module.modulemap
-      -Xcc -I -Xcc Sources/CKernels/include -Xcc -I -Xcc Sources/CImageIO/include -Xcc -I -Xcc Sources/CVideo/include -Xcc -I -Xcc Sources/CMPI/include -Xcc -I -Xcc /usr/include/x86_64-linux-gnu/openblas-pthread)
+      -Xcc -I -Xcc Sources/CKernels/include -Xcc -I -Xcc Sources/CImageIO/include -Xcc -I -Xcc Sources/CVideo/include -Xcc -I -Xcc Sources/CMPI/include -Xcc -I -Xcc Sources/CDNNL/include -Xcc -I -Xcc /usr/include/x86_64-linux-gnu/openblas-pthread)
 objs() { for m in "$@"; do find "$B/$m.build" -name '*.o' ! -name '*Tests*'; done; }
-LIBS=(-lopenblas -lpng -ljpeg -lavformat -lavcodec -lswscale -lavutil -ldl)
+LIBS=(-lopenblas -lpng -ljpeg -lavformat -lavcodec -lswscale -lavutil -ldnnl -ldl)
 
 # swift_target NAME MODULE-UNDER-TEST HARNESS PREBUILT-MODULES...
 swift_target() {
@@ -36,11 +37,11 @@ swift_target() {
   echo "built $OUT/$name"
 }
 
-swift_target labels DataPipeline labels.swift TensorCore CKernels CImageIO CVideo Yams CYaml
-swift_target data_yaml DataPipeline data_yaml.swift TensorCore CKernels CImageIO CVideo Yams CYaml
-swift_target model_yaml Detection model_yaml.swift NN TensorCore CKernels Yams CYaml
-swift_target hyp_yaml Training hyp_yaml.swift Detection NN DataPipeline DataParallel ProtoWire TensorCore CKernels CImageIO CVideo CMPI Yams CYaml
-swift_target safetensors NN safetensors.swift TensorCore CKernels
+swift_target labels DataPipeline labels.swift TensorCore CKernels CDNNL CImageIO CVideo Yams CYaml
+swift_target data_yaml DataPipeline data_yaml.swift TensorCore CKernels CDNNL CImageIO CVideo Yams CYaml
+swift_target model_yaml Detection model_yaml.swift NN TensorCore CKernels CDNNL Yams CYaml
+swift_target hyp_yaml Training hyp_yaml.swift Detection NN DataPipeline DataParallel ProtoWire TensorCore CKernels CDNNL CImageIO CVideo CMPI Yams CYaml
+swift_target safetensors NN safetensors.swift TensorCore CKernels CDNNL
 
 for t in png:CIMG_FORMAT_PNG jpeg:CIMG_FORMAT_JPEG; do
   "$CLANG" -O1 -g -fsanitize=fuzzer,address -DFUZZ_FORMAT="${t#*:}" -I Sources/CImageIO/include -I Sources/CImageIO tools/fuzz/image.c \

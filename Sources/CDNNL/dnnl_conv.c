@@ -1,0 +1,254 @@
+// Convolutions on oneDNN: see CDNNL.h. One cached entry per (pass, shape, operand type): the
+// primitive with oneDNN's preferred layouts and the reorders between them and the plain tensors.
+#include "CDNNL.h"
+#include <oneapi/dnnl/dnnl.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { PASS_FORWARD = 0, PASS_DATA = 1, PASS_WEIGHTS = 2 };
+
+typedef struct entry {
+    int pass, bf16;
+    df_dnnl_conv g;
+    dnnl_primitive_t prim;
+    // Reorders plain -> primitive for the two inputs, primitive -> plain for the output (NULL: same layout).
+    dnnl_primitive_t to0, to1, from;
+    dnnl_memory_desc_t plain0, plain1, plainOut, md0, md1, mdOut;
+    struct entry *next;
+} entry;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int state;                 // 0 not tried, 1 ready, -1 unavailable
+static dnnl_engine_t engine;
+static dnnl_stream_t stream;
+static entry *cache;
+static float *scratch[4];
+static size_t scratchBytes[4];
+static void (*setThreads)(int);   // libgomp's omp_set_num_threads (oneDNN's threads), if loaded
+
+static int ready_locked(void) {
+    if (state == 0) {
+        state = -1;
+        if (dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success) {
+            if (dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) == dnnl_success) state = 1;
+            else dnnl_engine_destroy(engine);
+        }
+        setThreads = (void (*)(int))dlsym(RTLD_DEFAULT, "omp_set_num_threads");
+    }
+    return state == 1;
+}
+
+int df_dnnl_available(void) {
+    pthread_mutex_lock(&lock);
+    int r = ready_locked();
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+const char *df_dnnl_isa(void) {
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_sse41: return "sse41";
+    default: return "other";
+    }
+}
+
+const char *df_dnnl_version(void) {
+    static char text[32];
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(text, sizeof text, "%d.%d.%d", v->major, v->minor, v->patch);
+    return text;
+}
+
+static int out_size(int in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
+
+static int same_shape(const df_dnnl_conv *a, const df_dnnl_conv *b) {
+    return a->n == b->n && a->c == b->c && a->h == b->h && a->w == b->w && a->o == b->o && a->k == b->k && a->s == b->s && a->p == b->p;
+}
+
+#define CHECK(x) do { dnnl_status_t st_ = (x); if (st_ != dnnl_success) { status = st_; goto fail; } } while (0)
+
+// A reorder between two layouts of the same tensor, or NULL when they are the same.
+static dnnl_status_t make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out) {
+    *out = NULL;
+    if (dnnl_memory_desc_equal(from, to)) return dnnl_success;
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t st = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, NULL);
+    if (st != dnnl_success) return st;
+    st = dnnl_primitive_create(out, pd);
+    dnnl_primitive_desc_destroy(pd);
+    return st;
+}
+
+static void destroy_entry(entry *e) {
+    if (e->prim) dnnl_primitive_destroy(e->prim);
+    if (e->to0) dnnl_primitive_destroy(e->to0);
+    if (e->to1) dnnl_primitive_destroy(e->to1);
+    if (e->from) dnnl_primitive_destroy(e->from);
+    free(e);
+}
+
+static dnnl_status_t build(entry *e) {
+    dnnl_status_t status = dnnl_success;
+    const df_dnnl_conv *g = &e->g;
+    dnnl_data_type_t dt = e->bf16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_dims_t src = {g->n, g->c, g->h, g->w}, wei = {g->o, g->c, g->k, g->k},
+                dst = {g->n, g->o, out_size(g->h, g->k, g->s, g->p), out_size(g->w, g->k, g->s, g->p)};
+    dnnl_dims_t strides = {g->s, g->s}, pad = {g->p, g->p};
+    dnnl_memory_desc_t srcAny, weiAny, dstAny, weiAnyF32, srcPlain, weiPlain, dstPlain;
+    dnnl_primitive_desc_t fwd = NULL, pd = NULL;
+    CHECK(dnnl_memory_desc_init_by_tag(&srcAny, 4, src, dt, dnnl_format_tag_any));
+    CHECK(dnnl_memory_desc_init_by_tag(&weiAny, 4, wei, dt, dnnl_format_tag_any));
+    CHECK(dnnl_memory_desc_init_by_tag(&dstAny, 4, dst, dt, dnnl_format_tag_any));
+    CHECK(dnnl_memory_desc_init_by_tag(&weiAnyF32, 4, wei, dnnl_f32, dnnl_format_tag_any));
+    CHECK(dnnl_memory_desc_init_by_tag(&srcPlain, 4, src, dnnl_f32, dnnl_nchw));
+    CHECK(dnnl_memory_desc_init_by_tag(&weiPlain, 4, wei, dnnl_f32, dnnl_oihw));
+    CHECK(dnnl_memory_desc_init_by_tag(&dstPlain, 4, dst, dnnl_f32, dnnl_nchw));
+    dnnl_convolution_desc_t fd;
+    CHECK(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &srcAny, &weiAny, NULL, &dstAny,
+                                             strides, pad, pad));
+    CHECK(dnnl_primitive_desc_create(&fwd, &fd, NULL, engine, NULL));
+    dnnl_query_t q0, q1, qOut;
+    if (e->pass == PASS_FORWARD) {
+        // Under bf16 the outputs and input gradients are bfloat16 (the Float32 sums rounded to
+        // nearest even), as an autocast convolution's; the weight gradient stays Float32.
+        pd = fwd; fwd = NULL;
+        q0 = dnnl_query_src_md; q1 = dnnl_query_weights_md; qOut = dnnl_query_dst_md;
+        e->plain0 = srcPlain; e->plain1 = weiPlain; e->plainOut = dstPlain;
+    } else if (e->pass == PASS_DATA) {
+        dnnl_convolution_desc_t bd;
+        CHECK(dnnl_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, &srcAny, &weiAny, &dstAny, strides, pad, pad));
+        CHECK(dnnl_primitive_desc_create(&pd, &bd, NULL, engine, fwd));
+        q0 = dnnl_query_diff_dst_md; q1 = dnnl_query_weights_md; qOut = dnnl_query_diff_src_md;
+        e->plain0 = dstPlain; e->plain1 = weiPlain; e->plainOut = srcPlain;
+    } else {
+        dnnl_convolution_desc_t wd;
+        CHECK(dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &srcAny, &weiAnyF32, NULL, &dstAny,
+                                                          strides, pad, pad));
+        CHECK(dnnl_primitive_desc_create(&pd, &wd, NULL, engine, fwd));
+        q0 = dnnl_query_src_md; q1 = dnnl_query_diff_dst_md; qOut = dnnl_query_diff_weights_md;
+        e->plain0 = srcPlain; e->plain1 = dstPlain; e->plainOut = weiPlain;
+    }
+    e->md0 = *dnnl_primitive_desc_query_md(pd, q0, 0);
+    e->md1 = *dnnl_primitive_desc_query_md(pd, q1, 0);
+    e->mdOut = *dnnl_primitive_desc_query_md(pd, qOut, 0);
+    CHECK(dnnl_primitive_create(&e->prim, pd));
+    CHECK(make_reorder(&e->plain0, &e->md0, &e->to0));
+    CHECK(make_reorder(&e->plain1, &e->md1, &e->to1));
+    CHECK(make_reorder(&e->mdOut, &e->plainOut, &e->from));
+fail:
+    if (fwd) dnnl_primitive_desc_destroy(fwd);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    return status;
+}
+
+static float *scratch_slot(int i, size_t bytes) {
+    if (scratchBytes[i] < bytes) {
+        free(scratch[i]);
+        size_t rounded = (bytes + 4095) & ~(size_t)4095;
+        scratch[i] = aligned_alloc(64, rounded);
+        scratchBytes[i] = scratch[i] ? rounded : 0;
+    }
+    return scratch[i];
+}
+
+static dnnl_status_t wrap(dnnl_memory_t *m, const dnnl_memory_desc_t *md, const void *p) {
+    return dnnl_memory_create(m, md, engine, (void *)p);
+}
+
+static dnnl_status_t reorder(dnnl_primitive_t r, dnnl_memory_t from, dnnl_memory_t to) {
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    return dnnl_primitive_execute(r, stream, 2, args);
+}
+
+static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const float *in0, const float *in1, float *out,
+               int accumulate) {
+    dnnl_status_t status = dnnl_success;
+    dnnl_memory_t u0 = NULL, u1 = NULL, uo = NULL, m0 = NULL, m1 = NULL, mo = NULL, tmp = NULL;
+    pthread_mutex_lock(&lock);
+    if (!ready_locked()) { pthread_mutex_unlock(&lock); return dnnl_runtime_error; }
+    entry *e = cache;
+    while (e && !(e->pass == pass && e->bf16 == bf16 && same_shape(&e->g, g))) e = e->next;
+    if (!e) {
+        e = calloc(1, sizeof *e);
+        if (!e) { pthread_mutex_unlock(&lock); return dnnl_out_of_memory; }
+        e->pass = pass; e->bf16 = bf16; e->g = *g;
+        status = build(e);
+        if (status != dnnl_success) { destroy_entry(e); pthread_mutex_unlock(&lock); return status; }
+        e->next = cache; cache = e;
+    }
+    if (setThreads) setThreads(threads < 1 ? 1 : threads);
+    CHECK(wrap(&u0, &e->plain0, in0));
+    CHECK(wrap(&u1, &e->plain1, in1));
+    CHECK(wrap(&uo, &e->plainOut, out));
+    if (e->to0) { CHECK(wrap(&m0, &e->md0, scratch_slot(0, dnnl_memory_desc_get_size(&e->md0)))); CHECK(reorder(e->to0, u0, m0)); }
+    if (e->to1) { CHECK(wrap(&m1, &e->md1, scratch_slot(1, dnnl_memory_desc_get_size(&e->md1)))); CHECK(reorder(e->to1, u1, m1)); }
+    // The result goes to the plain output directly when the layouts agree and nothing is added.
+    size_t outBytes = dnnl_memory_desc_get_size(&e->plainOut);
+    if (e->from || accumulate) CHECK(wrap(&mo, &e->mdOut, scratch_slot(2, dnnl_memory_desc_get_size(&e->mdOut))));
+    {
+        dnnl_memory_t a0 = m0 ? m0 : u0, a1 = m1 ? m1 : u1, ao = mo ? mo : uo;
+        int k0, k1, kOut;
+        if (pass == PASS_FORWARD) { k0 = DNNL_ARG_SRC; k1 = DNNL_ARG_WEIGHTS; kOut = DNNL_ARG_DST; }
+        else if (pass == PASS_DATA) { k0 = DNNL_ARG_DIFF_DST; k1 = DNNL_ARG_WEIGHTS; kOut = DNNL_ARG_DIFF_SRC; }
+        else { k0 = DNNL_ARG_SRC; k1 = DNNL_ARG_DIFF_DST; kOut = DNNL_ARG_DIFF_WEIGHTS; }
+        dnnl_exec_arg_t args[3] = {{k0, a0}, {k1, a1}, {kOut, ao}};
+        CHECK(dnnl_primitive_execute(e->prim, stream, 3, args));
+    }
+    float *sum = NULL;
+    if (e->from) {
+        if (accumulate) {
+            sum = scratch_slot(3, outBytes);
+            CHECK(wrap(&tmp, &e->plainOut, sum));
+            CHECK(reorder(e->from, mo, tmp));
+        } else {
+            CHECK(reorder(e->from, mo, uo));
+        }
+    } else if (accumulate) {
+        sum = scratch[2];
+    }
+    CHECK(dnnl_stream_wait(stream));
+    if (sum) {
+        size_t count = outBytes / sizeof(float);
+        for (size_t i = 0; i < count; i++) out[i] += sum[i];
+    }
+fail:
+    if (u0) dnnl_memory_destroy(u0);
+    if (u1) dnnl_memory_destroy(u1);
+    if (uo) dnnl_memory_destroy(uo);
+    if (m0) dnnl_memory_destroy(m0);
+    if (m1) dnnl_memory_destroy(m1);
+    if (mo) dnnl_memory_destroy(mo);
+    if (tmp) dnnl_memory_destroy(tmp);
+    pthread_mutex_unlock(&lock);
+    return status;
+}
+
+int df_dnnl_conv_forward(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y) {
+    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0);
+}
+
+int df_dnnl_conv_backward_data(const df_dnnl_conv *g, int bf16, int threads, const float *w, const float *gy, float *gx,
+                               int accumulate) {
+    return run(PASS_DATA, g, bf16, threads, gy, w, gx, accumulate);
+}
+
+int df_dnnl_conv_backward_weights(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *gy, float *gw) {
+    return run(PASS_WEIGHTS, g, bf16, threads, x, gy, gw, 0);
+}
+
+void df_dnnl_release(void) {
+    pthread_mutex_lock(&lock);
+    while (cache) { entry *next = cache->next; destroy_entry(cache); cache = next; }
+    for (int i = 0; i < 4; i++) { free(scratch[i]); scratch[i] = NULL; scratchBytes[i] = 0; }
+    pthread_mutex_unlock(&lock);
+}

@@ -1,0 +1,34 @@
+// Convolutions on oneDNN (Debian's libdnnl): the three passes of a 2-D convolution on Float32
+// tensors in plain layouts (NCHW activations, OIHW weights), with Float32 or bfloat16 operands.
+// Inside, oneDNN picks its own blocked layouts and its best kernels for the CPU (AMX tiles where the
+// CPU has them, else AVX512_BF16 / AVX-512 JIT code); the plain tensors are reordered to and from
+// them on every call. Primitives are created once per shape and cached; calls are serialised (the
+// library's scratch memory is shared). Every function returns 0 on success, else a dnnl_status_t.
+#ifndef CDNNL_H
+#define CDNNL_H
+#include <stddef.h>
+
+typedef struct {
+    int n, c, h, w;   // input
+    int o, k, s, p;   // output channels, square kernel, stride, padding
+} df_dnnl_conv;
+
+// 1 when oneDNN runs here (the engine could be created).
+int df_dnnl_available(void);
+// oneDNN's ISA name for this CPU ("avx512_core_amx", "avx512_core_bf16", ...).
+const char *df_dnnl_isa(void);
+// Library version, e.g. "2.6.3".
+const char *df_dnnl_version(void);
+
+// y [n,o,oh,ow] = conv(x, w). Under bf16, x and w are rounded to bfloat16 (nearest even), the
+// products accumulate in Float32 and y holds the bfloat16-rounded outputs.
+int df_dnnl_conv_forward(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y);
+// gx [n,c,h,w] (+= when accumulate) = the input gradient of gy [n,o,oh,ow] through w.
+int df_dnnl_conv_backward_data(const df_dnnl_conv *g, int bf16, int threads, const float *w, const float *gy, float *gx,
+                               int accumulate);
+// gw [o,c,k,k] = the weight gradient (assigned) of gy through x, accumulated in Float32.
+int df_dnnl_conv_backward_weights(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *gy, float *gw);
+// Frees the cached primitives and scratch memory.
+void df_dnnl_release(void);
+
+#endif

@@ -1,0 +1,53 @@
+import CDNNL
+
+/// Convolutions on oneDNN (`CDNNL`): its primitives pick blocked layouts and the CPU's best
+/// kernels (AMX tiles for bfloat16 where the CPU has them, else AVX512_BF16 or AVX-512 JIT code).
+/// Used for the bfloat16 autocast convolutions by default where the CPU has AVX512_BF16
+/// (`ComputeContext.bf16OnOneDNN`), and for every convolution with `ComputeContext.gemm = .onednn`.
+/// A call that oneDNN refuses falls back to the packed GEMM.
+public enum OneDNN {
+    /// Whether oneDNN's CPU engine runs here.
+    public static let available = df_dnnl_available() != 0
+
+    /// oneDNN's instruction set on this CPU (e.g. "avx512_core_amx").
+    public static var isa: String { String(cString: df_dnnl_isa()) }
+
+    /// The library's version.
+    public static var version: String { String(cString: df_dnnl_version()) }
+
+    /// Whether `ctx` runs its convolutions (Float32 or, with `bf16`, bfloat16 operands) on oneDNN.
+    static func handles(_ ctx: ComputeContext, bf16: Bool) -> Bool {
+        guard available, !Parallel.isWorker else { return false }
+        switch ctx.gemm {
+        case .onednn: return true
+        case .packed: return bf16 && ctx.bf16OnOneDNN && ctx.kernels.nativeBF16
+        case .openblas: return false
+        }
+    }
+
+    static func shape(_ g: ConvGeometry) -> df_dnnl_conv {
+        df_dnnl_conv(n: Int32(g.n), c: Int32(g.c), h: Int32(g.h), w: Int32(g.w), o: Int32(g.o), k: Int32(g.k), s: Int32(g.s), p: Int32(g.p))
+    }
+
+    static func forward(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                        y: UnsafeMutablePointer<Float>, bf16: Bool) -> Bool {
+        var s = shape(g)
+        return df_dnnl_conv_forward(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, w, y) == 0
+    }
+
+    static func inputGrad(_ ctx: ComputeContext, _ g: ConvGeometry, w: UnsafePointer<Float>, gy: UnsafePointer<Float>,
+                          gx: UnsafeMutablePointer<Float>, accumulate: Bool, bf16: Bool) -> Bool {
+        var s = shape(g)
+        return df_dnnl_conv_backward_data(&s, bf16 ? 1 : 0, Int32(ctx.threads), w, gy, gx, accumulate ? 1 : 0) == 0
+    }
+
+    /// gw = the weight gradient (assigned, Float32 sums).
+    static func weightGrad(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, gy: UnsafePointer<Float>,
+                           gw: UnsafeMutablePointer<Float>, bf16: Bool) -> Bool {
+        var s = shape(g)
+        return df_dnnl_conv_backward_weights(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, gy, gw) == 0
+    }
+
+    /// Frees oneDNN's cached primitives and scratch memory.
+    public static func release() { df_dnnl_release() }
+}

@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+import _TestSupport
+@testable import TensorCore
+
+/// The convolutions on oneDNN (`ComputeContext.gemm = .onednn`, and the bfloat16 autocast
+/// convolutions) against the direct-loop reference: Float32 within 1e-5 of the largest value;
+/// bfloat16 against the reference on bfloat16-rounded operands, its result rounded to bfloat16,
+/// within one bfloat16 unit in the last place of each value plus 1e-5 of the largest (oneDNN sums
+/// the exact products in its own order, then rounds).
+@Suite(.serialized) struct OneDNNConvTests {
+    static let geometries = ConvKernelTests.geometries + [ConvGeometry(n: 2, c: 32, h: 12, w: 12, o: 48, k: 3, s: 1, p: 1),
+                                                          ConvGeometry(n: 3, c: 64, h: 10, w: 10, o: 32, k: 1, s: 1, p: 0)]
+
+    static func random(_ n: Int, seed: UInt64) -> [Float] {
+        var rng = RandomState(seed: seed)
+        return (0..<n).map { _ in rng.uniform(-1, 1) }
+    }
+
+    static func bf16(_ v: [Float]) -> [Float] {
+        var r = v
+        r.withUnsafeMutableBufferPointer { Kernels.portable.table.pointee.round_bf16($0.baseAddress!, $0.count) }
+        return r
+    }
+
+    /// Largest |a - b| in units of (one bfloat16 ulp of b + 1e-5 of max |b|); <= 1 passes.
+    static func bf16Error(_ a: [Float], _ b: [Float]) -> Double {
+        let scale = Double(b.map(abs).max() ?? 0)
+        var worst = 0.0
+        for (x, y) in zip(a, b) {
+            let m = Double(abs(y))
+            let ulp = m == 0 ? 0 : pow(2, floor(log2(m)) - 7)
+            worst = max(worst, Double(abs(x - y)) / (ulp + 1e-5 * scale + 1e-30))
+        }
+        return worst
+    }
+
+    @Test(arguments: 0..<geometries.count, [false, true])
+    func passesMatchTheReference(_ gi: Int, bf16: Bool) throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        let g = OneDNNConvTests.geometries[gi]
+        let x = OneDNNConvTests.random(g.n * g.c * g.h * g.w, seed: 11), w = OneDNNConvTests.random(g.o * g.kdim, seed: 12)
+        let gy = OneDNNConvTests.random(g.n * g.o * g.pixels, seed: 13)
+        let ctx = ComputeContext(threads: 2)
+        ctx.gemm = .onednn
+        ctx.precision = bf16 ? .bf16 : .fp32
+        var y = [Float](repeating: .nan, count: gy.count), gw = [Float](repeating: 0, count: w.count)
+        var gx = [Float](repeating: .nan, count: x.count)
+        var gxAcc = OneDNNConvTests.random(x.count, seed: 14)
+        let before = gxAcc
+        ctx.run {
+            Tensor.convForward(g, x: x, w: w, y: &y)
+            Tensor.convWeightGrad(g, x: x, gy: gy, gw: &gw)
+            gx = [Float](repeating: 0, count: x.count)
+            Tensor.convInputGrad(g, w: w, gy: gy, gx: &gx, fresh: false)
+            Tensor.convInputGrad(g, w: w, gy: gy, gx: &gxAcc, fresh: false)
+        }
+        // The accumulating input gradient adds the same values.
+        #expect(maxMixedError(zip(gxAcc, before).map { $0 - $1 }, gx) < 1e-5)
+        if bf16 {
+            let (xr, wr, gyr) = (OneDNNConvTests.bf16(x), OneDNNConvTests.bf16(w), OneDNNConvTests.bf16(gy))
+            let ref = OneDNNConvTests.bf16(Tensor.conv2dNaive(g, x: xr, w: wr, bias: nil))
+            let (dx, dw) = Tensor.conv2dNaiveGrads(g, x: xr, w: wr, gy: gyr)
+            let errors = [OneDNNConvTests.bf16Error(y, ref), OneDNNConvTests.bf16Error(gx, OneDNNConvTests.bf16(dx)),
+                          OneDNNConvTests.bf16Error(gw, OneDNNConvTests.bf16(dw))]
+            print("oneDNN bf16 \(g.n)x\(g.c)x\(g.h)x\(g.w) o\(g.o) k\(g.k) s\(g.s) (\(OneDNN.isa)): forward, input and weight gradient " +
+                  "within \(errors.map { String(format: "%.2f", $0) }.joined(separator: ", ")) of the bound")
+            for (e, pass) in zip(errors, ["forward", "input gradient", "weight gradient"]) { #expect(e <= 1, "\(pass) \(g)") }
+        } else {
+            let ref = Tensor.conv2dNaive(g, x: x, w: w, bias: nil)
+            let (dx, dw) = Tensor.conv2dNaiveGrads(g, x: x, w: w, gy: gy)
+            #expect(maxMixedError(y, ref) < 1e-5, "forward \(g)")
+            #expect(maxMixedError(gx, dx) < 1e-5, "input gradient \(g)")
+            #expect(maxMixedError(gw, dw) < 1e-5, "weight gradient \(g)")
+        }
+    }
+
+    /// The bfloat16 autocast convolutions take oneDNN by default only where the CPU has AVX512_BF16
+    /// and the kernels are native; portable kernels keep the packed twin.
+    @Test func routing() {
+        let ctx = ComputeContext(threads: 1)
+        #expect(OneDNN.handles(ctx, bf16: false) == false)
+        #expect(OneDNN.handles(ctx, bf16: true) == (OneDNN.available && Kernels.cpuHasBF16))
+        ctx.kernels = .portable
+        #expect(OneDNN.handles(ctx, bf16: true) == false)
+        ctx.gemm = .openblas
+        #expect(OneDNN.handles(ctx, bf16: false) == false)
+        ctx.gemm = .onednn
+        #expect(OneDNN.handles(ctx, bf16: false) == OneDNN.available)
+    }
+}

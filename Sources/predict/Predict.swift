@@ -53,6 +53,8 @@ struct Predict: ParsableCommand {
     @Option(help: "Run name (NAME, NAME2, … unless --exist-ok).") var name = "predict"
     @Flag(help: "Reuse PROJECT/NAME if it exists.") var existOk = false
     @Option(help: "Compute threads (default: all cores).") var threads: Int?
+    @Option(help: "Convolutions: onednn (oneDNN's primitives; the default where libdnnl runs) or packed (the project's GEMM, as training uses).")
+    var gemm: String?
 
     func validate() throws {
         guard (0...1).contains(conf) else { throw ValidationError("--conf \(conf): expected a confidence in 0...1") }
@@ -94,6 +96,14 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         if let threads { ComputeContext.current.threads = threads }
+        switch gemm {
+        case nil: if OneDNN.available { ComputeContext.current.gemm = .onednn }
+        case "onednn"?:
+            guard OneDNN.available else { throw ValidationError("--gemm onednn: oneDNN (libdnnl) does not run here; use --gemm packed") }
+            ComputeContext.current.gemm = .onednn
+        case "packed"?: ComputeContext.current.gemm = .packed
+        case let other?: throw ValidationError("--gemm must be onednn or packed, got \(other)")
+        }
         guard let mergeMode = DetectionMerge(rawValue: merge) else { throw ValidationError("--merge must be nms or wbf, got \(merge)") }
         do {
             let loaded = try ModelFiles.load(weights: weights, cfg: cfg)

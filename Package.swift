@@ -35,11 +35,12 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("png"), .linkedLibrary("jpeg")]),
         // Open MPI, loaded at run time (dlopen) only under mpirun: no link-time dependency.
         .target(name: "CMPI", linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "CVideo", cSettings: cOptimised,
-                linkerSettings: [.linkedLibrary("avformat"), .linkedLibrary("avcodec"), .linkedLibrary("swscale"), .linkedLibrary("avutil")]),
+        // FFmpeg (paired video in predict), opened at run time on the first video.
+        .target(name: "CVideo", cSettings: cOptimised, linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread")]),
 
-        // oneDNN's convolution primitives (Debian's libdnnl-dev): the bfloat16 autocast convolutions.
-        .target(name: "CDNNL", cSettings: cOptimised, linkerSettings: [.linkedLibrary("dnnl"), .linkedLibrary("dl")]),
+        // oneDNN's convolution primitives (Debian's libdnnl-dev; opened at run time): the bfloat16
+        // autocast convolutions and predict's.
+        .target(name: "CDNNL", cSettings: cOptimised, linkerSettings: [.linkedLibrary("dl")]),
 
         // MARK: - Tensor + autodiff core
         .target(name: "TensorCore", dependencies: ["CBLAS", "CKernels", "CDNNL"]),

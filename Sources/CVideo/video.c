@@ -5,9 +5,105 @@
 #include <libavutil/imgutils.h>
 #include <libavutil/opt.h>
 #include <libswscale/swscale.h>
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+// FFmpeg's libraries are opened at run time, on the first video opened or created: the tools start
+// where they are absent, and their dependencies (libsoxr brings libgomp) stay out of every process
+// that never touches video. OMP_WAIT_POLICY is set to passive first unless the user set it, as the
+// oneDNN loader does, so whichever loads libgomp first gives it sleeping threads.
+#define LIB_AVUTIL "libavutil.so." AV_STRINGIFY(LIBAVUTIL_VERSION_MAJOR)
+#define LIB_AVCODEC "libavcodec.so." AV_STRINGIFY(LIBAVCODEC_VERSION_MAJOR)
+#define LIB_AVFORMAT "libavformat.so." AV_STRINGIFY(LIBAVFORMAT_VERSION_MAJOR)
+#define LIB_SWSCALE "libswscale.so." AV_STRINGIFY(LIBSWSCALE_VERSION_MAJOR)
+#define FFMPEG_FUNCTIONS(X) \
+    X(0, av_d2q) X(0, av_frame_alloc) X(0, av_frame_free) X(0, av_frame_get_buffer) X(0, av_frame_make_writable) \
+    X(0, av_frame_unref) X(0, av_log_set_level) X(0, av_opt_set) X(0, av_strerror) \
+    X(1, av_packet_alloc) X(1, av_packet_free) X(1, av_packet_rescale_ts) X(1, av_packet_unref) X(1, avcodec_alloc_context3) \
+    X(1, avcodec_find_encoder) X(1, avcodec_find_encoder_by_name) X(1, avcodec_free_context) X(1, avcodec_open2) \
+    X(1, avcodec_parameters_from_context) X(1, avcodec_parameters_to_context) X(1, avcodec_receive_frame) \
+    X(1, avcodec_receive_packet) X(1, avcodec_send_frame) X(1, avcodec_send_packet) \
+    X(2, av_find_best_stream) X(2, av_guess_frame_rate) X(2, av_interleaved_write_frame) X(2, av_read_frame) \
+    X(2, av_write_trailer) X(2, avformat_alloc_output_context2) X(2, avformat_close_input) X(2, avformat_find_stream_info) \
+    X(2, avformat_free_context) X(2, avformat_new_stream) X(2, avformat_open_input) X(2, avformat_write_header) \
+    X(2, avio_closep) X(2, avio_open) \
+    X(3, sws_freeContext) X(3, sws_getCachedContext) X(3, sws_getContext) X(3, sws_scale)
+
+#define DECLARE(lib, f) static __typeof__(f) *p_##f;
+FFMPEG_FUNCTIONS(DECLARE)
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static char missing[256];   // empty when every library and function was found
+
+static void load(void) {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+    const char *names[4] = {LIB_AVUTIL, LIB_AVCODEC, LIB_AVFORMAT, LIB_SWSCALE};
+    void *libs[4];
+    for (int i = 0; i < 4; i++) {
+        if (!(libs[i] = dlopen(names[i], RTLD_NOW | RTLD_LOCAL))) {
+            snprintf(missing, sizeof missing, "FFmpeg's %s is not installed (apt-get install libavformat-dev libavcodec-dev libswscale-dev)",
+                     names[i]);
+            return;
+        }
+    }
+#define LOAD(lib, f) \
+    if (!missing[0] && !(p_##f = (__typeof__(f) *)dlsym(libs[lib], #f))) snprintf(missing, sizeof missing, "%s lacks %s", names[lib], #f);
+    FFMPEG_FUNCTIONS(LOAD)
+}
+
+// 1 when FFmpeg is ready, else the reason in err.
+static int ready(char *err, size_t len) {
+    pthread_once(&once, load);
+    if (missing[0] && err && len) snprintf(err, len, "%s", missing);
+    return !missing[0];
+}
+
+// From here on the names mean the loaded functions.
+#define av_d2q p_av_d2q
+#define av_frame_alloc p_av_frame_alloc
+#define av_frame_free p_av_frame_free
+#define av_frame_get_buffer p_av_frame_get_buffer
+#define av_frame_make_writable p_av_frame_make_writable
+#define av_frame_unref p_av_frame_unref
+#define av_log_set_level p_av_log_set_level
+#define av_opt_set p_av_opt_set
+#define av_strerror p_av_strerror
+#define av_packet_alloc p_av_packet_alloc
+#define av_packet_free p_av_packet_free
+#define av_packet_rescale_ts p_av_packet_rescale_ts
+#define av_packet_unref p_av_packet_unref
+#define avcodec_alloc_context3 p_avcodec_alloc_context3
+#define avcodec_find_encoder p_avcodec_find_encoder
+#define avcodec_find_encoder_by_name p_avcodec_find_encoder_by_name
+#define avcodec_free_context p_avcodec_free_context
+#define avcodec_open2 p_avcodec_open2
+#define avcodec_parameters_from_context p_avcodec_parameters_from_context
+#define avcodec_parameters_to_context p_avcodec_parameters_to_context
+#define avcodec_receive_frame p_avcodec_receive_frame
+#define avcodec_receive_packet p_avcodec_receive_packet
+#define avcodec_send_frame p_avcodec_send_frame
+#define avcodec_send_packet p_avcodec_send_packet
+#define av_find_best_stream p_av_find_best_stream
+#define av_guess_frame_rate p_av_guess_frame_rate
+#define av_interleaved_write_frame p_av_interleaved_write_frame
+#define av_read_frame p_av_read_frame
+#define av_write_trailer p_av_write_trailer
+#define avformat_alloc_output_context2 p_avformat_alloc_output_context2
+#define avformat_close_input p_avformat_close_input
+#define avformat_find_stream_info p_avformat_find_stream_info
+#define avformat_free_context p_avformat_free_context
+#define avformat_new_stream p_avformat_new_stream
+#define avformat_open_input p_avformat_open_input
+#define avformat_write_header p_avformat_write_header
+#define avio_closep p_avio_closep
+#define avio_open p_avio_open
+#define sws_freeContext p_sws_freeContext
+#define sws_getCachedContext p_sws_getCachedContext
+#define sws_getContext p_sws_getContext
+#define sws_scale p_sws_scale
 
 static void say(char *err, size_t len, const char *what, int code) {
     if (!err || len == 0) return;
@@ -31,6 +127,7 @@ struct dv_reader {
 static void quiet(void) { av_log_set_level(AV_LOG_ERROR); }
 
 dv_reader *dv_open(const char *path, char *err, size_t errlen) {
+    if (!ready(err, errlen)) return NULL;
     quiet();
     dv_reader *r = calloc(1, sizeof *r);
     if (!r) { say(err, errlen, "out of memory", 0); return NULL; }
@@ -143,6 +240,7 @@ static int drain(dv_writer *w, char *err, size_t errlen) {
 }
 
 dv_writer *dv_create(const char *path, int width, int height, double fps, char *err, size_t errlen) {
+    if (!ready(err, errlen)) return NULL;
     quiet();
     dv_writer *w = calloc(1, sizeof *w);
     if (!w) { say(err, errlen, "out of memory", 0); return NULL; }

@@ -4,7 +4,8 @@ import CDNNL
 /// kernels (AMX tiles for bfloat16 where the CPU has them, else AVX512_BF16 or AVX-512 JIT code).
 /// Used for the bfloat16 autocast convolutions by default where the CPU has AVX512_BF16
 /// (`ComputeContext.bf16OnOneDNN`), and for every convolution with `ComputeContext.gemm = .onednn`.
-/// A call that oneDNN refuses falls back to the packed GEMM.
+/// A call that oneDNN refuses falls back to the packed GEMM. The library (and its OpenMP runtime) is
+/// opened at run time on first use, so processes that never need it do not load it.
 public enum OneDNN {
     /// Whether oneDNN's CPU engine runs here.
     public static let available = df_dnnl_available() != 0
@@ -17,10 +18,11 @@ public enum OneDNN {
 
     /// Whether `ctx` runs its convolutions (Float32 or, with `bf16`, bfloat16 operands) on oneDNN.
     static func handles(_ ctx: ComputeContext, bf16: Bool) -> Bool {
-        guard available, !Parallel.isWorker else { return false }
+        // `available` last: the library is opened on the first convolution that would use it.
+        guard !Parallel.isWorker else { return false }
         switch ctx.gemm {
-        case .onednn: return true
-        case .packed: return bf16 && ctx.bf16OnOneDNN && ctx.kernels.nativeBF16
+        case .onednn: return available
+        case .packed: return bf16 && ctx.bf16OnOneDNN && ctx.kernels.nativeBF16 && available
         case .openblas: return false
         }
     }

@@ -24,7 +24,7 @@ MAPS=(-Xcc -fmodule-map-file=$B/CKernels.build/module.modulemap -Xcc -fmodule-ma
       -Xcc -fmodule-map-file=Sources/CBLAS/module.modulemap -Xcc -fmodule-map-file=.build/checkouts/Yams/Sources/CYaml/include/module.modulemap
       -Xcc -I -Xcc Sources/CKernels/include -Xcc -I -Xcc Sources/CImageIO/include -Xcc -I -Xcc Sources/CVideo/include -Xcc -I -Xcc Sources/CMPI/include -Xcc -I -Xcc Sources/CDNNL/include -Xcc -I -Xcc /usr/include/x86_64-linux-gnu/openblas-pthread)
 objs() { for m in "$@"; do find "$B/$m.build" -name '*.o' ! -name '*Tests*'; done; }
-LIBS=(-lopenblas -lpng -ljpeg -lavformat -lavcodec -lswscale -lavutil -ldnnl -ldl)
+LIBS=(-lopenblas -lpng -ljpeg -ldl)
 
 # swift_target NAME MODULE-UNDER-TEST HARNESS PREBUILT-MODULES...
 swift_target() {

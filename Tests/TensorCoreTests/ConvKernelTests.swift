@@ -136,7 +136,7 @@ import _TestSupport
             }
         }
         let whole = run(x, up, context: ComputeContext(threads: 1))
-        let meeting = Rendezvous(parties: 2)
+        let meeting = InProcessSum(parties: 2)
         // What the two replica threads share (each reads its own inputs and writes its own slot).
         final class Replicas: @unchecked Sendable {
             var inputs: [(Tensor, Tensor, ComputeContext)] = []
@@ -182,30 +182,3 @@ import _TestSupport
     }
 }
 
-/// An in-process all-reduce for tests: each of `parties` threads hands in its values and gets the
-/// sum back (added in rank order, so every party gets the same bits).
-final class Rendezvous: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var parts: [[Double]]
-    private var arrived = 0, generation = 0
-    private var result: [Double] = []
-
-    init(parties: Int) { parts = Array(repeating: [], count: parties) }
-
-    func sum(rank: Int, _ values: UnsafeMutablePointer<Double>, _ count: Int) {
-        condition.lock()
-        defer { condition.unlock() }
-        let mine = generation
-        parts[rank] = Array(UnsafeBufferPointer(start: values, count: count))
-        arrived += 1
-        if arrived == parts.count {
-            result = parts.dropFirst().reduce(parts[0]) { zip($0, $1).map(+) }
-            arrived = 0
-            generation += 1
-            condition.broadcast()
-        } else {
-            while generation == mine { condition.wait() }
-        }
-        for i in 0..<count { values[i] = result[i] }
-    }
-}

@@ -53,3 +53,24 @@ public enum OneDNN {
     /// Frees oneDNN's cached primitives and scratch memory.
     public static func release() { df_dnnl_release() }
 }
+
+extension GemmBackend {
+    /// The tools' default: oneDNN's convolutions where libdnnl runs, else the packed GEMM.
+    public static var toolDefault: GemmBackend { OneDNN.available ? .onednn : .packed }
+
+    /// The value of a tool's `--gemm` flag: `onednn` (only where libdnnl runs) or `packed`.
+    public init(flag: String) throws {
+        switch flag {
+        case "onednn":
+            guard OneDNN.available else { throw GemmFlagError(description: "--gemm onednn: oneDNN (libdnnl.so.2) does not run here; use --gemm packed") }
+            self = .onednn
+        case "packed": self = .packed
+        default: throw GemmFlagError(description: "--gemm must be onednn or packed, got \(flag)")
+        }
+    }
+}
+
+/// A `--gemm` value that cannot be used here.
+public struct GemmFlagError: Error, CustomStringConvertible {
+    public let description: String
+}

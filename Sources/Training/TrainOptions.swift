@@ -1,4 +1,5 @@
 import Foundation
+import TensorCore
 
 /// Errors that stop a training run; each says what to do.
 public enum TrainingError: Error, CustomStringConvertible {
@@ -36,6 +37,8 @@ public struct TrainOptions: Sendable {
     /// IR channels overriding the data YAML (1 or 3).
     public var irChannels: Int?
     public var threads: Int?
+    /// The convolutions' backend: nil picks oneDNN where libdnnl runs, else the packed GEMM.
+    public var gemm: GemmBackend?
     public var allowResizeIR = false
     public var hyp = Hyperparameters()
     /// Hyper-parameter keys the user set (flags or --hyp file): auto honours an explicit lr0 or

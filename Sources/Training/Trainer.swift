@@ -76,6 +76,10 @@ public final class Trainer {
         self.progress = Progress(enabled: options.verbose && group.isRoot)
         if let t = options.threads { ComputeContext.current.threads = t }
         else if group.isDistributed { ComputeContext.current.threads = group.defaultThreads }
+        if options.gemm == .onednn && !OneDNN.available {
+            throw TrainingError.invalid("--gemm onednn: oneDNN (libdnnl.so.2) does not run here; use --gemm packed")
+        }
+        ComputeContext.current.gemm = options.gemm ?? .toolDefault
         guard hyp.batch % group.size == 0 else {
             let lower = max(group.size, hyp.batch / group.size * group.size)
             throw TrainingError.invalid("--batch \(hyp.batch) is the global batch and must split evenly over the \(group.size) ranks " +
@@ -85,10 +89,10 @@ public final class Trainer {
         let ctx = ComputeContext.current
         if group.isDistributed {
             log("world size \(group.size) (\(group.backend)), rank \(group.rank): global batch \(hyp.batch), \(localBatch) per rank; " +
-                "\(ctx.threads) thread\(ctx.threads == 1 ? "" : "s") per rank, kernels \(ctx.kernels); BatchNorm statistics " +
+                "\(ctx.threads) thread\(ctx.threads == 1 ? "" : "s") per rank, kernels \(ctx.kernels), \(Trainer.convolutions(ctx)); BatchNorm statistics " +
                 (options.syncBN ? "of the global batch (--sync-bn)" : "per rank"))
         } else {
-            log("single process: batch \(hyp.batch), \(ctx.threads) thread\(ctx.threads == 1 ? "" : "s"), kernels \(ctx.kernels)")
+            log("single process: batch \(hyp.batch), \(ctx.threads) thread\(ctx.threads == 1 ? "" : "s"), kernels \(ctx.kernels), \(Trainer.convolutions(ctx))")
             if options.syncBN { log("note: --sync-bn has no effect in a single process (its batch statistics are the global batch's)") }
         }
 
@@ -235,14 +239,23 @@ public final class Trainer {
         let extendTo = opts.explicitHyp.contains("epochs") ? opts.hyp.epochs : 0
         options.hyp = h
         let ignoredHyp = opts.explicitHyp.subtracting(["epochs"]).sorted().map { Hyperparameters.field($0)?.flag ?? "--" + $0 }
-        let ignoredOptions = opts.explicitOptions.subtracting(["threads", "resume"]).sorted().map { "--" + $0 }
+        let ignoredOptions = opts.explicitOptions.subtracting(["threads", "gemm", "resume"]).sorted().map { "--" + $0 }
         let ignored = ignoredOptions + ignoredHyp
         if !ignored.isEmpty {
             log("note: --resume continues the run with its own settings; ignored: \(ignored.joined(separator: ", ")) " +
-                "(only --epochs, to extend the run, and --threads apply)")
+                "(only --epochs, to extend the run, --threads and --gemm apply)")
         }
         let savedState = meta["state"].flatMap { $0.data(using: .utf8) }.flatMap { try? JSONDecoder().decode(TrainState.self, from: $0) }
         return (options, p, lock, extendTo, savedState)
+    }
+
+    /// Where the convolutions run, for the header line.
+    static func convolutions(_ ctx: ComputeContext) -> String {
+        switch ctx.gemm {
+        case .onednn: return "convolutions on oneDNN \(OneDNN.version) (\(OneDNN.isa))"
+        case .packed: return "convolutions on the packed GEMM"
+        case .openblas: return "convolutions on OpenBLAS sgemm"
+        }
     }
 
     struct DataSets {
@@ -426,7 +439,7 @@ public final class Trainer {
         var text = "# train_dual run arguments (hyper-parameters resolved: file, then flags)\n"
         text += "data: \(options.data)\ncfg: \(options.cfg)\nweights: \(options.weights ?? "null")\nproject: \(options.project)\n"
         text += "name: \(URL(fileURLWithPath: paths.root).lastPathComponent)\nir_channels: \(model.streams.first { $0.name == "ir" }?.channels ?? 0)\n"
-        text += "world_size: \(group.size)\nsync_bn: \(options.syncBN && group.isDistributed)\nthreads: \(Parallel.threads)\nkernels: \(ComputeContext.current.kernels)\naccumulate_resolved: \(targetAccumulate)\n"
+        text += "world_size: \(group.size)\nsync_bn: \(options.syncBN && group.isDistributed)\nthreads: \(Parallel.threads)\nkernels: \(ComputeContext.current.kernels)\ngemm: \(ComputeContext.current.gemm.rawValue)\naccumulate_resolved: \(targetAccumulate)\n"
         text += "optimizer_resolved: \(optimizer.kind.rawValue)\nlr0_resolved: \(lr0)\nmomentum_resolved: \(hyp.momentum)\n"
         text += hyp.yaml()
         do { try AtomicFile.write(Data(text.utf8), to: paths.args) } catch {

@@ -96,14 +96,8 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         if let threads { ComputeContext.current.threads = threads }
-        switch gemm {
-        case nil: if OneDNN.available { ComputeContext.current.gemm = .onednn }
-        case "onednn"?:
-            guard OneDNN.available else { throw ValidationError("--gemm onednn: oneDNN (libdnnl) does not run here; use --gemm packed") }
-            ComputeContext.current.gemm = .onednn
-        case "packed"?: ComputeContext.current.gemm = .packed
-        case let other?: throw ValidationError("--gemm must be onednn or packed, got \(other)")
-        }
+        do { ComputeContext.current.gemm = try gemm.map { try GemmBackend(flag: $0) } ?? .toolDefault }
+        catch { throw ValidationError("\(error)") }
         guard let mergeMode = DetectionMerge(rawValue: merge) else { throw ValidationError("--merge must be nms or wbf, got \(merge)") }
         do {
             let loaded = try ModelFiles.load(weights: weights, cfg: cfg)

@@ -43,6 +43,8 @@ struct TrainDual: ParsableCommand {
     @Flag(help: "Reuse PROJECT/NAME if it exists.") var existOk = false
     @Option(help: "IR channels (1 or 3); default: the data YAML's ir_channels.") var irChannels: Int?
     @Option(help: "Threads for compute (default: all cores; under mpirun, the cores shared by the ranks on the machine).") var threads: Int?
+    @Option(help: "Convolutions: onednn (oneDNN's primitives; the default where libdnnl runs) or packed (the project's GEMM, the default elsewhere).")
+    var gemm: String?
     @Flag(help: "Print the model summary and exit.") var summary = false
     @Flag(help: "Resize IR images whose size differs from their RGB partner (default: such pairs are errors).") var allowResizeIr = false
     @Flag(help: "Start even when the estimated memory exceeds what is available.") var force = false
@@ -130,6 +132,7 @@ struct TrainDual: ParsableCommand {
         o.resume = TrainDual.resumeArgument
         o.irChannels = irChannels
         o.threads = threads
+        do { o.gemm = try gemm.map { try GemmBackend(flag: $0) } } catch { throw ValidationError("\(error)") }
         o.allowResizeIR = allowResizeIr
         o.force = force
         o.allowPartial = allowPartial
@@ -140,7 +143,7 @@ struct TrainDual: ParsableCommand {
         o.debugStepDump = debugDumpStep
         let named: [(String, Bool)] = [("data", data != nil), ("cfg", cfg != nil), ("hyp", hyp != nil), ("weights", weights != nil),
                                        ("name", name != nil), ("project", project != nil), ("exist-ok", existOk),
-                                       ("ir-channels", irChannels != nil), ("threads", threads != nil), ("allow-resize-ir", allowResizeIr),
+                                       ("ir-channels", irChannels != nil), ("threads", threads != nil), ("gemm", gemm != nil), ("allow-resize-ir", allowResizeIr),
                                        ("force", force), ("allow-partial", allowPartial)]
         o.explicitOptions = Set(named.filter(\.1).map(\.0))
         let nanAt = try debugNanAt.map(TrainDual.parseIterations)

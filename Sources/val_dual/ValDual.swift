@@ -31,6 +31,8 @@ struct ValDual: ParsableCommand {
     @Option(help: "IR channels (1 or 3); default: stored with the weights.") var irChannels: Int?
     @Option(help: "Background threads for loading.") var workers = 2
     @Option(help: "Compute threads (default: all cores).") var threads: Int?
+    @Option(help: "Convolutions: onednn (oneDNN's primitives; the default where libdnnl runs) or packed (the project's GEMM).")
+    var gemm: String?
     @Option(help: "Also write the metrics as JSON to this file.") var json: String?
     @Option(help: "Folder of validation runs (plots, per-class CSV, predictions.json go to PROJECT/NAME).") var project = "runs/val"
     @Option(help: "Run name (NAME, NAME2, … unless --exist-ok).") var name = "val"
@@ -78,6 +80,8 @@ struct ValDual: ParsableCommand {
 
     func run() throws {
         if let threads { ComputeContext.current.threads = threads }
+        do { ComputeContext.current.gemm = try gemm.map { try GemmBackend(flag: $0) } ?? .toolDefault }
+        catch { throw ValidationError("\(error)") }
         guard let mergeMode = DetectionMerge(rawValue: merge) else { throw ValidationError("--merge must be nms or wbf, got \(merge)") }
         guard let sp = DatasetSplit(rawValue: split) else { throw ValidationError("--split must be val, test or train, got \(split)") }
         do {

@@ -33,6 +33,8 @@ import TensorCore
     ///   eval boxes   v8  1.45e-5 / 2.99e-5 / 1.46e-5    mid 4.30e-5 / 4.02e-5 / 1.33e-4   (Prescott / Haswell / Cooperlake)
     ///   eval scores  v8 <= 5.6e-6, mid <= 4.36e-5;  decoded v8 <= 4.5e-6, mid <= 4.08e-5
     ///   train boxes <= 9.2e-6, train scores <= 2.6e-6 (both models, every core)
+    /// and with the convolutions on oneDNN 2.6.3 (avx512_core_amx, 2026-11-29): eval boxes v8 2.85e-5,
+    /// mid 4.21e-5; scores 4.0e-6 / 2.25e-5; decoded 5.1e-6 / 1.41e-5; train boxes <= 5.5e-6.
     /// Each bound is about 3x the largest figure of its quantity: another summation order must not
     /// fail the test; a wrong layer (errors of 1e-2 and more) must.
     enum Bound {
@@ -42,7 +44,15 @@ import TensorCore
         static let trainOutputs = 3e-5
     }
 
-    func check(_ fixture: String, yaml: String, streams: [String]) throws {
+    /// Runs `check` with the convolutions on `gemm` (a fresh context: nothing left by other tests).
+    func check(_ fixture: String, yaml: String, streams: [String], gemm: GemmBackend) throws {
+        if gemm == .onednn { try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh") }
+        let ctx = ComputeContext()
+        ctx.gemm = gemm
+        try ctx.run { try check(fixture, yaml: yaml, streams: streams, label: gemm.rawValue) }
+    }
+
+    func check(_ fixture: String, yaml: String, streams: [String], label: String) throws {
         let (tensors, meta) = try Safetensors.read(fixturePath(fixture))
         let model = try ModelBuilder.build(try tinySpec(yaml), nc: Int(meta["nc"] ?? "2")!, scale: "t")
         let weights = tensors.filter { !$0.key.hasPrefix("input.") && !$0.key.hasPrefix("eval.") && !$0.key.hasPrefix("train.") }
@@ -57,13 +67,13 @@ import TensorCore
         #expect(scaledError(e.boxes.array, tensors["eval.boxes"]!.values) < Bound.evalBoxes)
         #expect(scaledError(e.scores.array, tensors["eval.scores"]!.values) < Bound.evalScores)
         let pred = e.decoded()
-        print("model parity \(fixture): eval boxes \(scaledError(e.boxes.array, tensors["eval.boxes"]!.values)), scores \(scaledError(e.scores.array, tensors["eval.scores"]!.values)), decoded \(scaledError(pred.array, tensors["eval.pred"]!.values))")
+        print("model parity \(fixture) (\(label)): eval boxes \(scaledError(e.boxes.array, tensors["eval.boxes"]!.values)), scores \(scaledError(e.scores.array, tensors["eval.scores"]!.values)), decoded \(scaledError(pred.array, tensors["eval.pred"]!.values))")
         #expect(pred.shape == tensors["eval.pred"]!.shape)
         #expect(scaledError(pred.array, tensors["eval.pred"]!.values) < Bound.decoded)
 
         model.training = true
         let t = noGrad { model(inputs)[0] }
-        print("model parity \(fixture): train boxes \(scaledError(t.boxes.array, tensors["train.boxes"]!.values)), scores \(scaledError(t.scores.array, tensors["train.scores"]!.values))")
+        print("model parity \(fixture) (\(label)): train boxes \(scaledError(t.boxes.array, tensors["train.boxes"]!.values)), scores \(scaledError(t.scores.array, tensors["train.scores"]!.values))")
         #expect(scaledError(t.boxes.array, tensors["train.boxes"]!.values) < Bound.trainOutputs)
         #expect(scaledError(t.scores.array, tensors["train.scores"]!.values) < Bound.trainOutputs)
         // Running statistics after one training-mode forward (momentum 0.03, unbiased variance).
@@ -75,12 +85,14 @@ import TensorCore
         }
     }
 
-    @Test func singleStreamMatchesUltralytics() throws {
-        try check("model_tiny_v8.safetensors", yaml: "yolov8n.yaml", streams: ["rgb"])
+    @Test(arguments: [GemmBackend.packed, .onednn])
+    func singleStreamMatchesUltralytics(_ gemm: GemmBackend) throws {
+        try check("model_tiny_v8.safetensors", yaml: "yolov8n.yaml", streams: ["rgb"], gemm: gemm)
     }
 
-    @Test func midFusionMatchesPyTorch() throws {
-        try check("model_tiny_mid.safetensors", yaml: "dual_yolov8n_mid.yaml", streams: ["rgb", "ir"])
+    @Test(arguments: [GemmBackend.packed, .onednn])
+    func midFusionMatchesPyTorch(_ gemm: GemmBackend) throws {
+        try check("model_tiny_mid.safetensors", yaml: "dual_yolov8n_mid.yaml", streams: ["rgb", "ir"], gemm: gemm)
     }
 
     @Test func stateDictNamesAreUltralytics() throws {

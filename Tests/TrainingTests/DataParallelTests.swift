@@ -53,8 +53,9 @@ import _TestSupport
         #expect(worstParam <= 1e-6, "parameters after the step differ")
     }
 
-    /// The first step's recipe of the exactness tests: no warmup, SGD, accumulate 1, mosaic on, Float32.
-    static let exactRecipe = ["--optimizer", "SGD", "--lr0", "0.01", "--warmup-epochs", "0", "--warmup-iters-min", "0", "--nbs", "8",
+    /// The first step's recipe of the exactness tests: no warmup, SGD, accumulate 1, mosaic on, Float32,
+    /// the packed GEMM (as TestData.options: the in-process side runs the same kernels bit for bit).
+    static let exactRecipe = ["--gemm", "packed", "--optimizer", "SGD", "--lr0", "0.01", "--warmup-epochs", "0", "--warmup-iters-min", "0", "--nbs", "8",
                               "--close-mosaic", "0", "--no-amp", "--no-val"]
 
     /// A trainer in this process with the exactness recipe, ready for the first step.

@@ -52,11 +52,17 @@ enum PythonTools {
         return m
     }
 
-    /// Our decoded output for `inputs` (heads concatenated along the anchors).
+    /// Our decoded output for `inputs` (heads concatenated along the anchors), on the packed GEMM in
+    /// a fresh context (the bounds were measured so; a thread's context may hold what an earlier
+    /// test on it set, e.g. oneDNN's convolutions, which sum in another order).
     func forward(_ m: DetectionModel, _ inputs: [String: Tensor]) -> Tensor {
-        noGrad {
-            let outs = m(inputs).map { $0.decoded() }
-            return outs.count == 1 ? outs[0] : Tensor.concat(outs, axis: 2)
+        let ctx = ComputeContext()
+        ctx.gemm = .packed
+        return ctx.run {
+            noGrad {
+                let outs = m(inputs).map { $0.decoded() }
+                return outs.count == 1 ? outs[0] : Tensor.concat(outs, axis: 2)
+            }
         }
     }
 

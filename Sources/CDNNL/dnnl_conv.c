@@ -19,7 +19,9 @@
     X(dnnl_reorder_primitive_desc_create) X(dnnl_primitive_desc_create) X(dnnl_primitive_desc_destroy) \
     X(dnnl_primitive_desc_query_md) X(dnnl_primitive_create) X(dnnl_primitive_destroy) X(dnnl_primitive_execute) \
     X(dnnl_convolution_forward_desc_init) X(dnnl_convolution_backward_data_desc_init) \
-    X(dnnl_convolution_backward_weights_desc_init)
+    X(dnnl_convolution_backward_weights_desc_init) \
+    X(dnnl_primitive_attr_create) X(dnnl_primitive_attr_destroy) X(dnnl_primitive_attr_set_post_ops) \
+    X(dnnl_post_ops_create) X(dnnl_post_ops_destroy) X(dnnl_post_ops_append_sum)
 
 #define DECLARE(f) static __typeof__(f) *p_##f;
 DNNL_FUNCTIONS(DECLARE)
@@ -58,6 +60,12 @@ static int load_library(void) {
 #define dnnl_convolution_forward_desc_init p_dnnl_convolution_forward_desc_init
 #define dnnl_convolution_backward_data_desc_init p_dnnl_convolution_backward_data_desc_init
 #define dnnl_convolution_backward_weights_desc_init p_dnnl_convolution_backward_weights_desc_init
+#define dnnl_primitive_attr_create p_dnnl_primitive_attr_create
+#define dnnl_primitive_attr_destroy p_dnnl_primitive_attr_destroy
+#define dnnl_primitive_attr_set_post_ops p_dnnl_primitive_attr_set_post_ops
+#define dnnl_post_ops_create p_dnnl_post_ops_create
+#define dnnl_post_ops_destroy p_dnnl_post_ops_destroy
+#define dnnl_post_ops_append_sum p_dnnl_post_ops_append_sum
 
 enum { PASS_FORWARD = 0, PASS_DATA = 1, PASS_WEIGHTS = 2 };
 
@@ -67,6 +75,10 @@ typedef struct entry {
     dnnl_primitive_t prim;
     // Reorders plain -> primitive for the two inputs, primitive -> plain for the output (NULL: same layout).
     dnnl_primitive_t to0, to1, from;
+    // primitive -> plain adding to what the plain output holds (a sum post-op), made on first need;
+    // addTried: made or failed (then the output is reordered to scratch and added in a loop).
+    dnnl_primitive_t fromAdd;
+    int addTried;
     dnnl_memory_desc_t plain0, plain1, plainOut, md0, md1, mdOut;
     struct entry *next;
 } entry;
@@ -76,8 +88,14 @@ static int state;                 // 0 not tried, 1 ready, -1 unavailable
 static dnnl_engine_t engine;
 static dnnl_stream_t stream;
 static entry *cache;
-static float *scratch[4];
-static size_t scratchBytes[4];
+// Scratch slots: 0, 1 the reordered inputs, 2 the output in the primitive's layout, 3 the plain
+// output to add, 4 the output gradient reordered by a backward_weights call that keeps it.
+static float *scratch[5];
+static size_t scratchBytes[5];
+// What slot 4 holds: the plain gradient it came from and its layout (valid until the next call).
+static const float *keptFrom;
+static dnnl_memory_desc_t keptMd;
+static int keptValid;
 static void (*setThreads)(int);   // libgomp's omp_set_num_threads (oneDNN's threads), if loaded
 
 static int ready_locked(void) {
@@ -148,6 +166,7 @@ static void destroy_entry(entry *e) {
     if (e->to0) dnnl_primitive_destroy(e->to0);
     if (e->to1) dnnl_primitive_destroy(e->to1);
     if (e->from) dnnl_primitive_destroy(e->from);
+    if (e->fromAdd) dnnl_primitive_destroy(e->fromAdd);
     free(e);
 }
 
@@ -205,6 +224,25 @@ fail:
     return status;
 }
 
+// The reorder primitive layout -> plain that adds to the destination (dst = src + dst).
+static dnnl_status_t make_adding_reorder(entry *e) {
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t status = dnnl_success;
+    CHECK(dnnl_primitive_attr_create(&attr));
+    CHECK(dnnl_post_ops_create(&ops));
+    CHECK(dnnl_post_ops_append_sum(ops, 1.0f));
+    CHECK(dnnl_primitive_attr_set_post_ops(attr, ops));
+    CHECK(dnnl_reorder_primitive_desc_create(&pd, &e->mdOut, engine, &e->plainOut, engine, attr));
+    CHECK(dnnl_primitive_create(&e->fromAdd, pd));
+fail:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (ops) dnnl_post_ops_destroy(ops);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return status;
+}
+
 static float *scratch_slot(int i, size_t bytes) {
     if (scratchBytes[i] < bytes) {
         free(scratch[i]);
@@ -224,8 +262,10 @@ static dnnl_status_t reorder(dnnl_primitive_t r, dnnl_memory_t from, dnnl_memory
     return dnnl_primitive_execute(r, stream, 2, args);
 }
 
+// share: 1 keep the output gradient's reordered copy in slot 4 (backward weights), 2 use the kept
+// copy when it is this call's output gradient in the same layout (backward data), 0 neither.
 static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const float *in0, const float *in1, float *out,
-               int accumulate) {
+               int accumulate, int share) {
     dnnl_status_t status = dnnl_success;
     dnnl_memory_t u0 = NULL, u1 = NULL, uo = NULL, m0 = NULL, m1 = NULL, mo = NULL, tmp = NULL;
     pthread_mutex_lock(&lock);
@@ -234,18 +274,30 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const flo
     while (e && !(e->pass == pass && e->bf16 == bf16 && same_shape(&e->g, g))) e = e->next;
     if (!e) {
         e = calloc(1, sizeof *e);
-        if (!e) { pthread_mutex_unlock(&lock); return dnnl_out_of_memory; }
+        if (!e) { keptValid = 0; pthread_mutex_unlock(&lock); return dnnl_out_of_memory; }
         e->pass = pass; e->bf16 = bf16; e->g = *g;
         status = build(e);
-        if (status != dnnl_success) { destroy_entry(e); pthread_mutex_unlock(&lock); return status; }
+        if (status != dnnl_success) { keptValid = 0; destroy_entry(e); pthread_mutex_unlock(&lock); return status; }
         e->next = cache; cache = e;
     }
+    // The kept output gradient serves only the very next call, and only backward data.
+    int reuse0 = share == 2 && pass == PASS_DATA && keptValid && keptFrom == in0 && e->to0 && dnnl_memory_desc_equal(&keptMd, &e->md0);
+    int keep1 = share == 1 && pass == PASS_WEIGHTS && e->to1;
+    keptValid = 0;
     if (setThreads) setThreads(threads < 1 ? 1 : threads);
     CHECK(wrap(&u0, &e->plain0, in0));
     CHECK(wrap(&u1, &e->plain1, in1));
     CHECK(wrap(&uo, &e->plainOut, out));
-    if (e->to0) { CHECK(wrap(&m0, &e->md0, scratch_slot(0, dnnl_memory_desc_get_size(&e->md0)))); CHECK(reorder(e->to0, u0, m0)); }
-    if (e->to1) { CHECK(wrap(&m1, &e->md1, scratch_slot(1, dnnl_memory_desc_get_size(&e->md1)))); CHECK(reorder(e->to1, u1, m1)); }
+    if (reuse0) {
+        CHECK(wrap(&m0, &e->md0, scratch[4]));
+    } else if (e->to0) {
+        CHECK(wrap(&m0, &e->md0, scratch_slot(0, dnnl_memory_desc_get_size(&e->md0))));
+        CHECK(reorder(e->to0, u0, m0));
+    }
+    if (e->to1) {
+        CHECK(wrap(&m1, &e->md1, scratch_slot(keep1 ? 4 : 1, dnnl_memory_desc_get_size(&e->md1))));
+        CHECK(reorder(e->to1, u1, m1));
+    }
     // The result goes to the plain output directly when the layouts agree and nothing is added.
     size_t outBytes = dnnl_memory_desc_get_size(&e->plainOut);
     if (e->from || accumulate) CHECK(wrap(&mo, &e->mdOut, scratch_slot(2, dnnl_memory_desc_get_size(&e->mdOut))));
@@ -258,8 +310,14 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const flo
         dnnl_exec_arg_t args[3] = {{k0, a0}, {k1, a1}, {kOut, ao}};
         CHECK(dnnl_primitive_execute(e->prim, stream, 3, args));
     }
+    if (accumulate && !e->addTried) {
+        e->addTried = 1;
+        if (make_adding_reorder(e) != dnnl_success) e->fromAdd = NULL;
+    }
     float *sum = NULL;
-    if (e->from) {
+    if (accumulate && e->fromAdd) {
+        CHECK(reorder(e->fromAdd, mo, uo));          // out += the result, on oneDNN's threads
+    } else if (e->from) {
         if (accumulate) {
             sum = scratch_slot(3, outBytes);
             CHECK(wrap(&tmp, &e->plainOut, sum));
@@ -275,6 +333,7 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const flo
         size_t count = outBytes / sizeof(float);
         for (size_t i = 0; i < count; i++) out[i] += sum[i];
     }
+    if (keep1) { keptFrom = in1; keptMd = e->md1; keptValid = 1; }
 fail:
     if (u0) dnnl_memory_destroy(u0);
     if (u1) dnnl_memory_destroy(u1);
@@ -288,22 +347,24 @@ fail:
 }
 
 int df_dnnl_conv_forward(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y) {
-    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0);
+    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0);
 }
 
 int df_dnnl_conv_backward_data(const df_dnnl_conv *g, int bf16, int threads, const float *w, const float *gy, float *gx,
-                               int accumulate) {
-    return run(PASS_DATA, g, bf16, threads, gy, w, gx, accumulate);
+                               int accumulate, int reuse_gy) {
+    return run(PASS_DATA, g, bf16, threads, gy, w, gx, accumulate, reuse_gy ? 2 : 0);
 }
 
-int df_dnnl_conv_backward_weights(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *gy, float *gw) {
-    return run(PASS_WEIGHTS, g, bf16, threads, x, gy, gw, 0);
+int df_dnnl_conv_backward_weights(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *gy, float *gw,
+                                  int keep_gy) {
+    return run(PASS_WEIGHTS, g, bf16, threads, x, gy, gw, 0, keep_gy ? 1 : 0);
 }
 
 void df_dnnl_release(void) {
     pthread_mutex_lock(&lock);
     if (state != 1) { pthread_mutex_unlock(&lock); return; }
     while (cache) { entry *next = cache->next; destroy_entry(cache); cache = next; }
-    for (int i = 0; i < 4; i++) { free(scratch[i]); scratch[i] = NULL; scratchBytes[i] = 0; }
+    for (int i = 0; i < 5; i++) { free(scratch[i]); scratch[i] = NULL; scratchBytes[i] = 0; }
+    keptValid = 0;
     pthread_mutex_unlock(&lock);
 }

@@ -37,17 +37,18 @@ public enum OneDNN {
         return df_dnnl_conv_forward(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, w, y) == 0
     }
 
+    /// With `reuseGy`, gy's reordered copy kept by the `weightGrad(keepGy: true)` call just before is used.
     static func inputGrad(_ ctx: ComputeContext, _ g: ConvGeometry, w: UnsafePointer<Float>, gy: UnsafePointer<Float>,
-                          gx: UnsafeMutablePointer<Float>, accumulate: Bool, bf16: Bool) -> Bool {
+                          gx: UnsafeMutablePointer<Float>, accumulate: Bool, bf16: Bool, reuseGy: Bool = false) -> Bool {
         var s = shape(g)
-        return df_dnnl_conv_backward_data(&s, bf16 ? 1 : 0, Int32(ctx.threads), w, gy, gx, accumulate ? 1 : 0) == 0
+        return df_dnnl_conv_backward_data(&s, bf16 ? 1 : 0, Int32(ctx.threads), w, gy, gx, accumulate ? 1 : 0, reuseGy ? 1 : 0) == 0
     }
 
     /// gw = the weight gradient (assigned, Float32 sums).
     static func weightGrad(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, gy: UnsafePointer<Float>,
-                           gw: UnsafeMutablePointer<Float>, bf16: Bool) -> Bool {
+                           gw: UnsafeMutablePointer<Float>, bf16: Bool, keepGy: Bool = false) -> Bool {
         var s = shape(g)
-        return df_dnnl_conv_backward_weights(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, gy, gw) == 0
+        return df_dnnl_conv_backward_weights(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, gy, gw, keepGy ? 1 : 0) == 0
     }
 
     /// Frees oneDNN's cached primitives and scratch memory.

@@ -46,9 +46,10 @@ extension Tensor {
         let ctx = ComputeContext.current
         let mode = ctx.precision
         let out = Tensor(uninitialized: [g.n, g.o, g.oh, g.ow])
-        Conv.forward(ctx, g, x: x.data, w: weight.data, y: out.data, bf16: mode == .bf16)
+        let onDNNL = Conv.forward(ctx, g, x: x.data, w: weight.data, y: out.data, bf16: mode == .bf16)
         if let bias { addChannelBias(out.data, bias.data, n: g.n, c: g.o, hw: g.pixels) }
-        if mode != .fp32 { Conv.round(ctx, out.data, count: out.count, to: mode) }
+        // oneDNN's bfloat16 convolution already wrote bfloat16 values (unless a bias was added since).
+        if mode != .fp32 && !(onDNNL && mode == .bf16 && bias == nil) { Conv.round(ctx, out.data, count: out.count, to: mode) }
 
         if needsGrad(x, weight) || (bias.map { needsGrad($0) } ?? false) {
             let nx = x.node, nw = weight.node, nb = bias?.node
@@ -66,14 +67,17 @@ extension Tensor {
                 }
                 if let nw, let sx {
                     sx.withValues { xp in
-                        nw.accumulate { d in Conv.weightGrad(bctx, g, x: xp, gy: gy.ptr, gw: d, mode: mode) }
+                        // oneDNN keeps gy's reordered copy for the input gradient below.
+                        nw.accumulate { d in Conv.weightGrad(bctx, g, x: xp, gy: gy.ptr, gw: d, mode: mode, keepGy: nx != nil) }
                     }
                 }
                 if let nx {
                     if g.isPointwise {
-                        nx.accumulateOrSet { d, fresh in Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: fresh, bf16: mode == .bf16) }
+                        nx.accumulateOrSet { d, fresh in
+                            Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: fresh, bf16: mode == .bf16, reuseGy: sx != nil)
+                        }
                     } else {
-                        nx.accumulate { d in Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: false, bf16: mode == .bf16) }
+                        nx.accumulate { d in Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: false, bf16: mode == .bf16, reuseGy: sx != nil) }
                     }
                 }
             }
@@ -193,10 +197,11 @@ enum Conv {
         return UnsafePointer(col)
     }
 
-    /// y[n] = W x columns(x[n]) for every image. Shapes as `ConvGeometry`.
+    /// y[n] = W x columns(x[n]) for every image. Shapes as `ConvGeometry`. Returns true when oneDNN computed it.
+    @discardableResult
     static func forward(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                        y: UnsafeMutablePointer<Float>, bf16: Bool) {
-        if OneDNN.handles(ctx, bf16: bf16), OneDNN.forward(ctx, g, x: x, w: w, y: y, bf16: bf16) { return }
+                        y: UnsafeMutablePointer<Float>, bf16: Bool) -> Bool {
+        if OneDNN.handles(ctx, bf16: bf16), OneDNN.forward(ctx, g, x: x, w: w, y: y, bf16: bf16) { return true }
         let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
         let colCount = g.isPointwise ? 0 : g.kdim * g.pixels
         let a = df_matrix(p: w, rs: g.kdim, cs: 1)
@@ -226,17 +231,19 @@ enum Conv {
                 }
             }
         }
+        return false
     }
 
     /// gw [O, K] += (under autocast: the 16-bit rounding of) sum over images, in image order, of
     /// gy[n] [O, P] x columns(x[n])^T [P, K].
+    /// With `keepGy`, oneDNN keeps gy's reordered copy for an `inputGrad(reuseGy: true)` that follows at once.
     static func weightGrad(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, gy: UnsafePointer<Float>,
-                           gw: UnsafeMutablePointer<Float>, mode: Precision) {
+                           gw: UnsafeMutablePointer<Float>, mode: Precision, keepGy: Bool = false) {
         let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
         let colCount = g.isPointwise ? 0 : g.kdim * g.pixels, wCount = g.o * g.kdim
         let bf16 = mode == .bf16
         let parts = ctx.workspace.get(0, partialSlot, count: g.n * wCount)
-        if OneDNN.handles(ctx, bf16: bf16), OneDNN.weightGrad(ctx, g, x: x, gy: gy, gw: parts, bf16: bf16) {
+        if OneDNN.handles(ctx, bf16: bf16), OneDNN.weightGrad(ctx, g, x: x, gy: gy, gw: parts, bf16: bf16, keepGy: keepGy) {
             if mode != .fp32 { round(ctx, parts, count: wCount, to: mode) }
             for j in 0..<wCount { gw[j] += parts[j] }
             return
@@ -287,9 +294,10 @@ enum Conv {
     /// gx[n] (+)= col2im(W^T [K, O] x gy[n] [O, P]). With `fresh` (pointwise only) gx is
     /// uninitialised and is assigned.
     static func inputGrad(_ ctx: ComputeContext, _ g: ConvGeometry, w: UnsafePointer<Float>, gy: UnsafePointer<Float>,
-                          gx: UnsafeMutablePointer<Float>, fresh: Bool, bf16: Bool) {
+                          gx: UnsafeMutablePointer<Float>, fresh: Bool, bf16: Bool, reuseGy: Bool = false) {
         precondition(!fresh || g.isPointwise, "convInputGrad: fresh output needs the pointwise path")
-        if OneDNN.handles(ctx, bf16: bf16), OneDNN.inputGrad(ctx, g, w: w, gy: gy, gx: gx, accumulate: !fresh, bf16: bf16) { return }
+        if OneDNN.handles(ctx, bf16: bf16),
+           OneDNN.inputGrad(ctx, g, w: w, gy: gy, gx: gx, accumulate: !fresh, bf16: bf16, reuseGy: reuseGy) { return }
         let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
         let colCount = g.isPointwise ? 0 : g.kdim * g.pixels
         let a = df_matrix(p: w, rs: 1, cs: g.kdim)          // A(kk, o) = W[o, kk]

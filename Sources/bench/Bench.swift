@@ -21,15 +21,20 @@ func printEnvironment() {
 /// `--gemm packed|openblas` and `--kernels portable|avx2|avx512` of every benchmark, applied to the current context.
 struct ContextOptions: ParsableArguments {
     @Option(help: "Threads (default: all cores).") var threads: Int?
-    @Option(help: "GEMM behind the convolutions: packed (ours), openblas or onednn (oneDNN's primitives for every convolution).") var gemm = "packed"
+    @Option(help: "GEMM behind the convolutions: onednn (oneDNN's primitives for every convolution; the tools' default where libdnnl runs), packed (ours; the default elsewhere) or openblas.") var gemm: String?
     @Flag(help: "bfloat16 convolutions on the packed vdpbf16ps GEMM instead of oneDNN.") var noOnednnBf16 = false
     @Option(help: "Kernel level: portable, avx2 or avx512 (default: the best this CPU runs).") var kernels: String?
 
     func apply() throws {
         let ctx = ComputeContext.current
         if let threads { ctx.threads = threads }
-        guard let g = GemmBackend(rawValue: gemm) else { throw ValidationError("--gemm must be packed, openblas or onednn, got \(gemm)") }
-        ctx.gemm = g
+        if let gemm {
+            guard let g = GemmBackend(rawValue: gemm) else { throw ValidationError("--gemm must be packed, openblas or onednn, got \(gemm)") }
+            guard g != .onednn || OneDNN.available else { throw ValidationError("--gemm onednn: oneDNN (libdnnl.so.2) does not run here") }
+            ctx.gemm = g
+        } else {
+            ctx.gemm = .toolDefault
+        }
         if noOnednnBf16 { ctx.bf16OnOneDNN = false }
         if let kernels {
             let levels: [String: Kernels.Level] = ["portable": .portable, "avx2": .avx2, "avx512": .avx512]

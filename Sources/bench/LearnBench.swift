@@ -58,6 +58,7 @@ struct LearnBench: ParsableCommand {
             var finals: [Double] = []
             for seed in seedList {
                 var o = TrainOptions(data: dataPath, cfg: modelPath)
+                o.gemm = ComputeContext.current.gemm
                 var h = Hyperparameters()
                 if let hyp { try h.apply(yamlFile: hyp) } else {
                     h.accumulate = 1; h.warmup_epochs = 1; h.warmup_iters_min = 20; h.close_mosaic = 2

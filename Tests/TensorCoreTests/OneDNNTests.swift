@@ -57,6 +57,20 @@ import _TestSupport
         }
         // The accumulating input gradient adds the same values.
         #expect(maxMixedError(zip(gxAcc, before).map { $0 - $1 }, gx) < 1e-5)
+        // The output gradient reordered once for both backward passes (kept by the weight gradient,
+        // used by the input gradient) gives the same bits; a kept copy of another gradient is not used.
+        let gy2 = OneDNNConvTests.random(gy.count, seed: 15)
+        var gw2 = [Float](repeating: 0, count: w.count), gxShared = [Float](repeating: 0, count: x.count)
+        var gxOther = [Float](repeating: 0, count: x.count), gxOtherAlone = [Float](repeating: 0, count: x.count)
+        ctx.run {
+            gw2.withUnsafeMutableBufferPointer { Conv.weightGrad(ctx, g, x: x, gy: gy, gw: $0.baseAddress!, mode: ctx.precision, keepGy: true) }
+            gxShared.withUnsafeMutableBufferPointer { Conv.inputGrad(ctx, g, w: w, gy: gy, gx: $0.baseAddress!, fresh: false, bf16: bf16, reuseGy: true) }
+            gw2.withUnsafeMutableBufferPointer { Conv.weightGrad(ctx, g, x: x, gy: gy, gw: $0.baseAddress!, mode: ctx.precision, keepGy: true) }
+            gxOther.withUnsafeMutableBufferPointer { Conv.inputGrad(ctx, g, w: w, gy: gy2, gx: $0.baseAddress!, fresh: false, bf16: bf16, reuseGy: true) }
+            gxOtherAlone.withUnsafeMutableBufferPointer { Conv.inputGrad(ctx, g, w: w, gy: gy2, gx: $0.baseAddress!, fresh: false, bf16: bf16) }
+        }
+        #expect(gxShared == gx, "input gradient from the kept output gradient \(g)")
+        #expect(gxOther == gxOtherAlone, "a kept copy of another output gradient was used \(g)")
         if bf16 {
             let (xr, wr, gyr) = (OneDNNConvTests.bf16(x), OneDNNConvTests.bf16(w), OneDNNConvTests.bf16(gy))
             let ref = OneDNNConvTests.bf16(Tensor.conv2dNaive(g, x: xr, w: wr, bias: nil))

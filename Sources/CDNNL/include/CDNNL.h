@@ -23,11 +23,15 @@ const char *df_dnnl_version(void);
 // y [n,o,oh,ow] = conv(x, w). Under bf16, x and w are rounded to bfloat16 (nearest even), the
 // products accumulate in Float32 and y holds the bfloat16-rounded outputs.
 int df_dnnl_conv_forward(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y);
-// gx [n,c,h,w] (+= when accumulate) = the input gradient of gy [n,o,oh,ow] through w.
+// gx [n,c,h,w] (+= when accumulate) = the input gradient of gy [n,o,oh,ow] through w. With
+// reuse_gy, gy's reordered copy kept by the backward_weights call just before (same gy pointer, same
+// layout, no oneDNN call in between) is used instead of reordering gy again.
 int df_dnnl_conv_backward_data(const df_dnnl_conv *g, int bf16, int threads, const float *w, const float *gy, float *gx,
-                               int accumulate);
-// gw [o,c,k,k] = the weight gradient (assigned) of gy through x, accumulated in Float32.
-int df_dnnl_conv_backward_weights(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *gy, float *gw);
+                               int accumulate, int reuse_gy);
+// gw [o,c,k,k] = the weight gradient (assigned) of gy through x, accumulated in Float32. With
+// keep_gy, gy's reordered copy is kept for the backward_data call that follows.
+int df_dnnl_conv_backward_weights(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *gy, float *gw,
+                                  int keep_gy);
 // Frees the cached primitives and scratch memory.
 void df_dnnl_release(void);
 

@@ -262,24 +262,70 @@ static dnnl_status_t reorder(dnnl_primitive_t r, dnnl_memory_t from, dnnl_memory
     return dnnl_primitive_execute(r, stream, 2, args);
 }
 
+// The cached entry of (pass, shape, type), built on first use; NULL with *status set on failure.
+static entry *lookup_locked(int pass, const df_dnnl_conv *g, int bf16, dnnl_status_t *status) {
+    entry *e = cache;
+    while (e && !(e->pass == pass && e->bf16 == bf16 && same_shape(&e->g, g))) e = e->next;
+    if (e) return e;
+    e = calloc(1, sizeof *e);
+    if (!e) { *status = dnnl_out_of_memory; return NULL; }
+    e->pass = pass; e->bf16 = bf16; e->g = *g;
+    *status = build(e);
+    if (*status != dnnl_success) { destroy_entry(e); return NULL; }
+    e->next = cache; cache = e;
+    return e;
+}
+
+size_t df_dnnl_conv_keep_bytes(const df_dnnl_conv *g, int bf16) {
+    dnnl_status_t status = dnnl_success;
+    size_t bytes = 0;
+    pthread_mutex_lock(&lock);
+    if (ready_locked()) {
+        entry *f = lookup_locked(PASS_FORWARD, g, bf16, &status);
+        entry *w = f ? lookup_locked(PASS_WEIGHTS, g, bf16, &status) : NULL;
+        if (f && w && f->to0 && w->to0 && dnnl_memory_desc_equal(&f->md0, &w->md0)) bytes = dnnl_memory_desc_get_size(&f->md0);
+    }
+    pthread_mutex_unlock(&lock);
+    return bytes;
+}
+
+int df_dnnl_conv_unkeep(const df_dnnl_conv *g, int bf16, const void *kept, float *x) {
+    dnnl_status_t status = dnnl_success;
+    dnnl_memory_t mk = NULL, mx = NULL;
+    dnnl_primitive_t back = NULL;
+    pthread_mutex_lock(&lock);
+    if (!ready_locked()) { pthread_mutex_unlock(&lock); return dnnl_runtime_error; }
+    entry *w = lookup_locked(PASS_WEIGHTS, g, bf16, &status);
+    if (!w) { pthread_mutex_unlock(&lock); return status; }
+    keptValid = 0;
+    CHECK(make_reorder(&w->md0, &w->plain0, &back));
+    CHECK(wrap(&mk, &w->md0, kept));
+    CHECK(wrap(&mx, &w->plain0, x));
+    if (back) CHECK(reorder(back, mk, mx));
+    else memcpy(x, kept, dnnl_memory_desc_get_size(&w->plain0));
+    CHECK(dnnl_stream_wait(stream));
+fail:
+    if (back) dnnl_primitive_destroy(back);
+    if (mk) dnnl_memory_destroy(mk);
+    if (mx) dnnl_memory_destroy(mx);
+    pthread_mutex_unlock(&lock);
+    return status;
+}
+
 // share: 1 keep the output gradient's reordered copy in slot 4 (backward weights), 2 use the kept
 // copy when it is this call's output gradient in the same layout (backward data), 0 neither.
+// keepSrc (forward): the input reordered to the primitive's layout goes there instead of scratch.
+// keptSrc (backward weights): the input, already in the primitive's layout (in0 is not read).
 static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const float *in0, const float *in1, float *out,
-               int accumulate, int share) {
+               int accumulate, int share, void *keepSrc, const void *keptSrc) {
     dnnl_status_t status = dnnl_success;
     dnnl_memory_t u0 = NULL, u1 = NULL, uo = NULL, m0 = NULL, m1 = NULL, mo = NULL, tmp = NULL;
     pthread_mutex_lock(&lock);
     if (!ready_locked()) { pthread_mutex_unlock(&lock); return dnnl_runtime_error; }
-    entry *e = cache;
-    while (e && !(e->pass == pass && e->bf16 == bf16 && same_shape(&e->g, g))) e = e->next;
-    if (!e) {
-        e = calloc(1, sizeof *e);
-        if (!e) { keptValid = 0; pthread_mutex_unlock(&lock); return dnnl_out_of_memory; }
-        e->pass = pass; e->bf16 = bf16; e->g = *g;
-        status = build(e);
-        if (status != dnnl_success) { keptValid = 0; destroy_entry(e); pthread_mutex_unlock(&lock); return status; }
-        e->next = cache; cache = e;
-    }
+    entry *e = lookup_locked(pass, g, bf16, &status);
+    if (!e) { keptValid = 0; pthread_mutex_unlock(&lock); return status; }
+    // A kept input must be in this primitive's layout (the caller asked df_dnnl_conv_keep_bytes).
+    if ((keepSrc || keptSrc) && !e->to0) { keptValid = 0; pthread_mutex_unlock(&lock); return dnnl_invalid_arguments; }
     // The kept output gradient serves only the very next call, and only backward data.
     int reuse0 = share == 2 && pass == PASS_DATA && keptValid && keptFrom == in0 && e->to0 && dnnl_memory_desc_equal(&keptMd, &e->md0);
     int keep1 = share == 1 && pass == PASS_WEIGHTS && e->to1;
@@ -290,6 +336,11 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const flo
     CHECK(wrap(&uo, &e->plainOut, out));
     if (reuse0) {
         CHECK(wrap(&m0, &e->md0, scratch[4]));
+    } else if (keptSrc) {
+        CHECK(wrap(&m0, &e->md0, keptSrc));
+    } else if (keepSrc) {
+        CHECK(wrap(&m0, &e->md0, keepSrc));
+        CHECK(reorder(e->to0, u0, m0));
     } else if (e->to0) {
         CHECK(wrap(&m0, &e->md0, scratch_slot(0, dnnl_memory_desc_get_size(&e->md0))));
         CHECK(reorder(e->to0, u0, m0));
@@ -346,18 +397,19 @@ fail:
     return status;
 }
 
-int df_dnnl_conv_forward(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y) {
-    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0);
+int df_dnnl_conv_forward(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y,
+                         void *keep_x) {
+    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0, keep_x, NULL);
 }
 
 int df_dnnl_conv_backward_data(const df_dnnl_conv *g, int bf16, int threads, const float *w, const float *gy, float *gx,
                                int accumulate, int reuse_gy) {
-    return run(PASS_DATA, g, bf16, threads, gy, w, gx, accumulate, reuse_gy ? 2 : 0);
+    return run(PASS_DATA, g, bf16, threads, gy, w, gx, accumulate, reuse_gy ? 2 : 0, NULL, NULL);
 }
 
 int df_dnnl_conv_backward_weights(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *gy, float *gw,
-                                  int keep_gy) {
-    return run(PASS_WEIGHTS, g, bf16, threads, x, gy, gw, 0, keep_gy ? 1 : 0);
+                                  int keep_gy, const void *kept_x) {
+    return run(PASS_WEIGHTS, g, bf16, threads, x, gy, gw, 0, keep_gy ? 1 : 0, NULL, kept_x);
 }
 
 void df_dnnl_release(void) {

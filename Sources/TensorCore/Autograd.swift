@@ -86,6 +86,9 @@ public final class SavedActivations: @unchecked Sendable {
     /// Bytes of distinct activations saved for backward since the last `reset()` (cleared by backward).
     public private(set) var bytes = 0
 
+    /// Counts a copy an op keeps for backward itself (e.g. a convolution's input in oneDNN's layout).
+    func count(bytes n: Int) { bytes += n }
+
     /// Forgets the registry (backward calls this when it finishes).
     public func reset() {
         seen.removeAll(keepingCapacity: true)

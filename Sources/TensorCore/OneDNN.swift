@@ -31,10 +31,23 @@ public enum OneDNN {
         df_dnnl_conv(n: Int32(g.n), c: Int32(g.c), h: Int32(g.h), w: Int32(g.w), o: Int32(g.o), k: Int32(g.k), s: Int32(g.s), p: Int32(g.p))
     }
 
+    /// keepX: where x goes in oneDNN's layout (`keepBytes(g, bf16:)` bytes) for `weightGrad(keptX:)`.
     static func forward(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                        y: UnsafeMutablePointer<Float>, bf16: Bool) -> Bool {
+                        y: UnsafeMutablePointer<Float>, bf16: Bool, keepX: UnsafeMutableRawPointer? = nil) -> Bool {
         var s = shape(g)
-        return df_dnnl_conv_forward(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, w, y) == 0
+        return df_dnnl_conv_forward(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, w, y, keepX) == 0
+    }
+
+    /// Bytes of x in the layout oneDNN's forward and weight-gradient primitives share (0: none).
+    static func keepBytes(_ g: ConvGeometry, bf16: Bool) -> Int {
+        var s = shape(g)
+        return df_dnnl_conv_keep_bytes(&s, bf16 ? 1 : 0)
+    }
+
+    /// x (Float32, NCHW) from a copy kept by `forward(keepX:)`.
+    static func unkeep(_ g: ConvGeometry, bf16: Bool, kept: UnsafeRawPointer, x: UnsafeMutablePointer<Float>) -> Bool {
+        var s = shape(g)
+        return df_dnnl_conv_unkeep(&s, bf16 ? 1 : 0, kept, x) == 0
     }
 
     /// With `reuseGy`, gy's reordered copy kept by the `weightGrad(keepGy: true)` call just before is used.
@@ -45,10 +58,10 @@ public enum OneDNN {
     }
 
     /// gw = the weight gradient (assigned, Float32 sums).
-    static func weightGrad(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, gy: UnsafePointer<Float>,
-                           gw: UnsafeMutablePointer<Float>, bf16: Bool, keepGy: Bool = false) -> Bool {
+    static func weightGrad(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>?, gy: UnsafePointer<Float>,
+                           gw: UnsafeMutablePointer<Float>, bf16: Bool, keepGy: Bool = false, keptX: UnsafeRawPointer? = nil) -> Bool {
         var s = shape(g)
-        return df_dnnl_conv_backward_weights(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, gy, gw, keepGy ? 1 : 0) == 0
+        return df_dnnl_conv_backward_weights(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, gy, gw, keepGy ? 1 : 0, keptX) == 0
     }
 
     /// Frees oneDNN's cached primitives and scratch memory.

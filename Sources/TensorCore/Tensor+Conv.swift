@@ -46,14 +46,26 @@ extension Tensor {
         let ctx = ComputeContext.current
         let mode = ctx.precision
         let out = Tensor(uninitialized: [g.n, g.o, g.oh, g.ow])
-        let onDNNL = Conv.forward(ctx, g, x: x.data, w: weight.data, y: out.data, bf16: mode == .bf16)
+        // On oneDNN the weight gradient takes x in oneDNN's layout, kept from the forward's own
+        // reorder, instead of x itself (FP32) or a 16-bit NCHW copy (bf16) that backward would reorder
+        // again. Only where that copy is no larger (no channel padding); the storage is raw 16-bit
+        // words (Float32 values take two).
+        var kept: HalfBuffer?
+        if mode != .fp16 && needsGrad(weight) && OneDNN.handles(ctx, bf16: mode == .bf16) {
+            let bytes = OneDNN.keepBytes(g, bf16: mode == .bf16)
+            if bytes > 0 && bytes <= x.count * (mode == .bf16 ? 2 : 4) { kept = HalfBuffer(count: bytes / 2) }
+        }
+        let onDNNL = Conv.forward(ctx, g, x: x.data, w: weight.data, y: out.data, bf16: mode == .bf16,
+                                  keepX: kept.map { UnsafeMutableRawPointer($0.ptr) })
+        if !onDNNL { kept = nil }
         if let bias { addChannelBias(out.data, bias.data, n: g.n, c: g.o, hw: g.pixels) }
         // oneDNN's bfloat16 convolution already wrote bfloat16 values (unless a bias was added since).
         if mode != .fp32 && !(onDNNL && mode == .bf16 && bias == nil) { Conv.round(ctx, out.data, count: out.count, to: mode) }
 
         if needsGrad(x, weight) || (bias.map { needsGrad($0) } ?? false) {
             let nx = x.node, nw = weight.node, nb = bias?.node
-            let sx: Saved? = nw != nil ? ctx.save(x.buffer) : nil
+            let sx: Saved? = nw != nil && kept == nil ? ctx.save(x.buffer) : nil
+            if let kept { ctx.saved.count(bytes: kept.bytes) }
             let wd = weight.detached()
             var inputs = [x, weight]
             if let bias { inputs.append(bias) }
@@ -65,7 +77,11 @@ extension Tensor {
                     if mode != .fp32 { sums.withUnsafeMutableBufferPointer { Conv.round(bctx, $0.baseAddress!, count: g.o, to: mode) } }
                     nb.accumulate { d in for j in 0..<g.o { d[j] += sums[j] } }
                 }
-                if let nw, let sx {
+                if let nw, let kept {
+                    nw.accumulate { d in
+                        Conv.weightGrad(bctx, g, x: nil, gy: gy.ptr, gw: d, mode: mode, keepGy: nx != nil, keptX: UnsafeRawPointer(kept.ptr))
+                    }
+                } else if let nw, let sx {
                     sx.withValues { xp in
                         // oneDNN keeps gy's reordered copy for the input gradient below.
                         nw.accumulate { d in Conv.weightGrad(bctx, g, x: xp, gy: gy.ptr, gw: d, mode: mode, keepGy: nx != nil) }
@@ -74,10 +90,10 @@ extension Tensor {
                 if let nx {
                     if g.isPointwise {
                         nx.accumulateOrSet { d, fresh in
-                            Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: fresh, bf16: mode == .bf16, reuseGy: sx != nil)
+                            Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: fresh, bf16: mode == .bf16, reuseGy: nw != nil)
                         }
                     } else {
-                        nx.accumulate { d in Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: false, bf16: mode == .bf16, reuseGy: sx != nil) }
+                        nx.accumulate { d in Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: false, bf16: mode == .bf16, reuseGy: nw != nil) }
                     }
                 }
             }
@@ -200,8 +216,8 @@ enum Conv {
     /// y[n] = W x columns(x[n]) for every image. Shapes as `ConvGeometry`. Returns true when oneDNN computed it.
     @discardableResult
     static func forward(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                        y: UnsafeMutablePointer<Float>, bf16: Bool) -> Bool {
-        if OneDNN.handles(ctx, bf16: bf16), OneDNN.forward(ctx, g, x: x, w: w, y: y, bf16: bf16) { return true }
+                        y: UnsafeMutablePointer<Float>, bf16: Bool, keepX: UnsafeMutableRawPointer? = nil) -> Bool {
+        if OneDNN.handles(ctx, bf16: bf16), OneDNN.forward(ctx, g, x: x, w: w, y: y, bf16: bf16, keepX: keepX) { return true }
         let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
         let colCount = g.isPointwise ? 0 : g.kdim * g.pixels
         let a = df_matrix(p: w, rs: g.kdim, cs: 1)
@@ -237,15 +253,25 @@ enum Conv {
     /// gw [O, K] += (under autocast: the 16-bit rounding of) sum over images, in image order, of
     /// gy[n] [O, P] x columns(x[n])^T [P, K].
     /// With `keepGy`, oneDNN keeps gy's reordered copy for an `inputGrad(reuseGy: true)` that follows at once.
-    static func weightGrad(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, gy: UnsafePointer<Float>,
-                           gw: UnsafeMutablePointer<Float>, mode: Precision, keepGy: Bool = false) {
+    /// With `keptX` (x as `forward(keepX:)` left it in oneDNN's layout) `x` is nil.
+    static func weightGrad(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>?, gy: UnsafePointer<Float>,
+                           gw: UnsafeMutablePointer<Float>, mode: Precision, keepGy: Bool = false, keptX: UnsafeRawPointer? = nil) {
         let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
         let colCount = g.isPointwise ? 0 : g.kdim * g.pixels, wCount = g.o * g.kdim
         let bf16 = mode == .bf16
         let parts = ctx.workspace.get(0, partialSlot, count: g.n * wCount)
-        if OneDNN.handles(ctx, bf16: bf16), OneDNN.weightGrad(ctx, g, x: x, gy: gy, gw: parts, bf16: bf16, keepGy: keepGy) {
+        if OneDNN.handles(ctx, bf16: bf16), OneDNN.weightGrad(ctx, g, x: x, gy: gy, gw: parts, bf16: bf16, keepGy: keepGy, keptX: keptX) {
             if mode != .fp32 { round(ctx, parts, count: wCount, to: mode) }
             for j in 0..<wCount { gw[j] += parts[j] }
+            return
+        }
+        guard let x else {
+            // oneDNN did not take this pass after keeping x in its layout: x back in Float32 NCHW.
+            let plain = Buffer(count: inSize)
+            guard let keptX, OneDNN.unkeep(g, bf16: bf16, kept: keptX, x: plain.ptr) else {
+                preconditionFailure("convolution weight gradient: oneDNN kept the input and can no longer convert it back")
+            }
+            withExtendedLifetime(plain) { weightGrad(ctx, g, x: plain.ptr, gy: gy, gw: gw, mode: mode) }
             return
         }
         func bView(_ col: UnsafePointer<Float>) -> df_matrix { df_matrix(p: col, rs: 1, cs: g.pixels) }   // B(p, kk) = col[kk, p]

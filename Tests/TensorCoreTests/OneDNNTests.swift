@@ -89,6 +89,53 @@ import _TestSupport
         }
     }
 
+    /// On oneDNN a convolution keeps its input for the weight gradient in oneDNN's layout, from the
+    /// forward's own reorder, instead of x itself (FP32) or a 16-bit NCHW copy (bf16): the saved bytes
+    /// stay those of x (of its 16-bit copy), and the weight and input gradients are the bits the same
+    /// passes give from x (from the 16-bit copy).
+    @Test(arguments: [false, true])
+    func keptInputGivesTheSameGradients(bf16: Bool) throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        let g = ConvGeometry(n: 2, c: 32, h: 12, w: 12, o: 48, k: 3, s: 1, p: 1)
+        let ctx = ComputeContext(threads: 2)
+        ctx.gemm = .onednn
+        let kept = OneDNN.keepBytes(g, bf16: bf16)
+        print("oneDNN keeps a \(bf16 ? "bf16" : "FP32") convolution's input in its layout: \(kept) bytes (\(OneDNN.isa))")
+        var rng = RandomState(seed: 21)
+        let x = Tensor.uniform([g.n, g.c, g.h, g.w], lo: -1, hi: 1, rng: &rng)
+        let w = Tensor.uniform([g.o, g.c, g.k, g.k], lo: -1, hi: 1, rng: &rng)
+        x.requiresGrad = true
+        w.requiresGrad = true
+        let gy = OneDNNConvTests.bf16(OneDNNConvTests.random(g.n * g.o * g.pixels, seed: 22))
+        let bytes = ctx.run {
+            Autocast.with(bf16 ? .bf16 : .fp32) {
+                let y = Tensor.conv2d(x, weight: w, stride: g.s, padding: g.p)
+                let bytes = ComputeContext.current.saved.bytes
+                (y * Tensor(gy, shape: y.shape)).sum().backward()
+                return bytes
+            }
+        }
+        #expect(bytes == x.count * (bf16 ? 2 : 4))
+        let xr = bf16 ? OneDNNConvTests.bf16(x.array) : x.array, wv = w.array
+        var gw = [Float](repeating: 0, count: w.count), gx = [Float](repeating: 0, count: x.count)
+        ctx.run {
+            gw.withUnsafeMutableBufferPointer { Conv.weightGrad(ctx, g, x: xr, gy: gy, gw: $0.baseAddress!, mode: bf16 ? .bf16 : .fp32) }
+            gx.withUnsafeMutableBufferPointer { Conv.inputGrad(ctx, g, w: wv, gy: gy, gx: $0.baseAddress!, fresh: false, bf16: bf16) }
+        }
+        #expect(w.grad!.array == gw)
+        #expect(x.grad!.array == gx)
+        // The way back to Float32 NCHW (used when oneDNN refuses the weight pass): x's values as the
+        // convolution used them.
+        if kept > 0 {
+            let copy = HalfBuffer(count: kept / 2)
+            var y = [Float](repeating: 0, count: g.n * g.o * g.pixels), back = [Float](repeating: .nan, count: x.count)
+            let xv = x.array
+            #expect(OneDNN.forward(ctx, g, x: xv, w: wv, y: &y, bf16: bf16, keepX: UnsafeMutableRawPointer(copy.ptr)))
+            #expect(OneDNN.unkeep(g, bf16: bf16, kept: UnsafeRawPointer(copy.ptr), x: &back))
+            #expect(back == xr)
+        }
+    }
+
     /// The bfloat16 autocast convolutions take oneDNN by default only where the CPU has AVX512_BF16
     /// and the kernels are native; portable kernels keep the packed twin.
     @Test func routing() {

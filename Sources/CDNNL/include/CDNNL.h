@@ -21,17 +21,25 @@ const char *df_dnnl_isa(void);
 const char *df_dnnl_version(void);
 
 // y [n,o,oh,ow] = conv(x, w). Under bf16, x and w are rounded to bfloat16 (nearest even), the
-// products accumulate in Float32 and y holds the bfloat16-rounded outputs.
-int df_dnnl_conv_forward(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y);
+// products accumulate in Float32 and y holds the bfloat16-rounded outputs. keep_x (or NULL): where
+// x goes in oneDNN's layout, df_dnnl_conv_keep_bytes(g, bf16) bytes, for backward_weights' kept_x.
+int df_dnnl_conv_forward(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y,
+                         void *keep_x);
+// Bytes of x in the layout the forward and weight-gradient primitives share, or 0 when they do not
+// share one (or x needs no reorder): then keep_x / kept_x cannot be used.
+size_t df_dnnl_conv_keep_bytes(const df_dnnl_conv *g, int bf16);
+// x [n,c,h,w] (Float32, plain) from a kept copy (for a weight gradient that cannot use it).
+int df_dnnl_conv_unkeep(const df_dnnl_conv *g, int bf16, const void *kept, float *x);
 // gx [n,c,h,w] (+= when accumulate) = the input gradient of gy [n,o,oh,ow] through w. With
 // reuse_gy, gy's reordered copy kept by the backward_weights call just before (same gy pointer, same
 // layout, no oneDNN call in between) is used instead of reordering gy again.
 int df_dnnl_conv_backward_data(const df_dnnl_conv *g, int bf16, int threads, const float *w, const float *gy, float *gx,
                                int accumulate, int reuse_gy);
 // gw [o,c,k,k] = the weight gradient (assigned) of gy through x, accumulated in Float32. With
-// keep_gy, gy's reordered copy is kept for the backward_data call that follows.
+// keep_gy, gy's reordered copy is kept for the backward_data call that follows. With kept_x (x as
+// a forward's keep_x wrote it), x is not read.
 int df_dnnl_conv_backward_weights(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *gy, float *gw,
-                                  int keep_gy);
+                                  int keep_gy, const void *kept_x);
 // Frees the cached primitives and scratch memory.
 void df_dnnl_release(void);
 

@@ -65,15 +65,18 @@ import _TestSupport
         w.requiresGrad = true
         let w2 = Tensor.normal([8, 8, 3, 3], rng: &rng)
         let x = Tensor.normal([2, 4, 16, 16], rng: &rng)
+        // A fresh context: a pooled thread's own may hold what an earlier test saved and never ran
+        // backward on (and which GEMM it chose).
+        let ctx = ComputeContext()
         func step(_ half: Bool) -> (Int, [Float]) {
             w.zeroGrad()
-            return Autocast.with(half ? .fp16 : .fp32) {
+            return ctx.run { Autocast.with(half ? .fp16 : .fp32) {
                 let h = Tensor.conv2d(x, weight: w, stride: 1, padding: 1).silu()
                 let y = Tensor.conv2d(h, weight: w2, stride: 1, padding: 1)
                 let bytes = ComputeContext.current.saved.bytes
                 (y * 1e-3).sum().backward()
                 return (bytes, w.grad!.array)
-            }
+            } }
         }
         let (full, g32) = step(false)
         let (half, g16) = step(true)

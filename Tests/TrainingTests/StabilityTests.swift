@@ -134,11 +134,14 @@ private struct SmallNet {
         let model = try ModelBuilder.build(spec, nc: 2)
         var rng = RandomState(seed: 1)
         let inputs = ["rgb": Tensor.uniform([2, 3, 128, 128], rng: &rng), "ir": Tensor.uniform([2, 1, 128, 128], rng: &rng)]
+        let ctx = ComputeContext()     // fresh: nothing another test saved on this thread
         func bytes(_ half: Bool) -> Int {
-            let o = Autocast.with(half ? .fp16 : .fp32) { model(inputs)[0] }
-            let b = ComputeContext.current.saved.bytes
-            (o.boxes.mean() + o.scores.mean()).backward()
-            return b
+            ctx.run {
+                let o = Autocast.with(half ? .fp16 : .fp32) { model(inputs)[0] }
+                let b = ComputeContext.current.saved.bytes
+                (o.boxes.mean() + o.scores.mean()).backward()
+                return b
+            }
         }
         let full = bytes(false), half = bytes(true)
         #expect(full > 10_000_000)

@@ -98,32 +98,23 @@ extension Tensor {
             defer { withExtendedLifetime(xb) {} }
             let xp = xb.ptr
             let grain = Swift.max(1, elementwiseGrain / Swift.max(m, 1))
-            // dz: gradient w.r.t. the BN output (before SiLU when fused).
-            var dzBuf: Buffer? = nil
-            var dz = UnsafePointer(gout.ptr)
-            if silu {
-                let b = Buffer(count: xb.count)
-                scale.withUnsafeBufferPointer { sp in
-                    shift.withUnsafeBufferPointer { hp in
-                        let spp = sp.baseAddress!, hpp = hp.baseAddress!
-                        Parallel.chunks(c, grain: grain) { r in
-                            k.pointee.channel_affine_silu_bwd(xp, gout.ptr, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
-                                                       Int32(r.upperBound), spp, hpp, b.ptr)
-                        }
-                    }
-                }
-                dzBuf = b
-                dz = UnsafePointer(b.ptr)
-            }
+            // dz, the gradient at the batch-norm output (before SiLU when fused), is never written
+            // out: with SiLU both passes below recompute it from x and gout (scale and shift given).
+            let dz = UnsafePointer(gout.ptr)
             var sumG = [Float](repeating: 0, count: c)
             var sumGX = [Float](repeating: 0, count: c)
             sumG.withUnsafeMutableBufferPointer { gp in
                 sumGX.withUnsafeMutableBufferPointer { xgp in
                     mean.withUnsafeBufferPointer { mp in
-                        let gpp = gp.baseAddress!, xgpp = xgp.baseAddress!, mpp = mp.baseAddress!
-                        Parallel.chunks(c, grain: grain) { r in
-                            k.pointee.channel_grad_sums(xp, dz, mpp, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
-                                                 Int32(r.upperBound), gpp, xgpp)
+                        scale.withUnsafeBufferPointer { sp in
+                            shift.withUnsafeBufferPointer { hp in
+                                let gpp = gp.baseAddress!, xgpp = xgp.baseAddress!, mpp = mp.baseAddress!
+                                let spp = silu ? sp.baseAddress : nil, hpp = silu ? hp.baseAddress : nil
+                                Parallel.chunks(c, grain: grain) { r in
+                                    k.pointee.channel_grad_sums(xp, dz, mpp, spp, hpp, Int32(n), Int32(c), Int32(hw),
+                                                                Int32(r.lowerBound), Int32(r.upperBound), gpp, xgpp)
+                                }
+                            }
                         }
                     }
                 }
@@ -155,17 +146,22 @@ extension Tensor {
                     ca.withUnsafeBufferPointer { ap in
                         cb.withUnsafeBufferPointer { bp in
                             cc.withUnsafeBufferPointer { cp in
-                                let app = ap.baseAddress!, bpp = bp.baseAddress!, cpp = cp.baseAddress!
-                                Parallel.chunks(c, grain: grain) { r in
-                                    k.pointee.channel_axpby(dz, xp, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
-                                                     Int32(r.upperBound), app, bpp, cpp, d, fresh ? 0 : 1)
+                                scale.withUnsafeBufferPointer { sp in
+                                    shift.withUnsafeBufferPointer { hp in
+                                        let app = ap.baseAddress!, bpp = bp.baseAddress!, cpp = cp.baseAddress!
+                                        let spp = silu ? sp.baseAddress : nil, hpp = silu ? hp.baseAddress : nil
+                                        Parallel.chunks(c, grain: grain) { r in
+                                            k.pointee.channel_axpby(dz, xp, spp, hpp, Int32(n), Int32(c), Int32(hw),
+                                                                    Int32(r.lowerBound), Int32(r.upperBound), app, bpp, cpp,
+                                                                    d, fresh ? 0 : 1)
+                                        }
+                                    }
                                 }
                             }
                         }
                     }
                 }
             }
-            withExtendedLifetime(dzBuf) {}
             withExtendedLifetime(gout) {}
         }
         return out

@@ -67,9 +67,11 @@ struct TrainBench: ParsableCommand {
             return (med(0), med(1), med(2), med(3), med(4), saved)
         }
         func report(_ name: String, _ r: (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int)) {
-            print(String(format: "%@: %.1f ms/step (forward %.1f, loss %.1f, backward %.1f, clip+SGD+EMA %.1f) = %.2f img/s; activations saved for backward %.0f MB; peak RSS %.0f MB",
-                         name, r.total, r.fwd, r.loss, r.bwd, r.opt, Double(batch) / r.total * 1e3, Double(r.saved) / 1e6, Double(Self.peakRSS()) / 1e6))
+            print(String(format: "%@: %.1f ms/step (forward %.1f, loss %.1f, backward %.1f, clip+SGD+EMA %.1f) = %.2f img/s; activations saved for backward %.0f MB; peak RSS %.0f MB (tensor storage at most %.0f MB live, %.0f MB cached for reuse at the end)",
+                         name, r.total, r.fwd, r.loss, r.bwd, r.opt, Double(batch) / r.total * 1e3, Double(r.saved) / 1e6, Double(Self.peakRSS()) / 1e6,
+                         Double(MemoryStats.peakBytes) / 1e6, Double(BufferPool.cachedBytes) / 1e6))
             Self.resetPeakRSS()
+            MemoryStats.resetPeak()
             BufferPool.trim()
         }
         var precisions: [Precision] = []
@@ -80,6 +82,7 @@ struct TrainBench: ParsableCommand {
         case "all": precisions = [.fp16, .bf16]
         default: throw ValidationError("--amp must be fp16, bf16 or all, got \(amp!)")
         }
+        MemoryStats.resetPeak()
         print("bench train: \(cfg), \(imgsz) px, batch \(batch), \(Parallel.threads) threads, median of \(steps) steps after \(warmup) warm-up")
         let fp32 = measure(.fp32)
         report("FP32", fp32)

@@ -79,6 +79,8 @@ DF_DECLARE(df_channel_axpby, (const float *g, const float *x, const float *scale
                               int C, int HW, int c0, int c1, const float *ca, const float *cb, const float *cc,
                               float *out, int accumulate))
 DF_DECLARE(df_channel_bias_silu, (float *y, int N, int C, int HW, int c0, int c1, const float *bias, int silu))
+DF_DECLARE(df_maxpool_fwd, (const float *x, int planes, int H, int W, int k, int s, int p, int oH, int oW, float *y,
+                            int32_t *arg, float *rowMax, int32_t *rowArg))
 DF_DECLARE(df_im2col, (const float *img, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,
                        int c1, float *col))
 DF_DECLARE(df_col2im, (const float *col, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,

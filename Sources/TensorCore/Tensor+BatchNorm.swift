@@ -173,36 +173,26 @@ extension Tensor {
 extension Tensor {
     /// Max pooling with a square window k, stride s, padding p (padding never wins: -inf).
     /// x: [N, C, H, W] -> [N, C, (H+2p-k)/s+1, (W+2p-k)/s+1]. The gradient goes to the first
-    /// maximum of each window.
-    public func maxPool2d(kernel k: Int, stride s: Int, padding p: Int) -> Tensor {
+    /// maximum of each window in raster order; a NaN wins (the last NaN of the window, as PyTorch's
+    /// CPU kernel). Separable: a row pass, then a column pass over the row maxima (C kernels).
+    public func maxPool2d(kernel: Int, stride s: Int, padding p: Int) -> Tensor {
         precondition(rank == 4, "maxPool2d needs NCHW, got \(shape)")
         let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3])
-        let oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1
+        let oh = (h + 2 * p - kernel) / s + 1, ow = (w + 2 * p - kernel) / s + 1
         let out = Tensor(uninitialized: [n, c, oh, ow])
         let record = Tensor.needsGrad(self)
         var argIdx = record ? [Int32](repeating: 0, count: n * c * oh * ow) : []
-        let px = data, po = out.data
+        let px = data, po = out.data, k = ComputeContext.current.k
         argIdx.withUnsafeMutableBufferPointer { ap in
             let app = record ? ap.baseAddress : nil
-            Parallel.chunks(n * c, grain: Swift.max(1, elementwiseGrain / Swift.max(oh * ow * k * k, 1))) { r in
-                for plane in r {
-                    let src = px + plane * h * w, dst = po + plane * oh * ow
-                    for oy in 0..<oh {
-                        let y0 = Swift.max(oy * s - p, 0), y1 = Swift.min(oy * s - p + k, h)
-                        for ox in 0..<ow {
-                            let x0 = Swift.max(ox * s - p, 0), x1 = Swift.min(ox * s - p + k, w)
-                            var best = -Float.infinity, bi = y0 * w + x0
-                            for yy in y0..<y1 {
-                                for xx in x0..<x1 {
-                                    let v = src[yy * w + xx]
-                                    if v > best || v.isNaN { best = v; bi = yy * w + xx; if v.isNaN { break } }
-                                }
-                            }
-                            dst[oy * ow + ox] = best
-                            if let app { app[plane * oh * ow + oy * ow + ox] = Int32(bi) }
-                        }
-                    }
-                }
+            Parallel.chunks(n * c, grain: Swift.max(1, elementwiseGrain / Swift.max(h * ow * kernel, 1))) { r in
+                // The row pass's maxima and their columns, one plane at a time.
+                let rowMax = UnsafeMutablePointer<Float>.allocate(capacity: h * ow)
+                let rowArg = UnsafeMutablePointer<Int32>.allocate(capacity: h * ow)
+                defer { rowMax.deallocate(); rowArg.deallocate() }
+                let first = r.lowerBound
+                k.pointee.maxpool_fwd(px + first * h * w, Int32(r.count), Int32(h), Int32(w), Int32(kernel), Int32(s), Int32(p),
+                                      Int32(oh), Int32(ow), po + first * oh * ow, app.map { $0 + first * oh * ow }, rowMax, rowArg)
             }
         }
         if record, let nx = node {

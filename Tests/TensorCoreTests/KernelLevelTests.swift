@@ -163,3 +163,59 @@ import Testing
         #expect(viaPortable != t.array, "bfloat16 storage rounds")
     }
 }
+
+/// The separable max pool against the plain two-dimensional scan, on every kernel level: values and
+/// the index each output takes its gradient from, with many ties (small integers), NaNs and the
+/// window shapes the models use (SPPF's 5/1/2) and others (odd sizes, strides, padding).
+@Suite struct MaxPoolKernelTests {
+    /// Raster scan of every window: the first strict maximum, or the last NaN.
+    func reference(_ x: [Float], planes: Int, h: Int, w: Int, k: Int, s: Int, p: Int) -> ([Float], [Int32]) {
+        let oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1
+        var y = [Float](), idx = [Int32]()
+        for plane in 0..<planes {
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    let y0 = max(oy * s - p, 0), y1 = min(oy * s - p + k, h)
+                    let x0 = max(ox * s - p, 0), x1 = min(ox * s - p + k, w)
+                    var best = -Float.infinity, bi = y0 * w + x0
+                    for yy in y0..<y1 {
+                        for xx in x0..<x1 {
+                            let v = x[plane * h * w + yy * w + xx]
+                            if v > best || v.isNaN { best = v; bi = yy * w + xx }
+                        }
+                    }
+                    y.append(best)
+                    idx.append(Int32(bi))
+                }
+            }
+        }
+        return (y, idx)
+    }
+
+    @Test(arguments: [(5, 1, 2), (2, 2, 0), (3, 2, 1), (3, 1, 0), (4, 3, 1)])
+    func separableMatchesTheScan(_ window: (Int, Int, Int)) {
+        let (k, s, p) = window
+        var rng = RandomState(seed: UInt64(k * 100 + s * 10 + p))
+        for (h, w) in [(10, 10), (7, 13), (3, 5), (1, 9)] where h + 2 * p >= k && w + 2 * p >= k {
+            let planes = 3
+            var x = (0..<(planes * h * w)).map { _ in Float(Int(rng.uniform(0, 4))) }
+            x[5 % x.count] = .nan
+            if x.count > 40 { x[40] = .nan; x[41] = -.infinity }
+            let (ry, ri) = reference(x, planes: planes, h: h, w: w, k: k, s: s, p: p)
+            for level in Kernels.Level.allCases {
+                guard let kernels = Kernels(level: level) else { continue }
+                var y = [Float](repeating: 0, count: ry.count), idx = [Int32](repeating: -1, count: ri.count)
+                let oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1
+                var rowMax = [Float](repeating: 0, count: h * ow), rowArg = [Int32](repeating: 0, count: h * ow)
+                kernels.table.pointee.maxpool_fwd(x, Int32(planes), Int32(h), Int32(w), Int32(k), Int32(s), Int32(p),
+                                                  Int32(oh), Int32(ow), &y, &idx, &rowMax, &rowArg)
+                #expect(zip(y, ry).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(level) values, \(h)x\(w) window \(window)")
+                #expect(idx == ri, "\(level) indices, \(h)x\(w) window \(window)")
+                var y2 = [Float](repeating: 0, count: ry.count)
+                kernels.table.pointee.maxpool_fwd(x, Int32(planes), Int32(h), Int32(w), Int32(k), Int32(s), Int32(p),
+                                                  Int32(oh), Int32(ow), &y2, nil, &rowMax, &rowArg)
+                #expect(zip(y2, ry).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(level) values without indices")
+            }
+        }
+    }
+}

@@ -96,6 +96,12 @@ typedef struct df_kernels {
     /// y = y + bias[c] (bias may be NULL), then silu when silu != 0, in place
     void (*channel_bias_silu)(float *y, int N, int C, int HW, int c0, int c1, const float *_Nullable bias, int silu);
 
+    /// Max pooling of `planes` planes [H, W] -> y [oH, oW] (window k, stride s, padding p; padding
+    /// never wins). arg (may be NULL) gets each output's input index within its plane: the first
+    /// maximum in raster order, or the last NaN. Scratch: rowMax and rowArg hold H * oW each.
+    void (*maxpool_fwd)(const float *x, int planes, int H, int W, int k, int s, int p, int oH, int oW, float *y,
+                        int32_t *_Nullable arg, float *rowMax, int32_t *rowArg);
+
     // Convolution lowering, one image, channels [c0, c1).
     /// columns: [C*k*k, oH*oW] (row (c*k + i)*k + j) of image [C, H, W]; zero padding p, stride s
     void (*im2col)(const float *img, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,

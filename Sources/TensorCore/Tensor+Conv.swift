@@ -88,12 +88,10 @@ extension Tensor {
                     }
                 }
                 if let nx {
-                    if g.isPointwise {
-                        nx.accumulateOrSet { d, fresh in
-                            Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: fresh, bf16: mode == .bf16, reuseGy: nw != nil)
-                        }
-                    } else {
-                        nx.accumulate { d in Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: false, bf16: mode == .bf16, reuseGy: nw != nil) }
+                    // A first gradient is assigned, not added to zeros (on oneDNN a plain reorder
+                    // instead of a zero fill and a summing one).
+                    nx.accumulateOrSet { d, fresh in
+                        Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: fresh, bf16: mode == .bf16, reuseGy: nw != nil)
                     }
                 }
             }
@@ -317,13 +315,17 @@ enum Conv {
         }
     }
 
-    /// gx[n] (+)= col2im(W^T [K, O] x gy[n] [O, P]). With `fresh` (pointwise only) gx is
-    /// uninitialised and is assigned.
+    /// gx[n] (+)= col2im(W^T [K, O] x gy[n] [O, P]). With `fresh` gx is uninitialised and is
+    /// assigned (oneDNN writes every element; the packed path folds k > 1 columns into zeros).
     static func inputGrad(_ ctx: ComputeContext, _ g: ConvGeometry, w: UnsafePointer<Float>, gy: UnsafePointer<Float>,
                           gx: UnsafeMutablePointer<Float>, fresh: Bool, bf16: Bool, reuseGy: Bool = false) {
-        precondition(!fresh || g.isPointwise, "convInputGrad: fresh output needs the pointwise path")
         if OneDNN.handles(ctx, bf16: bf16),
            OneDNN.inputGrad(ctx, g, w: w, gy: gy, gx: gx, accumulate: !fresh, bf16: bf16, reuseGy: reuseGy) { return }
+        var fresh = fresh
+        if fresh && !g.isPointwise {
+            gx.update(repeating: 0, count: g.n * g.c * g.h * g.w)
+            fresh = false
+        }
         let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
         let colCount = g.isPointwise ? 0 : g.kdim * g.pixels
         let a = df_matrix(p: w, rs: 1, cs: g.kdim)          // A(kk, o) = W[o, kk]

@@ -57,6 +57,17 @@ import _TestSupport
         }
         // The accumulating input gradient adds the same values.
         #expect(maxMixedError(zip(gxAcc, before).map { $0 - $1 }, gx) < 1e-5)
+        // Assigned into uninitialised storage (NaNs here), every element is written: the same bits
+        // as added to zeros. The same call on the packed GEMM (which folds into zeros itself) agrees.
+        var gxFresh = [Float](repeating: .nan, count: x.count), gxPacked = gxFresh
+        ctx.run { Tensor.convInputGrad(g, w: w, gy: gy, gx: &gxFresh, fresh: true) }
+        #expect(gxFresh == gx, "assigned input gradient \(g)")
+        if !bf16 {
+            let packed = ComputeContext(threads: 2)
+            packed.gemm = .packed
+            packed.run { Tensor.convInputGrad(g, w: w, gy: gy, gx: &gxPacked, fresh: true) }
+            #expect(maxMixedError(gxPacked, gx) < 1e-5, "assigned input gradient, packed \(g)")
+        }
         // The output gradient reordered once for both backward passes (kept by the weight gradient,
         // used by the input gradient) gives the same bits; a kept copy of another gradient is not used.
         let gy2 = OneDNNConvTests.random(gy.count, seed: 15)

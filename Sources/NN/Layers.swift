@@ -31,8 +31,7 @@ public final class ConvBlock: UnaryLayer {
 
     public func callAsFunction(_ x: Tensor, training: Bool) -> Tensor {
         if let fusedBias {
-            let y = Tensor.conv2d(x, weight: weight, bias: fusedBias, stride: s, padding: p)
-            return act ? y.silu() : y
+            return Tensor.conv2d(x, weight: weight, bias: fusedBias, stride: s, padding: p, silu: act)
         }
         let y = Tensor.conv2d(x, weight: weight, stride: s, padding: p)
         if training && GradMode.isEnabled { numBatchesTracked.data[0] += 1 }

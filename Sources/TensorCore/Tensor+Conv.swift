@@ -99,6 +99,25 @@ extension Tensor {
         return out
     }
 
+    /// silu(conv2d(x, weight, bias)) when `silu`, else conv2d. Without a gradient to record, in
+    /// Float32, the bias and SiLU are one in-place pass over the output (the inference path of a
+    /// folded Conv block); otherwise the SiLU op follows. The values are the same bit for bit.
+    public static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1,
+                              padding: Int = 0, silu: Bool) -> Tensor {
+        let ctx = ComputeContext.current
+        guard silu, ctx.precision == .fp32, !needsGrad(x, weight), !(bias.map { needsGrad($0) } ?? false) else {
+            let y = conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
+            return silu ? y.silu() : y
+        }
+        let y = conv2d(x, weight: weight, stride: stride, padding: padding)
+        let (n, c, hw) = (y.shape[0], y.shape[1], y.shape[2] * y.shape[3])
+        let py = y.data, pb = bias?.data, k = ctx.k
+        Parallel.chunks(c, grain: Swift.max(1, elementwiseGrain / Swift.max(n * hw, 1))) { r in
+            k.pointee.channel_bias_silu(py, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound), Int32(r.upperBound), pb, 1)
+        }
+        return y
+    }
+
     /// Forward pass only (no autodiff), for tests and benchmarks: y = conv(x) with the current context.
     public static func convForward(_ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                    y: UnsafeMutablePointer<Float>) {

@@ -203,4 +203,34 @@ import _TestSupport
             for i in 1..<4 { #expect(a[i] == b[i], "\(level) gradient \(i) twice \(twice)") }
         }
     }
+
+    /// The inference path of a folded Conv block (bias and SiLU in one pass over the convolution's
+    /// output) gives the bits of the convolution followed by the SiLU op, on both backends, with and
+    /// without a bias; with a gradient to record it is the op chain itself (and backward runs).
+    @Test(arguments: [GemmBackend.packed, .onednn]) func convWithSiLUInOnePass(_ gemm: GemmBackend) throws {
+        if gemm == .onednn { try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh") }
+        var rng = RandomState(seed: 31)
+        let x = Tensor.normal([2, 8, 9, 9], rng: &rng), w = Tensor.normal([16, 8, 3, 3], std: 0.2, rng: &rng)
+        let b = Tensor.normal([16], rng: &rng)
+        let context = ComputeContext(threads: 2)
+        context.gemm = gemm
+        context.run {
+            for bias in [b, nil] {
+                let (fused, plain) = GradMode.noGrad {
+                    (Tensor.conv2d(x, weight: w, bias: bias, stride: 2, padding: 1, silu: true),
+                     Tensor.conv2d(x, weight: w, bias: bias, stride: 2, padding: 1).silu())
+                }
+                #expect(fused.shape == [2, 16, 5, 5] && fused.array == plain.array, "\(gemm) bias \(bias != nil)")
+                let same = GradMode.noGrad { Tensor.conv2d(x, weight: w, bias: bias, stride: 2, padding: 1, silu: false) }
+                #expect(same.array == GradMode.noGrad { Tensor.conv2d(x, weight: w, bias: bias, stride: 2, padding: 1) }.array)
+            }
+            let wg = Tensor(w.array, shape: w.shape)
+            wg.requiresGrad = true
+            let y = Tensor.conv2d(x, weight: wg, bias: b, stride: 2, padding: 1, silu: true)
+            let plain = GradMode.noGrad { Tensor.conv2d(x, weight: w, bias: b, stride: 2, padding: 1).silu() }
+            #expect(y.array == plain.array)
+            y.sum().backward()
+            #expect(wg.grad != nil)
+        }
+    }
 }

@@ -42,9 +42,9 @@ DF_VARIANTS(df_channel_moments,
                 (const float *x, int N, int C, int HW, int c0, int c1, float *mean, float *var),
                 (x, N, C, HW, c0, c1, mean, var))
 
-/// The gradient at the batch-norm output: g itself, or, when the layer is fused with SiLU
-/// (scale != NULL), g * silu'(x * scale + shift) recomputed from the saved input. One statement
-/// per rounding, so the fused and unfused paths round identically.
+/// The gradient at the batch-norm output when the layer is fused with SiLU: g * silu'(x * scale +
+/// shift), recomputed from the saved input. One statement per rounding, so the fused and unfused
+/// paths round identically.
 static inline __attribute__((always_inline)) float df_bn_dz(float g, float x, float sc, float sh) {
     float v = x * sc + sh;
     float s = 1.0f / (1.0f + df_exp_approx(-v));
@@ -53,7 +53,7 @@ static inline __attribute__((always_inline)) float df_bn_dz(float g, float x, fl
 }
 
 static inline __attribute__((always_inline)) void df_channel_grad_sums_body(
-    const float *x, const float *g, const float *mean, const float *scale, const float *shift, int N,
+    const float *x, float *g, const float *mean, const float *scale, const float *shift, int N,
     int C, int HW, int c0, int c1, float *sum_g, float *sum_gx) {
     for (int c = c0; c < c1; c++) {
         double sg = 0, sgx = 0;
@@ -61,12 +61,12 @@ static inline __attribute__((always_inline)) void df_channel_grad_sums_body(
         float sc = scale ? scale[c] : 0.0f, sh = shift ? shift[c] : 0.0f;
         for (int n = 0; n < N; n++) {
             const float *xp = x + ((size_t)n * C + c) * HW;
-            const float *gp = g + ((size_t)n * C + c) * HW;
+            float *gp = g + ((size_t)n * C + c) * HW;
             float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
             int i = 0;
             if (scale) {
                 // dz a tile at a time into an L1 buffer (a plain loop, vectorised at full width),
-                // then summed in the same 8 lanes and order as the unfused path.
+                // summed in the same 8 lanes and order as the unfused path, and stored over g.
                 enum { TILE = 512 };
                 float dz[TILE];
                 int full = HW & ~7;
@@ -75,6 +75,7 @@ static inline __attribute__((always_inline)) void df_channel_grad_sums_body(
                     for (int t = 0; t < len; t++) dz[t] = df_bn_dz(gp[i + t], xp[i + t], sc, sh);
                     for (int t = 0; t < len; t += 8)
                         for (int j = 0; j < 8; j++) { a[j] += dz[t + j]; b[j] += dz[t + j] * (xp[i + t + j] - m); }
+                    memcpy(gp + i, dz, (size_t)len * sizeof(float));
                 }
                 i = full;
                 for (int j = 0; j < 8; j++) { sg += a[j]; sgx += b[j]; }
@@ -82,6 +83,7 @@ static inline __attribute__((always_inline)) void df_channel_grad_sums_body(
                     float dz = df_bn_dz(gp[i], xp[i], sc, sh);
                     sg += dz;
                     sgx += (double)dz * (xp[i] - m);
+                    gp[i] = dz;
                 }
             } else {
                 for (; i + 8 <= HW; i += 8)
@@ -95,7 +97,7 @@ static inline __attribute__((always_inline)) void df_channel_grad_sums_body(
     }
 }
 DF_VARIANTS(df_channel_grad_sums,
-                (const float *x, const float *g, const float *mean, const float *scale,
+                (const float *x, float *g, const float *mean, const float *scale,
                  const float *shift, int N, int C, int HW, int c0, int c1, float *sum_g, float *sum_gx),
                 (x, g, mean, scale, shift, N, C, HW, c0, c1, sum_g, sum_gx))
 
@@ -132,35 +134,22 @@ DF_VARIANTS(df_channel_affine,
                 (x, N, C, HW, c0, c1, scale, shift, z, a, silu))
 
 static inline __attribute__((always_inline)) void df_channel_axpby_body(
-    const float *g, const float *x, const float *scale, const float *shift, int N, int C, int HW,
-    int c0, int c1, const float *ca, const float *cb, const float *cc, float *out, int accumulate) {
+    const float *g, const float *x, int N, int C, int HW, int c0, int c1, const float *ca,
+    const float *cb, const float *cc, float *out, int accumulate) {
     for (int n = 0; n < N; n++)
         for (int c = c0; c < c1; c++) {
             size_t off = ((size_t)n * C + c) * HW;
             const float *gp = g + off, *xp = x + off;
             float *op = out + off;
             float a = ca[c], b = cb[c], k = cc[c];
-            if (scale) {
-                float sc = scale[c], sh = shift[c];
-                if (accumulate)
-                    for (int i = 0; i < HW; i++) {
-                        float dz = df_bn_dz(gp[i], xp[i], sc, sh);
-                        op[i] += a * dz + b * xp[i] + k;
-                    }
-                else
-                    for (int i = 0; i < HW; i++) {
-                        float dz = df_bn_dz(gp[i], xp[i], sc, sh);
-                        op[i] = a * dz + b * xp[i] + k;
-                    }
-            } else if (accumulate) for (int i = 0; i < HW; i++) op[i] += a * gp[i] + b * xp[i] + k;
+            if (accumulate) for (int i = 0; i < HW; i++) op[i] += a * gp[i] + b * xp[i] + k;
             else for (int i = 0; i < HW; i++) op[i] = a * gp[i] + b * xp[i] + k;
         }
 }
 DF_VARIANTS(df_channel_axpby,
-                (const float *g, const float *x, const float *scale, const float *shift, int N, int C,
-                 int HW, int c0, int c1, const float *ca, const float *cb, const float *cc, float *out,
-                 int accumulate),
-                (g, x, scale, shift, N, C, HW, c0, c1, ca, cb, cc, out, accumulate))
+                (const float *g, const float *x, int N, int C, int HW, int c0, int c1,
+                 const float *ca, const float *cb, const float *cc, float *out, int accumulate),
+                (g, x, N, C, HW, c0, c1, ca, cb, cc, out, accumulate))
 
 static inline __attribute__((always_inline)) void df_channel_sums_body(
     const float *x, int N, int C, int HW, int c0, int c1, float *sum) {

@@ -131,7 +131,9 @@ extension ComputeContext {
 extension Tensor {
     /// Attaches a backward closure to `self` (an op's fresh output) when grad mode is on and any
     /// input requires a gradient. `backward` receives d(loss)/d(self) and accumulates into the
-    /// inputs' nodes. Returns self for chaining.
+    /// inputs' nodes. The buffer it receives is this node's own gradient, which nothing else holds
+    /// and backward drops after the closure: the closure may overwrite it as scratch. Returns self
+    /// for chaining.
     @discardableResult
     @inline(__always)
     public func recording(_ inputs: [Tensor], _ backward: @escaping (Buffer) -> Void) -> Tensor {

@@ -98,8 +98,9 @@ extension Tensor {
             defer { withExtendedLifetime(xb) {} }
             let xp = xb.ptr
             let grain = Swift.max(1, elementwiseGrain / Swift.max(m, 1))
-            // dz, the gradient at the batch-norm output (before SiLU when fused), is never written
-            // out: with SiLU both passes below recompute it from x and gout (scale and shift given).
+            // dz, the gradient at the batch-norm output (before SiLU when fused): gout itself, or,
+            // with SiLU, computed by the sums pass and stored over gout (this node's own gradient,
+            // which backward drops after this closure) for the input-gradient pass.
             let dz = UnsafePointer(gout.ptr)
             var sumG = [Float](repeating: 0, count: c)
             var sumGX = [Float](repeating: 0, count: c)
@@ -111,7 +112,7 @@ extension Tensor {
                                 let gpp = gp.baseAddress!, xgpp = xgp.baseAddress!, mpp = mp.baseAddress!
                                 let spp = silu ? sp.baseAddress : nil, hpp = silu ? hp.baseAddress : nil
                                 Parallel.chunks(c, grain: grain) { r in
-                                    k.pointee.channel_grad_sums(xp, dz, mpp, spp, hpp, Int32(n), Int32(c), Int32(hw),
+                                    k.pointee.channel_grad_sums(xp, gout.ptr, mpp, spp, hpp, Int32(n), Int32(c), Int32(hw),
                                                                 Int32(r.lowerBound), Int32(r.upperBound), gpp, xgpp)
                                 }
                             }
@@ -146,16 +147,10 @@ extension Tensor {
                     ca.withUnsafeBufferPointer { ap in
                         cb.withUnsafeBufferPointer { bp in
                             cc.withUnsafeBufferPointer { cp in
-                                scale.withUnsafeBufferPointer { sp in
-                                    shift.withUnsafeBufferPointer { hp in
-                                        let app = ap.baseAddress!, bpp = bp.baseAddress!, cpp = cp.baseAddress!
-                                        let spp = silu ? sp.baseAddress : nil, hpp = silu ? hp.baseAddress : nil
-                                        Parallel.chunks(c, grain: grain) { r in
-                                            k.pointee.channel_axpby(dz, xp, spp, hpp, Int32(n), Int32(c), Int32(hw),
-                                                                    Int32(r.lowerBound), Int32(r.upperBound), app, bpp, cpp,
-                                                                    d, fresh ? 0 : 1)
-                                        }
-                                    }
+                                let app = ap.baseAddress!, bpp = bp.baseAddress!, cpp = cp.baseAddress!
+                                Parallel.chunks(c, grain: grain) { r in
+                                    k.pointee.channel_axpby(dz, xp, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
+                                                            Int32(r.upperBound), app, bpp, cpp, d, fresh ? 0 : 1)
                                 }
                             }
                         }

@@ -92,15 +92,15 @@ import Testing
             var sums = [Float](repeating: 1, count: c)
             k.channel_sums(x, N, C, HW, 0, C, &sums); outs.append(sums)
             var sg = mean, sgx = mean
-            k.channel_grad_sums(x, g, mean, nil, nil, N, C, HW, 0, C, &sg, &sgx); outs += [sg, sgx]
-            k.channel_grad_sums(x, g, mean, sc, sh, N, C, HW, 0, C, &sg, &sgx); outs += [sg, sgx]
+            var gs = g
+            k.channel_grad_sums(x, &gs, mean, nil, nil, N, C, HW, 0, C, &sg, &sgx); outs += [sg, sgx, gs]
+            k.channel_grad_sums(x, &gs, mean, sc, sh, N, C, HW, 0, C, &sg, &sgx); outs += [sg, sgx, gs]
             var z = x, a = x
             k.channel_affine(x, N, C, HW, 0, C, sc, sh, &z, &a, 1); outs += [z, a]
             k.channel_affine(x, N, C, HW, 0, C, sc, sh, &z, nil, 0); outs.append(z)
             var o = g
-            k.channel_axpby(g, x, nil, nil, N, C, HW, 0, C, sc, sh, sc, &o, 1); outs.append(o)
-            k.channel_axpby(g, x, sc, sh, N, C, HW, 0, C, sc, sh, sc, &o, 1); outs.append(o)
-            k.channel_axpby(g, x, sh, sc, N, C, HW, 1, C, sc, sh, sc, &o, 0); outs.append(o)
+            k.channel_axpby(g, x, N, C, HW, 0, C, sc, sh, sc, &o, 1); outs.append(o)
+            k.channel_axpby(g, x, N, C, HW, 1, C, sc, sh, sc, &o, 0); outs.append(o)
             var y = x
             k.channel_bias_silu(&y, N, C, HW, 0, C, sh, 1); outs.append(y)
             y = x

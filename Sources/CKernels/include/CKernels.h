@@ -81,17 +81,16 @@ typedef struct df_kernels {
     /// sum[c] += sum over N x HW of x
     void (*channel_sums)(const float *x, int N, int C, int HW, int c0, int c1, float *sum);
     /// sums over N x HW of dz and of dz * (x - mean[c]) (the batch-norm backward reductions), where
-    /// dz = g, or, with scale and shift (batch norm fused with SiLU), dz = g * silu'(x * scale[c] +
-    /// shift[c]) computed on the fly (never written out)
-    void (*channel_grad_sums)(const float *x, const float *g, const float *mean, const float *_Nullable scale,
+    /// dz = g; or, with scale and shift (batch norm fused with SiLU), dz = g * silu'(x * scale[c] +
+    /// shift[c]), which then replaces g in place (the input-gradient pass reads it from there)
+    void (*channel_grad_sums)(const float *x, float *g, const float *mean, const float *_Nullable scale,
                               const float *_Nullable shift, int N, int C, int HW, int c0, int c1,
                               float *sum_g, float *sum_gx);
     /// z = x * scale[c] + shift[c]; with silu, a = silu(z) (z may then be NULL; a is NULL without silu)
     void (*channel_affine)(const float *x, int N, int C, int HW, int c0, int c1, const float *scale,
                            const float *shift, float *_Nullable z, float *_Nullable a, int silu);
-    /// out (= or += when accumulate) ca[c] * dz + cb[c] * x + cc[c], dz as in channel_grad_sums
-    void (*channel_axpby)(const float *g, const float *x, const float *_Nullable scale,
-                          const float *_Nullable shift, int N, int C, int HW, int c0, int c1,
+    /// out (= or += when accumulate) ca[c] * g + cb[c] * x + cc[c]
+    void (*channel_axpby)(const float *g, const float *x, int N, int C, int HW, int c0, int c1,
                           const float *ca, const float *cb, const float *cc, float *out, int accumulate);
     /// y = y + bias[c] (bias may be NULL), then silu when silu != 0, in place
     void (*channel_bias_silu)(float *y, int N, int C, int HW, int c0, int c1, const float *_Nullable bias, int silu);

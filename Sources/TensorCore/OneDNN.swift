@@ -72,14 +72,17 @@ extension GemmBackend {
     /// The tools' default: oneDNN's convolutions where libdnnl runs, else the packed GEMM.
     public static var toolDefault: GemmBackend { OneDNN.available ? .onednn : .packed }
 
-    /// The value of a tool's `--gemm` flag: `onednn` (only where libdnnl runs) or `packed`.
-    public init(flag: String) throws {
+    /// The value of a tool's `--gemm` flag: `onednn` (only where libdnnl runs) or `packed`, and
+    /// `openblas` where `allowOpenBLAS` (the benchmarks compare with it; the tools do not offer it).
+    public init(flag: String, allowOpenBLAS: Bool = false) throws {
         switch flag {
         case "onednn":
             guard OneDNN.available else { throw GemmFlagError(description: "--gemm onednn: oneDNN (libdnnl.so.2) does not run here; use --gemm packed") }
             self = .onednn
         case "packed": self = .packed
-        default: throw GemmFlagError(description: "--gemm must be onednn or packed, got \(flag)")
+        case "openblas" where allowOpenBLAS: self = .openblas
+        default:
+            throw GemmFlagError(description: "--gemm must be onednn\(allowOpenBLAS ? ", packed or openblas" : " or packed"), got \(flag)")
         }
     }
 }

@@ -29,9 +29,7 @@ struct ContextOptions: ParsableArguments {
         let ctx = ComputeContext.current
         if let threads { ctx.threads = threads }
         if let gemm {
-            guard let g = GemmBackend(rawValue: gemm) else { throw ValidationError("--gemm must be packed, openblas or onednn, got \(gemm)") }
-            guard g != .onednn || OneDNN.available else { throw ValidationError("--gemm onednn: oneDNN (libdnnl.so.2) does not run here") }
-            ctx.gemm = g
+            do { ctx.gemm = try GemmBackend(flag: gemm, allowOpenBLAS: true) } catch { throw ValidationError("\(error)") }
         } else {
             ctx.gemm = .toolDefault
         }

@@ -149,6 +149,20 @@ import _TestSupport
 
     /// The bfloat16 autocast convolutions take oneDNN by default only where the CPU has AVX512_BF16
     /// and the kernels are native; portable kernels keep the packed twin.
+    /// One parser for every `--gemm`: the tools take onednn or packed, the benchmarks also openblas.
+    @Test func gemmFlag() throws {
+        #expect(try GemmBackend(flag: "packed") == .packed)
+        #expect(try GemmBackend(flag: "openblas", allowOpenBLAS: true) == .openblas)
+        #expect(throws: GemmFlagError.self) { try GemmBackend(flag: "openblas") }
+        func message(_ body: () throws -> GemmBackend) -> String {
+            do { return "parsed as \(try body())" } catch { return "\(error)" }
+        }
+        #expect(message { try GemmBackend(flag: "bogus", allowOpenBLAS: true) } == "--gemm must be onednn, packed or openblas, got bogus")
+        #expect(message { try GemmBackend(flag: "bogus") } == "--gemm must be onednn or packed, got bogus")
+        if OneDNN.available { #expect(try GemmBackend(flag: "onednn") == .onednn) }
+        else { #expect(throws: GemmFlagError.self) { try GemmBackend(flag: "onednn") } }
+    }
+
     @Test func routing() {
         let ctx = ComputeContext(threads: 1)
         #expect(OneDNN.handles(ctx, bf16: false) == false)

@@ -89,9 +89,15 @@ final class LearningTests: XCTestCase {
         XCTAssertLessThanOrEqual(without, withMatrix - 0.05, "without the matrix the misregistered IR should cost accuracy")
     }
 
-    /// Issue 12: modality_dropout 0.15 keeps a model useful with the IR camera dark (at least 0.8x
-    /// the mAP50 of an RGB-only model trained as long) and costs nothing with both streams (within
-    /// FP32's spread plus 0.02 of the model trained without dropout).
+    /// Issue 12: with modality_dropout 0.15 the model stays useful with a camera dark and costs
+    /// nothing with both streams (within FP32's spread plus 0.02 of the model trained without it).
+    ///
+    /// On this synthetic set the RGB stream alone learns almost nothing in 8 epochs (an RGB-only
+    /// model: mAP50 0.0025), so "IR dark" can only be held to that (at least 0.8x of it). The side
+    /// that can fail is "RGB dark": at least 0.9x the mAP50 of an IR-only model trained as long.
+    /// Measured (2026-11-29, packed GEMM): RGB dark 0.7833 against IR-only 0.7885. The model trained
+    /// without dropout reached 0.7646 with RGB dark, so this data does not show what dropout adds;
+    /// it shows that the fused model does not collapse when a stream goes dark.
     func testModalityDropoutKeepsTheModelUsefulWithACameraDark() throws {
         let data = TestData.synthetic("learn", train: 256, val: 64, seed: 0)
         var o = TestData.options(data: data, model: "dual_yolov8n_mid.yaml", name: "learn_dropout", epochs: 8)
@@ -108,12 +114,18 @@ final class LearningTests: XCTestCase {
             v.blank = blank
             return try v.run(model: m.model, loader: loader, loss: nil, names: m.names).metrics.map50
         }
-        let both = try map(weights, blank: nil), irDark = try map(weights, blank: "ir")
+        let both = try map(weights, blank: nil), irDark = try map(weights, blank: "ir"), rgbDark = try map(weights, blank: "rgb")
         let rgbOnly = try map(try singleStream("yolov8n.yaml").runDirectory + "/weights/last.safetensors", blank: nil)
-        let noDropout = try XCTUnwrap(learn(.fp32, seed: 0).final).metrics.map50
+        let irOnly = try map(try singleStream("ir_yolov8n.yaml").runDirectory + "/weights/last.safetensors", blank: nil)
+        let plain = try learn(.fp32, seed: 0)
+        let noDropout = try XCTUnwrap(plain.final).metrics.map50
+        let plainWeights = plain.runDirectory + "/weights/last.safetensors"
+        let plainRGBDark = try map(plainWeights, blank: "rgb"), plainIRDark = try map(plainWeights, blank: "ir")
         let spread = try fp32Spread()
-        print(String(format: "modality_dropout 0.15: mAP50 %.4f both streams, %.4f IR dark; RGB-only model %.4f; no dropout %.4f (spread %.4f)",
-                     both, irDark, rgbOnly, noDropout, spread))
+        print(String(format: "modality_dropout 0.15: mAP50 %.4f both streams, %.4f IR dark, %.4f RGB dark; RGB-only model %.4f, IR-only model %.4f; " +
+                     "no dropout %.4f (IR dark %.4f, RGB dark %.4f; spread %.4f)",
+                     both, irDark, rgbDark, rgbOnly, irOnly, noDropout, plainIRDark, plainRGBDark, spread))
+        XCTAssertGreaterThanOrEqual(rgbDark, 0.9 * irOnly, "RGB camera dark against an IR-only model")
         XCTAssertGreaterThanOrEqual(irDark, 0.8 * rgbOnly)
         XCTAssertLessThanOrEqual(abs(both - noDropout), spread + 0.02)
     }

@@ -80,6 +80,10 @@ typedef struct entry {
     dnnl_primitive_t fromAdd;
     int addTried;
     dnnl_memory_desc_t plain0, plain1, plainOut, md0, md1, mdOut;
+    // Forward only: the weights wFrom points at, reordered to md1 (frozen-weight calls; see
+    // df_dnnl_conv_forward_frozen). wFrom NULL: nothing cached.
+    const float *wFrom;
+    void *wBuf;
     struct entry *next;
 } entry;
 
@@ -96,6 +100,7 @@ static size_t scratchBytes[5];
 static const float *keptFrom;
 static dnnl_memory_desc_t keptMd;
 static int keptValid;
+static long weightHits[2];         // frozen-weight forward calls: [0] served from the cache, [1] reordered
 static void (*setThreads)(int);   // libgomp's omp_set_num_threads (oneDNN's threads), if loaded
 
 static int ready_locked(void) {
@@ -167,6 +172,7 @@ static void destroy_entry(entry *e) {
     if (e->to1) dnnl_primitive_destroy(e->to1);
     if (e->from) dnnl_primitive_destroy(e->from);
     if (e->fromAdd) dnnl_primitive_destroy(e->fromAdd);
+    free(e->wBuf);
     free(e);
 }
 
@@ -316,8 +322,10 @@ fail:
 // copy when it is this call's output gradient in the same layout (backward data), 0 neither.
 // keepSrc (forward): the input reordered to the primitive's layout goes there instead of scratch.
 // keptSrc (backward weights): the input, already in the primitive's layout (in0 is not read).
+// frozenW (forward): the weights do not change between such calls; their reordered copy is cached per
+// shape and pointer.
 static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const float *in0, const float *in1, float *out,
-               int accumulate, int share, void *keepSrc, const void *keptSrc) {
+               int accumulate, int share, void *keepSrc, const void *keptSrc, int frozenW) {
     dnnl_status_t status = dnnl_success;
     dnnl_memory_t u0 = NULL, u1 = NULL, uo = NULL, m0 = NULL, m1 = NULL, mo = NULL, tmp = NULL;
     pthread_mutex_lock(&lock);
@@ -345,7 +353,20 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const flo
         CHECK(wrap(&m0, &e->md0, scratch_slot(0, dnnl_memory_desc_get_size(&e->md0))));
         CHECK(reorder(e->to0, u0, m0));
     }
-    if (e->to1) {
+    if (e->to1 && frozenW && pass == PASS_FORWARD) {
+        if (e->wFrom != in1) {
+            e->wFrom = NULL;
+            if (!e->wBuf) e->wBuf = malloc(dnnl_memory_desc_get_size(&e->md1));
+            if (!e->wBuf) { status = dnnl_out_of_memory; goto fail; }
+            CHECK(wrap(&m1, &e->md1, e->wBuf));
+            CHECK(reorder(e->to1, u1, m1));
+            e->wFrom = in1;
+            weightHits[1]++;
+        } else {
+            CHECK(wrap(&m1, &e->md1, e->wBuf));
+            weightHits[0]++;
+        }
+    } else if (e->to1) {
         CHECK(wrap(&m1, &e->md1, scratch_slot(keep1 ? 4 : 1, dnnl_memory_desc_get_size(&e->md1))));
         CHECK(reorder(e->to1, u1, m1));
     }
@@ -399,17 +420,34 @@ fail:
 
 int df_dnnl_conv_forward(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y,
                          void *keep_x) {
-    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0, keep_x, NULL);
+    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0, keep_x, NULL, 0);
+}
+
+int df_dnnl_conv_forward_frozen(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y) {
+    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0, NULL, NULL, 1);
+}
+
+void df_dnnl_forget_weights(void) {
+    pthread_mutex_lock(&lock);
+    for (entry *e = cache; e; e = e->next) e->wFrom = NULL;
+    pthread_mutex_unlock(&lock);
+}
+
+void df_dnnl_weight_cache_counts(long *hits, long *reorders) {
+    pthread_mutex_lock(&lock);
+    *hits = weightHits[0];
+    *reorders = weightHits[1];
+    pthread_mutex_unlock(&lock);
 }
 
 int df_dnnl_conv_backward_data(const df_dnnl_conv *g, int bf16, int threads, const float *w, const float *gy, float *gx,
                                int accumulate, int reuse_gy) {
-    return run(PASS_DATA, g, bf16, threads, gy, w, gx, accumulate, reuse_gy ? 2 : 0, NULL, NULL);
+    return run(PASS_DATA, g, bf16, threads, gy, w, gx, accumulate, reuse_gy ? 2 : 0, NULL, NULL, 0);
 }
 
 int df_dnnl_conv_backward_weights(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *gy, float *gw,
                                   int keep_gy, const void *kept_x) {
-    return run(PASS_WEIGHTS, g, bf16, threads, x, gy, gw, 0, keep_gy ? 1 : 0, NULL, kept_x);
+    return run(PASS_WEIGHTS, g, bf16, threads, x, gy, gw, 0, keep_gy ? 1 : 0, NULL, kept_x, 0);
 }
 
 void df_dnnl_release(void) {

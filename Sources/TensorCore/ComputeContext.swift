@@ -100,6 +100,9 @@ public final class ComputeContext: @unchecked Sendable {
     /// the input gradient needs), so every replica must run the same layers in the same order.
     /// Nil (the default): each replica normalises with its own batch's statistics.
     public var replicaSum: ((UnsafeMutablePointer<Double>, Int) -> Void)?
+    /// Inside `withFrozenWeights`: convolutions without a gradient to record keep oneDNN's
+    /// reordered copy of their weights and reuse it while the weight storage is the same.
+    public private(set) var frozenWeights = false
     /// Activations saved for backward since the last backward.
     public let saved = SavedActivations()
     /// Per-worker scratch memory of the convolution.
@@ -134,6 +137,16 @@ public final class ComputeContext: @unchecked Sendable {
     static func install(_ c: ComputeContext?) {
         if let old = pthread_getspecific(ContextKey.key) { Unmanaged<ComputeContext>.fromOpaque(old).release() }
         pthread_setspecific(ContextKey.key, c.map { Unmanaged.passRetained($0).toOpaque() })
+    }
+
+    /// Runs `body` (inference with a fixed model) with `frozenWeights` on: the weights of the
+    /// convolutions must not change inside it. Copies cached inside are dropped before and after.
+    public func withFrozenWeights<T>(_ body: () throws -> T) rethrows -> T {
+        let previous = frozenWeights
+        OneDNN.forgetWeights()
+        frozenWeights = true
+        defer { frozenWeights = previous; OneDNN.forgetWeights() }
+        return try body()
     }
 
     /// Frees the scratch memory (the next convolution allocates it again).

@@ -38,6 +38,24 @@ public enum OneDNN {
         return df_dnnl_conv_forward(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, w, y, keepX) == 0
     }
 
+    /// The forward with weights that do not change (`ComputeContext.withFrozenWeights`): their
+    /// reordered copy is cached per shape and weight pointer.
+    static func forwardFrozen(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                              y: UnsafeMutablePointer<Float>, bf16: Bool) -> Bool {
+        var s = shape(g)
+        return df_dnnl_conv_forward_frozen(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, w, y) == 0
+    }
+
+    /// Drops the weight copies cached by frozen-weight forwards.
+    static func forgetWeights() { if available { df_dnnl_forget_weights() } }
+
+    /// Frozen-weight forwards so far: (served from the cache, reordered).
+    public static var weightCacheCounts: (hits: Int, reorders: Int) {
+        var h = 0, r = 0
+        df_dnnl_weight_cache_counts(&h, &r)
+        return (h, r)
+    }
+
     /// Bytes of x in the layout oneDNN's forward and weight-gradient primitives share (0: none).
     static func keepBytes(_ g: ConvGeometry, bf16: Bool) -> Int {
         var s = shape(g)

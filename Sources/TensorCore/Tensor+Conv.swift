@@ -234,7 +234,11 @@ enum Conv {
     @discardableResult
     static func forward(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
                         y: UnsafeMutablePointer<Float>, bf16: Bool, keepX: UnsafeMutableRawPointer? = nil) -> Bool {
-        if OneDNN.handles(ctx, bf16: bf16), OneDNN.forward(ctx, g, x: x, w: w, y: y, bf16: bf16, keepX: keepX) { return true }
+        if OneDNN.handles(ctx, bf16: bf16) {
+            if ctx.frozenWeights && keepX == nil && !ctx.gradEnabled,
+               OneDNN.forwardFrozen(ctx, g, x: x, w: w, y: y, bf16: bf16) { return true }
+            if OneDNN.forward(ctx, g, x: x, w: w, y: y, bf16: bf16, keepX: keepX) { return true }
+        }
         let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
         let colCount = g.isPointwise ? 0 : g.kdim * g.pixels
         let a = df_matrix(p: w, rs: g.kdim, cs: 1)

@@ -43,9 +43,10 @@ struct ModelBench: ParsableCommand {
         }
         let x1 = inputs(1)
         model.training = false
-        let infer = medianTime(runs: runs) { _ = noGrad { model(x1) } }
+        let ctx = ComputeContext.current
+        let infer = ctx.withFrozenWeights { medianTime(runs: runs) { _ = noGrad { model(x1) } } }
         model.fuse()
-        let fused = medianTime(runs: runs) { _ = noGrad { model(x1) } }
+        let fused = ctx.withFrozenWeights { medianTime(runs: runs) { _ = noGrad { model(x1) } } }
         print(String(format: "forward, training mode, batch %d: %.1f ms (%.1f img/s); with backward of a proxy loss: %.1f ms",
                      batch, train * 1e3, Double(batch) / train, trainBwd * 1e3))
         print(String(format: "inference, batch 1: %.1f ms; BN folded: %.1f ms  (%d threads, median of %d)",

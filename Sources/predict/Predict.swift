@@ -115,14 +115,17 @@ struct Predict: ParsableCommand {
                                          drawing: .init(lineWidth: lineWidth, showLabels: !hideLabels, showConfidence: !hideConf),
                                          saveCrop: saveCrop)
             let t0 = Date()
-            switch resolved.kind {
-            case let .images(pairs, missing):
-                try session.images(pairs, batch: batch)
-                session.missingIR += missing
-            case let .video(rgb, irVideo):
-                try session.video(rgb: rgb, ir: irVideo, stride: vidStride, sideBySide: sideBySide)
-            case let .frameFolders(rgb, irFrames):
-                try session.frames(rgb: rgb, ir: irFrames, fps: fps, stride: vidStride, sideBySide: sideBySide)
+            // The folded model does not change from here on: oneDNN's copies of its weights are kept.
+            try ComputeContext.current.withFrozenWeights {
+                switch resolved.kind {
+                case let .images(pairs, missing):
+                    try session.images(pairs, batch: batch)
+                    session.missingIR += missing
+                case let .video(rgb, irVideo):
+                    try session.video(rgb: rgb, ir: irVideo, stride: vidStride, sideBySide: sideBySide)
+                case let .frameFolders(rgb, irFrames):
+                    try session.frames(rgb: rgb, ir: irFrames, fps: fps, stride: vidStride, sideBySide: sideBySide)
+                }
             }
             try session.writeJSON(weights: weights)
             let total = session.records.count

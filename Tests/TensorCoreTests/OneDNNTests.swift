@@ -149,6 +149,37 @@ import _TestSupport
 
     /// The bfloat16 autocast convolutions take oneDNN by default only where the CPU has AVX512_BF16
     /// and the kernels are native; portable kernels keep the packed twin.
+    /// Inference with frozen weights keeps oneDNN's reordered copy of each convolution's weights:
+    /// the same bits as the plain forward, the copy reused while the weights are the same storage,
+    /// another tensor of the same shape not served from it, and nothing kept after the scope (weights
+    /// changed afterwards are read again).
+    @Test func frozenWeightsReuseTheirReorderedCopy() throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        var rng = RandomState(seed: 41)
+        let x = Tensor.normal([1, 16, 12, 12], rng: &rng)
+        let w1 = Tensor.normal([32, 16, 3, 3], std: 0.1, rng: &rng), w2 = Tensor.normal([32, 16, 3, 3], std: 0.1, rng: &rng)
+        let ctx = ComputeContext(threads: 2)
+        ctx.gemm = .onednn
+        ctx.run {
+            GradMode.noGrad {
+                let plain1 = Tensor.conv2d(x, weight: w1, padding: 1).array, plain2 = Tensor.conv2d(x, weight: w2, padding: 1).array
+                let before = OneDNN.weightCacheCounts
+                let (a, b, c) = ctx.withFrozenWeights {
+                    (Tensor.conv2d(x, weight: w1, padding: 1).array, Tensor.conv2d(x, weight: w1, padding: 1).array,
+                     Tensor.conv2d(x, weight: w2, padding: 1).array)
+                }
+                let after = OneDNN.weightCacheCounts
+                #expect(a == plain1 && b == plain1 && c == plain2)
+                #expect(after.hits - before.hits == 1 && after.reorders - before.reorders == 2, "\(before) -> \(after)")
+                // Changed after the scope: read again.
+                for i in 0..<w1.count { w1.data[i] *= -1 }
+                let changed = ctx.withFrozenWeights { Tensor.conv2d(x, weight: w1, padding: 1).array }
+                #expect(changed == plain1.map { -$0 })
+                #expect(!ctx.frozenWeights)
+            }
+        }
+    }
+
     /// One parser for every `--gemm`: the tools take onednn or packed, the benchmarks also openblas.
     @Test func gemmFlag() throws {
         #expect(try GemmBackend(flag: "packed") == .packed)

@@ -25,6 +25,14 @@ const char *df_dnnl_version(void);
 // x goes in oneDNN's layout, df_dnnl_conv_keep_bytes(g, bf16) bytes, for backward_weights' kept_x.
 int df_dnnl_conv_forward(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y,
                          void *keep_x);
+// The forward for weights that do not change between calls (inference): the weights' reordered copy
+// is kept per shape and reused while w is the same pointer. The caller guarantees that the values
+// behind w do not change until df_dnnl_forget_weights().
+int df_dnnl_conv_forward_frozen(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y);
+// Drops every cached weight copy (the next frozen call reorders again).
+void df_dnnl_forget_weights(void);
+// Frozen-weight forward calls so far: served from the cache, and reordered.
+void df_dnnl_weight_cache_counts(long *hits, long *reorders);
 // Bytes of x in the layout the forward and weight-gradient primitives share, or 0 when they do not
 // share one (or x needs no reorder): then keep_x / kept_x cannot be used.
 size_t df_dnnl_conv_keep_bytes(const df_dnnl_conv *g, int bf16);

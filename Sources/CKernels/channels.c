@@ -52,6 +52,16 @@ static inline __attribute__((always_inline)) float df_bn_dz(float g, float x, fl
     return g * d;
 }
 
+/// Eight float lanes (GCC/clang vector extension): lane j of a running sum takes elements j, j + 8,
+/// j + 16, ... in order, the same order on every kernel level.
+typedef float df_v8 __attribute__((vector_size(32)));
+
+static inline __attribute__((always_inline)) df_v8 df_load8(const float *p) {
+    df_v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
 static inline __attribute__((always_inline)) void df_channel_grad_sums_body(
     const float *x, float *g, const float *mean, const float *scale, const float *shift, int N,
     int C, int HW, int c0, int c1, float *sum_g, float *sum_gx) {
@@ -59,22 +69,25 @@ static inline __attribute__((always_inline)) void df_channel_grad_sums_body(
         double sg = 0, sgx = 0;
         float m = mean[c];
         float sc = scale ? scale[c] : 0.0f, sh = shift ? shift[c] : 0.0f;
+        df_v8 mv = {m, m, m, m, m, m, m, m};
         for (int n = 0; n < N; n++) {
             const float *xp = x + ((size_t)n * C + c) * HW;
             float *gp = g + ((size_t)n * C + c) * HW;
-            float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            int i = 0;
+            df_v8 a = {0, 0, 0, 0, 0, 0, 0, 0}, b = {0, 0, 0, 0, 0, 0, 0, 0};
+            int full = HW & ~7, i = 0;
             if (scale) {
                 // dz a tile at a time into an L1 buffer (a plain loop, vectorised at full width),
                 // summed in the same 8 lanes and order as the unfused path, and stored over g.
                 enum { TILE = 512 };
                 float dz[TILE];
-                int full = HW & ~7;
                 for (; i < full; i += TILE) {
                     int len = full - i < TILE ? full - i : TILE;
                     for (int t = 0; t < len; t++) dz[t] = df_bn_dz(gp[i + t], xp[i + t], sc, sh);
-                    for (int t = 0; t < len; t += 8)
-                        for (int j = 0; j < 8; j++) { a[j] += dz[t + j]; b[j] += dz[t + j] * (xp[i + t + j] - m); }
+                    for (int t = 0; t < len; t += 8) {
+                        df_v8 d = df_load8(dz + t);
+                        a += d;
+                        b += d * (df_load8(xp + i + t) - mv);
+                    }
                     memcpy(gp + i, dz, (size_t)len * sizeof(float));
                 }
                 i = full;
@@ -86,8 +99,11 @@ static inline __attribute__((always_inline)) void df_channel_grad_sums_body(
                     gp[i] = dz;
                 }
             } else {
-                for (; i + 8 <= HW; i += 8)
-                    for (int j = 0; j < 8; j++) { a[j] += gp[i + j]; b[j] += gp[i + j] * (xp[i + j] - m); }
+                for (; i < full; i += 8) {
+                    df_v8 d = df_load8(gp + i);
+                    a += d;
+                    b += d * (df_load8(xp + i) - mv);
+                }
                 for (int j = 0; j < 8; j++) { sg += a[j]; sgx += b[j]; }
                 for (; i < HW; i++) { sg += gp[i]; sgx += (double)gp[i] * (xp[i] - m); }
             }

@@ -2,12 +2,21 @@
 #include "CKernels.h"
 #include "internal.h"
 
-/// Sum of a plane in 8 independent float lanes (vectorisable without reassociation), in double.
+/// Eight float lanes (GCC/clang vector extension): lane j of a running sum takes elements j, j + 8,
+/// j + 16, ... in order, the same order on every kernel level.
+typedef float df_v8 __attribute__((vector_size(32)));
+
+static inline __attribute__((always_inline)) df_v8 df_load8(const float *p) {
+    df_v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/// Sum of a plane in 8 independent float lanes, then in double.
 static inline __attribute__((always_inline)) double plane_sum(const float *p, int n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    df_v8 acc = {0, 0, 0, 0, 0, 0, 0, 0};
     int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += p[i + j];
+    for (; i + 8 <= n; i += 8) acc += df_load8(p + i);
     double s = 0;
     for (int j = 0; j < 8; j++) s += acc[j];
     for (; i < n; i++) s += p[i];
@@ -15,10 +24,9 @@ static inline __attribute__((always_inline)) double plane_sum(const float *p, in
 }
 
 static inline __attribute__((always_inline)) double plane_sq_dev(const float *p, int n, float m) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    df_v8 acc = {0, 0, 0, 0, 0, 0, 0, 0}, mv = {m, m, m, m, m, m, m, m};
     int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) { float d = p[i + j] - m; acc[j] += d * d; }
+    for (; i + 8 <= n; i += 8) { df_v8 d = df_load8(p + i) - mv; acc += d * d; }
     double s = 0;
     for (int j = 0; j < 8; j++) s += acc[j];
     for (; i < n; i++) { double d = p[i] - m; s += d * d; }
@@ -50,16 +58,6 @@ static inline __attribute__((always_inline)) float df_bn_dz(float g, float x, fl
     float s = 1.0f / (1.0f + df_exp_approx(-v));
     float d = s * (1.0f + v * (1.0f - s));
     return g * d;
-}
-
-/// Eight float lanes (GCC/clang vector extension): lane j of a running sum takes elements j, j + 8,
-/// j + 16, ... in order, the same order on every kernel level.
-typedef float df_v8 __attribute__((vector_size(32)));
-
-static inline __attribute__((always_inline)) df_v8 df_load8(const float *p) {
-    df_v8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
 }
 
 static inline __attribute__((always_inline)) void df_channel_grad_sums_body(

@@ -60,50 +60,58 @@ static inline __attribute__((always_inline)) float df_bn_dz(float g, float x, fl
     return g * d;
 }
 
+enum { DF_TILE = 512 };
+
+/// Elements [i, i + len) of a plane of x as Float32: in place, or widened from bfloat16 words (xh,
+/// when given) into `buf` (exact).
+static inline __attribute__((always_inline)) const float *df_x_tile(const float *xp, const uint16_t *xhp, int i,
+                                                                    int len, float *buf) {
+    if (!xhp) return xp + i;
+    for (int t = 0; t < len; t++) buf[t] = df_u2f((uint32_t)xhp[i + t] << 16);
+    return buf;
+}
+
 static inline __attribute__((always_inline)) void df_channel_grad_sums_body(
-    const float *x, float *g, const float *mean, const float *scale, const float *shift, int N,
-    int C, int HW, int c0, int c1, float *sum_g, float *sum_gx) {
+    const float *x, const uint16_t *xh, float *g, const float *mean, const float *scale,
+    const float *shift, int N, int C, int HW, int c0, int c1, float *sum_g, float *sum_gx) {
+    float xbuf[DF_TILE], dz[DF_TILE];
     for (int c = c0; c < c1; c++) {
         double sg = 0, sgx = 0;
         float m = mean[c];
         float sc = scale ? scale[c] : 0.0f, sh = shift ? shift[c] : 0.0f;
         df_v8 mv = {m, m, m, m, m, m, m, m};
         for (int n = 0; n < N; n++) {
-            const float *xp = x + ((size_t)n * C + c) * HW;
-            float *gp = g + ((size_t)n * C + c) * HW;
+            size_t off = ((size_t)n * C + c) * HW;
+            const float *xp = xh ? NULL : x + off;
+            const uint16_t *xhp = xh ? xh + off : NULL;
+            float *gp = g + off;
             df_v8 a = {0, 0, 0, 0, 0, 0, 0, 0}, b = {0, 0, 0, 0, 0, 0, 0, 0};
             int full = HW & ~7, i = 0;
-            if (scale) {
-                // dz a tile at a time into an L1 buffer (a plain loop, vectorised at full width),
-                // summed in the same 8 lanes and order as the unfused path, and stored over g.
-                enum { TILE = 512 };
-                float dz[TILE];
-                for (; i < full; i += TILE) {
-                    int len = full - i < TILE ? full - i : TILE;
-                    for (int t = 0; t < len; t++) dz[t] = df_bn_dz(gp[i + t], xp[i + t], sc, sh);
-                    for (int t = 0; t < len; t += 8) {
-                        df_v8 d = df_load8(dz + t);
-                        a += d;
-                        b += d * (df_load8(xp + i + t) - mv);
-                    }
-                    memcpy(gp + i, dz, (size_t)len * sizeof(float));
+            // A tile at a time (L1-sized): with SiLU, dz into a buffer (a plain loop, vectorised at
+            // full width) and stored over g; the sums in 8 lanes, in the same order on every path.
+            for (; i < full; i += DF_TILE) {
+                int len = full - i < DF_TILE ? full - i : DF_TILE;
+                const float *xt = df_x_tile(xp, xhp, i, len, xbuf);
+                const float *d8 = gp + i;
+                if (scale) {
+                    for (int t = 0; t < len; t++) dz[t] = df_bn_dz(gp[i + t], xt[t], sc, sh);
+                    d8 = dz;
                 }
-                i = full;
-                for (int j = 0; j < 8; j++) { sg += a[j]; sgx += b[j]; }
-                for (; i < HW; i++) {
-                    float dz = df_bn_dz(gp[i], xp[i], sc, sh);
-                    sg += dz;
-                    sgx += (double)dz * (xp[i] - m);
-                    gp[i] = dz;
-                }
-            } else {
-                for (; i < full; i += 8) {
-                    df_v8 d = df_load8(gp + i);
+                for (int t = 0; t < len; t += 8) {
+                    df_v8 d = df_load8(d8 + t);
                     a += d;
-                    b += d * (df_load8(xp + i) - mv);
+                    b += d * (df_load8(xt + t) - mv);
                 }
-                for (int j = 0; j < 8; j++) { sg += a[j]; sgx += b[j]; }
-                for (; i < HW; i++) { sg += gp[i]; sgx += (double)gp[i] * (xp[i] - m); }
+                if (scale) memcpy(gp + i, dz, (size_t)len * sizeof(float));
+            }
+            i = full;
+            for (int j = 0; j < 8; j++) { sg += a[j]; sgx += b[j]; }
+            for (; i < HW; i++) {
+                float xv = xhp ? df_u2f((uint32_t)xhp[i] << 16) : xp[i];
+                float d = scale ? df_bn_dz(gp[i], xv, sc, sh) : gp[i];
+                sg += d;
+                sgx += (double)d * (xv - m);
+                gp[i] = d;
             }
         }
         sum_g[c] = (float)sg;
@@ -111,9 +119,9 @@ static inline __attribute__((always_inline)) void df_channel_grad_sums_body(
     }
 }
 DF_VARIANTS(df_channel_grad_sums,
-                (const float *x, float *g, const float *mean, const float *scale,
+                (const float *x, const uint16_t *xh, float *g, const float *mean, const float *scale,
                  const float *shift, int N, int C, int HW, int c0, int c1, float *sum_g, float *sum_gx),
-                (x, g, mean, scale, shift, N, C, HW, c0, c1, sum_g, sum_gx))
+                (x, xh, g, mean, scale, shift, N, C, HW, c0, c1, sum_g, sum_gx))
 
 static inline __attribute__((always_inline)) void df_channel_affine_body(
     const float *x, int N, int C, int HW, int c0, int c1, const float *scale, const float *shift,
@@ -148,22 +156,30 @@ DF_VARIANTS(df_channel_affine,
                 (x, N, C, HW, c0, c1, scale, shift, z, a, silu))
 
 static inline __attribute__((always_inline)) void df_channel_axpby_body(
-    const float *g, const float *x, int N, int C, int HW, int c0, int c1, const float *ca,
-    const float *cb, const float *cc, float *out, int accumulate) {
+    const float *g, const float *x, const uint16_t *xh, int N, int C, int HW, int c0, int c1,
+    const float *ca, const float *cb, const float *cc, float *out, int accumulate) {
+    float xbuf[DF_TILE];
     for (int n = 0; n < N; n++)
         for (int c = c0; c < c1; c++) {
             size_t off = ((size_t)n * C + c) * HW;
-            const float *gp = g + off, *xp = x + off;
+            const float *gp = g + off, *xp = xh ? NULL : x + off;
+            const uint16_t *xhp = xh ? xh + off : NULL;
             float *op = out + off;
             float a = ca[c], b = cb[c], k = cc[c];
-            if (accumulate) for (int i = 0; i < HW; i++) op[i] += a * gp[i] + b * xp[i] + k;
-            else for (int i = 0; i < HW; i++) op[i] = a * gp[i] + b * xp[i] + k;
+            for (int i = 0; i < HW; i += DF_TILE) {
+                int len = HW - i < DF_TILE ? HW - i : DF_TILE;
+                const float *xt = df_x_tile(xp, xhp, i, len, xbuf);
+                const float *gt = gp + i;
+                float *ot = op + i;
+                if (accumulate) for (int t = 0; t < len; t++) ot[t] += a * gt[t] + b * xt[t] + k;
+                else for (int t = 0; t < len; t++) ot[t] = a * gt[t] + b * xt[t] + k;
+            }
         }
 }
 DF_VARIANTS(df_channel_axpby,
-                (const float *g, const float *x, int N, int C, int HW, int c0, int c1,
+                (const float *g, const float *x, const uint16_t *xh, int N, int C, int HW, int c0, int c1,
                  const float *ca, const float *cb, const float *cc, float *out, int accumulate),
-                (g, x, N, C, HW, c0, c1, ca, cb, cc, out, accumulate))
+                (g, x, xh, N, C, HW, c0, c1, ca, cb, cc, out, accumulate))
 
 static inline __attribute__((always_inline)) void df_channel_sums_body(
     const float *x, int N, int C, int HW, int c0, int c1, float *sum) {

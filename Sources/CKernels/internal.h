@@ -70,13 +70,13 @@ DF_DECLARE(df_sum_squares, (const float *x, size_t n, double *out))
 DF_DECLARE(df_all_finite, (const float *x, size_t n, int *out))
 DF_DECLARE(df_channel_moments, (const float *x, int N, int C, int HW, int c0, int c1, float *mean, float *var))
 DF_DECLARE(df_channel_sums, (const float *x, int N, int C, int HW, int c0, int c1, float *sum))
-DF_DECLARE(df_channel_grad_sums, (const float *x, float *g, const float *mean, const float *scale,
-                                  const float *shift, int N, int C, int HW, int c0, int c1, float *sum_g,
-                                  float *sum_gx))
+DF_DECLARE(df_channel_grad_sums, (const float *x, const uint16_t *xh, float *g, const float *mean,
+                                  const float *scale, const float *shift, int N, int C, int HW, int c0, int c1,
+                                  float *sum_g, float *sum_gx))
 DF_DECLARE(df_channel_affine, (const float *x, int N, int C, int HW, int c0, int c1, const float *scale,
                                const float *shift, float *z, float *a, int silu))
-DF_DECLARE(df_channel_axpby, (const float *g, const float *x, int N, int C, int HW, int c0, int c1,
-                              const float *ca, const float *cb, const float *cc, float *out, int accumulate))
+DF_DECLARE(df_channel_axpby, (const float *g, const float *x, const uint16_t *xh, int N, int C, int HW, int c0,
+                              int c1, const float *ca, const float *cb, const float *cc, float *out, int accumulate))
 DF_DECLARE(df_channel_bias_silu, (float *y, int N, int C, int HW, int c0, int c1, const float *bias, int silu))
 DF_DECLARE(df_maxpool_fwd, (const float *x, int planes, int H, int W, int k, int s, int p, int oH, int oW, float *y,
                             int32_t *arg, float *rowMax, int32_t *rowArg))

@@ -94,9 +94,12 @@ extension Tensor {
         let (nx, nw, nb) = (x.node, weight.node, bias.node)
         let gamma = weight.data
         out.recording([x, weight, bias]) { gout in
-            let xb = sx.unpack()
-            defer { withExtendedLifetime(xb) {} }
-            let xp = xb.ptr
+            // x as saved: Float32, or bfloat16 words the kernels widen as they read them (no Float32
+            // copy); IEEE half is unpacked.
+            let bf16Words = sx.format == .bf16 ? sx.half : nil
+            let xb = bf16Words == nil ? sx.unpack() : nil
+            defer { withExtendedLifetime(xb) {}; withExtendedLifetime(bf16Words) {} }
+            let xp = xb.map { UnsafePointer($0.ptr) }, xh = bf16Words.map { UnsafePointer($0.ptr) }
             let grain = Swift.max(1, elementwiseGrain / Swift.max(m, 1))
             // dz, the gradient at the batch-norm output (before SiLU when fused): gout itself, or,
             // with SiLU, computed by the sums pass and stored over gout (this node's own gradient,
@@ -112,7 +115,7 @@ extension Tensor {
                                 let gpp = gp.baseAddress!, xgpp = xgp.baseAddress!, mpp = mp.baseAddress!
                                 let spp = silu ? sp.baseAddress : nil, hpp = silu ? hp.baseAddress : nil
                                 Parallel.chunks(c, grain: grain) { r in
-                                    k.pointee.channel_grad_sums(xp, gout.ptr, mpp, spp, hpp, Int32(n), Int32(c), Int32(hw),
+                                    k.pointee.channel_grad_sums(xp, xh, gout.ptr, mpp, spp, hpp, Int32(n), Int32(c), Int32(hw),
                                                                 Int32(r.lowerBound), Int32(r.upperBound), gpp, xgpp)
                                 }
                             }
@@ -149,7 +152,7 @@ extension Tensor {
                             cc.withUnsafeBufferPointer { cp in
                                 let app = ap.baseAddress!, bpp = bp.baseAddress!, cpp = cp.baseAddress!
                                 Parallel.chunks(c, grain: grain) { r in
-                                    k.pointee.channel_axpby(dz, xp, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
+                                    k.pointee.channel_axpby(dz, xp, xh, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound),
                                                             Int32(r.upperBound), app, bpp, cpp, d, fresh ? 0 : 1)
                                 }
                             }

@@ -85,6 +85,10 @@ import Testing
         let x = random(n * c * hw, seed: 4), g = random(n * c * hw, seed: 5, scale: 0.5)
         let sc = random(c, seed: 6, scale: 1), sh = random(c, seed: 7, scale: 1)
         let (N, C, HW) = (Int32(n), Int32(c), Int32(hw))
+        // x as bfloat16 words, and those words' Float32 values.
+        var xh = [UInt16](repeating: 0, count: x.count)
+        KernelLevelTests.p.f32_to_bf16(x, &xh, x.count)
+        let xw = xh.map { Float(bitPattern: UInt32($0) << 16) }
         func run(_ k: df_kernels) -> [[Float]] {
             var outs: [[Float]] = []
             var mean = [Float](repeating: 0, count: c), v = mean
@@ -93,14 +97,28 @@ import Testing
             k.channel_sums(x, N, C, HW, 0, C, &sums); outs.append(sums)
             var sg = mean, sgx = mean
             var gs = g
-            k.channel_grad_sums(x, &gs, mean, nil, nil, N, C, HW, 0, C, &sg, &sgx); outs += [sg, sgx, gs]
-            k.channel_grad_sums(x, &gs, mean, sc, sh, N, C, HW, 0, C, &sg, &sgx); outs += [sg, sgx, gs]
+            k.channel_grad_sums(x, nil, &gs, mean, nil, nil, N, C, HW, 0, C, &sg, &sgx); outs += [sg, sgx, gs]
+            k.channel_grad_sums(x, nil, &gs, mean, sc, sh, N, C, HW, 0, C, &sg, &sgx); outs += [sg, sgx, gs]
+            // x from bfloat16 words: the same bits as from their Float32 values.
+            var gw = g, gf = g, sgw = mean, sgxw = mean, sgf = mean, sgxf = mean
+            k.channel_grad_sums(nil, xh, &gw, mean, sc, sh, N, C, HW, 0, C, &sgw, &sgxw)
+            k.channel_grad_sums(xw, nil, &gf, mean, sc, sh, N, C, HW, 0, C, &sgf, &sgxf)
+            outs += [sgw, sgxw, gw]
+            #expect(same(sgw, sgf) && same(sgxw, sgxf) && same(gw, gf), "\(String(cString: k.name)) bf16 x, SiLU")
+            k.channel_grad_sums(nil, xh, &gw, mean, nil, nil, N, C, HW, 1, C, &sgw, &sgxw)
+            k.channel_grad_sums(xw, nil, &gf, mean, nil, nil, N, C, HW, 1, C, &sgf, &sgxf)
+            #expect(same(sgw, sgf) && same(sgxw, sgxf) && same(gw, gf), "bf16 x, plain")
             var z = x, a = x
             k.channel_affine(x, N, C, HW, 0, C, sc, sh, &z, &a, 1); outs += [z, a]
             k.channel_affine(x, N, C, HW, 0, C, sc, sh, &z, nil, 0); outs.append(z)
             var o = g
-            k.channel_axpby(g, x, N, C, HW, 0, C, sc, sh, sc, &o, 1); outs.append(o)
-            k.channel_axpby(g, x, N, C, HW, 1, C, sc, sh, sc, &o, 0); outs.append(o)
+            k.channel_axpby(g, x, nil, N, C, HW, 0, C, sc, sh, sc, &o, 1); outs.append(o)
+            k.channel_axpby(g, x, nil, N, C, HW, 1, C, sc, sh, sc, &o, 0); outs.append(o)
+            var ow = o, of = o
+            k.channel_axpby(g, nil, xh, N, C, HW, 0, C, sc, sh, sc, &ow, 1)
+            k.channel_axpby(g, xw, nil, N, C, HW, 0, C, sc, sh, sc, &of, 1)
+            outs.append(ow)
+            #expect(same(ow, of), "bf16 x, axpby")
             var y = x
             k.channel_bias_silu(&y, N, C, HW, 0, C, sh, 1); outs.append(y)
             y = x

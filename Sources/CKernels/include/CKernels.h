@@ -82,16 +82,17 @@ typedef struct df_kernels {
     void (*channel_sums)(const float *x, int N, int C, int HW, int c0, int c1, float *sum);
     /// sums over N x HW of dz and of dz * (x - mean[c]) (the batch-norm backward reductions), where
     /// dz = g; or, with scale and shift (batch norm fused with SiLU), dz = g * silu'(x * scale[c] +
-    /// shift[c]), which then replaces g in place (the input-gradient pass reads it from there)
-    void (*channel_grad_sums)(const float *x, float *g, const float *mean, const float *_Nullable scale,
-                              const float *_Nullable shift, int N, int C, int HW, int c0, int c1,
-                              float *sum_g, float *sum_gx);
+    /// shift[c]), which then replaces g in place (the input-gradient pass reads it from there).
+    /// With xh, x is read from these bfloat16 words instead (x may then be NULL).
+    void (*channel_grad_sums)(const float *_Nullable x, const uint16_t *_Nullable xh, float *g, const float *mean,
+                              const float *_Nullable scale, const float *_Nullable shift, int N, int C, int HW,
+                              int c0, int c1, float *sum_g, float *sum_gx);
     /// z = x * scale[c] + shift[c]; with silu, a = silu(z) (z may then be NULL; a is NULL without silu)
     void (*channel_affine)(const float *x, int N, int C, int HW, int c0, int c1, const float *scale,
                            const float *shift, float *_Nullable z, float *_Nullable a, int silu);
-    /// out (= or += when accumulate) ca[c] * g + cb[c] * x + cc[c]
-    void (*channel_axpby)(const float *g, const float *x, int N, int C, int HW, int c0, int c1,
-                          const float *ca, const float *cb, const float *cc, float *out, int accumulate);
+    /// out (= or += when accumulate) ca[c] * g + cb[c] * x + cc[c]; x from xh's bfloat16 words when given
+    void (*channel_axpby)(const float *g, const float *_Nullable x, const uint16_t *_Nullable xh, int N, int C, int HW,
+                          int c0, int c1, const float *ca, const float *cb, const float *cc, float *out, int accumulate);
     /// y = y + bias[c] (bias may be NULL), then silu when silu != 0, in place
     void (*channel_bias_silu)(float *y, int N, int C, int HW, int c0, int c1, const float *_Nullable bias, int silu);
 

@@ -111,7 +111,7 @@ static inline __attribute__((always_inline)) void df_channel_grad_sums_body(
                 float d = scale ? df_bn_dz(gp[i], xv, sc, sh) : gp[i];
                 sg += d;
                 sgx += (double)d * (xv - m);
-                gp[i] = d;
+                if (scale) gp[i] = d;
             }
         }
         sum_g[c] = (float)sg;

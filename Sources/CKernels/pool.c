@@ -2,7 +2,6 @@
 // row) and a column pass over those row maxima. Ties keep the first maximum in raster order, as
 // the two-dimensional scan does; a NaN wins over every number and the last NaN in raster order is
 // the one kept (PyTorch's CPU rule).
-#include <stdlib.h>
 #include "CKernels.h"
 #include "internal.h"
 

@@ -80,9 +80,7 @@ struct TrainBench: ParsableCommand {
             print(String(format: "%@: %.1f ms/step (forward %.1f, loss %.1f, backward %.1f, clip+SGD+EMA %.1f) = %.2f img/s; activations saved for backward %.0f MB; peak RSS %.0f MB (tensor storage at most %.0f MB live, %.0f MB cached for reuse at the end)",
                          name, r.total, r.fwd, r.loss, r.bwd, r.opt, Double(batch) / r.total * 1e3, Double(r.saved) / 1e6, Double(Self.peakRSS()) / 1e6,
                          Double(MemoryStats.peakBytes) / 1e6, Double(BufferPool.cachedBytes) / 1e6))
-            Self.resetPeakRSS()
-            MemoryStats.resetPeak()
-            BufferPool.trim()
+            BufferPool.trim()   // each precision's measure() resets the peaks after its first step
         }
         var precisions: [Precision] = []
         switch amp {
@@ -92,7 +90,6 @@ struct TrainBench: ParsableCommand {
         case "all": precisions = [.fp16, .bf16]
         default: throw ValidationError("--amp must be fp16, bf16 or all, got \(amp!)")
         }
-        MemoryStats.resetPeak()
         print("bench train: \(cfg), \(imgsz) px, batch \(batch), \(Parallel.threads) threads, median of \(steps) steps after \(warmup) warm-up")
         let fp32 = measure(.fp32)
         report("FP32", fp32)

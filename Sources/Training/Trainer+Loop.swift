@@ -122,6 +122,8 @@ extension Trainer {
                 pendingLoss = 0; pendingBatches = 0; pendingFiles = []
                 if s.rolledBack || debugDumped { return s }
             }
+            // Cached blocks this iteration did not take again go back to the system.
+            BufferPool.collect()
             i += 1
             let elapsed = Date().timeIntervalSince(t0)
             let imgs = Double(i * hyp.batch) / max(elapsed, 1e-9)

@@ -393,14 +393,15 @@ public final class Trainer {
         let scale = Double(hyp.imgsz * hyp.imgsz) / Double(side * side)
         let step = Int(Double(activations) * scale * Double(batch))
         let cache = hyp.cache == "ram" ? train.ramCacheBytes(longSide: hyp.imgsz) : 0
-        // The pool keeps at most a quarter of a step's activations cached (trimmed at epoch ends).
-        BufferPool.limitBytes = max(64 << 20, step / 4)
+        // The pool keeps the blocks each iteration takes again (`BufferPool.collect`); at a step's
+        // peak it holds those only backward takes, counted as a quarter of the activations.
+        let pool = max(64 << 20, step / 4)
         let fixed = table.elementCount * 4 * 6 + MemoryStats.residentBytes()
-        let need = step + cache + BufferPool.limitBytes + fixed
+        let need = step + cache + pool + fixed
         guard need > have else { return }
         let text = String(format: "estimated peak memory %.1f GB (a step's activations %.1f GB at imgsz %d batch %d, RAM cache %.1f GB, buffer pool %.1f GB, model and optimizer %.1f GB) exceeds the %.1f GB available",
                           Double(need) / 1e9, Double(step) / 1e9, hyp.imgsz, hyp.batch, Double(cache) / 1e9,
-                          Double(BufferPool.limitBytes) / 1e9, Double(fixed) / 1e9, Double(have) / 1e9)
+                          Double(pool) / 1e9, Double(fixed) / 1e9, Double(have) / 1e9)
             .replacingOccurrences(of: "batch \(hyp.batch)", with: batch == hyp.batch ? "batch \(batch)" : "batch \(batch) per rank")
         if options.force {
             log("WARNING: \(text); continuing because of --force (the kernel may stop the process without a message)")

@@ -13,8 +13,9 @@ struct TrainBench: ParsableCommand {
         Inputs and targets follow ../shared/bench/torch_reference.py: uniform images, 3 boxes per image. Prints one line
         per precision, `FP32: 364.7 ms/step ...`, `AMP fp16: ...`, `AMP bf16: ...` (median step time, its parts,
         img/s, bytes of activations saved for backward), the ratios to FP32, and the peak RSS of the process after
-        the first step (the buffer pool then bounded as train_dual bounds it: a quarter of a step's saved activations),
-        with the most tensor storage alive at once and what the pool holds at the end.
+        the first step (the buffer pool collected after every step as train_dual collects it after every iteration:
+        blocks a step did not take again go back to the system), with the most tensor storage alive at once and what
+        the pool holds at the end.
         --amp fp16 | bf16 | all times FP32 and the named precisions (in this order, one process).
         """)
 
@@ -24,7 +25,7 @@ struct TrainBench: ParsableCommand {
     @Option(help: "Timed steps (the median is printed).") var steps = 7
     @Option(help: "Warm-up steps.") var warmup = 2
     @Option(help: "Also time mixed precision: fp16, bf16 or all.") var amp: String?
-    @Option(help: "Bound of the buffer pool in MB after the first step (default: as train_dual, a quarter of the step's saved activations).") var poolMb: Int?
+    @Option(help: "A ceiling on the buffer pool in MB after the first step (default: none beyond the pool's own, as train_dual).") var poolMb: Int?
     @OptionGroup var context: ContextOptions
 
     func run() throws {
@@ -62,10 +63,10 @@ struct TrainBench: ParsableCommand {
                 _ = OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, scaled: scaled, maxNorm: 10)
                 let t4 = DispatchTime.now().uptimeNanoseconds
                 if i >= warmup { rows.append([Double(t4 - t0), Double(t1 - t0), Double(t2 - t1), Double(t3 - t2), Double(t4 - t3)]) }
+                BufferPool.collect()   // as train_dual after every iteration
                 if i == 0 {
-                    // The buffer pool's bound as train_dual sets it (a quarter of a step's activations;
-                    // here the bytes the first step saved), and the peaks from here on.
-                    BufferPool.limitBytes = poolMb.map { $0 << 20 } ?? max(64 << 20, saved / 4)
+                    // An optional ceiling on the pool, and the peaks from here on.
+                    if let poolMb { BufferPool.limitBytes = poolMb << 20 }
                     Self.resetPeakRSS()
                     MemoryStats.resetPeak()
                 }

@@ -324,8 +324,10 @@ fail:
 // keptSrc (backward weights): the input, already in the primitive's layout (in0 is not read).
 // frozenW (forward): the weights do not change between such calls; their reordered copy is cached per
 // shape and pointer.
-static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const float *in0, const float *in1, float *out,
-               int accumulate, int share, void *keepSrc, const void *keptSrc, int frozenW) {
+// laid: the output gradient is already in the primitive's layout (backward data: in0; backward
+// weights: in1), or the forward writes its output in the primitive's layout (out), with no reorder.
+static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const void *in0, const void *in1, void *out,
+               int accumulate, int share, void *keepSrc, const void *keptSrc, int frozenW, int laid) {
     dnnl_status_t status = dnnl_success;
     dnnl_memory_t u0 = NULL, u1 = NULL, uo = NULL, m0 = NULL, m1 = NULL, mo = NULL, tmp = NULL;
     pthread_mutex_lock(&lock);
@@ -342,7 +344,9 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const flo
     CHECK(wrap(&u0, &e->plain0, in0));
     CHECK(wrap(&u1, &e->plain1, in1));
     CHECK(wrap(&uo, &e->plainOut, out));
-    if (reuse0) {
+    if (laid && pass == PASS_DATA) {
+        CHECK(wrap(&m0, &e->md0, in0));
+    } else if (reuse0) {
         CHECK(wrap(&m0, &e->md0, scratch[4]));
     } else if (keptSrc) {
         CHECK(wrap(&m0, &e->md0, keptSrc));
@@ -353,7 +357,9 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const flo
         CHECK(wrap(&m0, &e->md0, scratch_slot(0, dnnl_memory_desc_get_size(&e->md0))));
         CHECK(reorder(e->to0, u0, m0));
     }
-    if (e->to1 && frozenW && pass == PASS_FORWARD) {
+    if (laid && pass == PASS_WEIGHTS) {
+        CHECK(wrap(&m1, &e->md1, in1));
+    } else if (e->to1 && frozenW && pass == PASS_FORWARD) {
         if (e->wFrom != in1) {
             e->wFrom = NULL;
             if (!e->wBuf) e->wBuf = malloc(dnnl_memory_desc_get_size(&e->md1));
@@ -372,7 +378,9 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const flo
     }
     // The result goes to the plain output directly when the layouts agree and nothing is added.
     size_t outBytes = dnnl_memory_desc_get_size(&e->plainOut);
-    if (e->from || accumulate) CHECK(wrap(&mo, &e->mdOut, scratch_slot(2, dnnl_memory_desc_get_size(&e->mdOut))));
+    int laidOut = laid && pass == PASS_FORWARD;
+    if (laidOut) CHECK(wrap(&mo, &e->mdOut, out));
+    else if (e->from || accumulate) CHECK(wrap(&mo, &e->mdOut, scratch_slot(2, dnnl_memory_desc_get_size(&e->mdOut))));
     {
         dnnl_memory_t a0 = m0 ? m0 : u0, a1 = m1 ? m1 : u1, ao = mo ? mo : uo;
         int k0, k1, kOut;
@@ -387,7 +395,9 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const flo
         if (make_adding_reorder(e) != dnnl_success) e->fromAdd = NULL;
     }
     float *sum = NULL;
-    if (accumulate && e->fromAdd) {
+    if (laidOut) {
+        // The output stays in the primitive's layout.
+    } else if (accumulate && e->fromAdd) {
         CHECK(reorder(e->fromAdd, mo, uo));          // out += the result, on oneDNN's threads
     } else if (e->from) {
         if (accumulate) {
@@ -403,7 +413,8 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const flo
     CHECK(dnnl_stream_wait(stream));
     if (sum) {
         size_t count = outBytes / sizeof(float);
-        for (size_t i = 0; i < count; i++) out[i] += sum[i];
+        float *o = out;
+        for (size_t i = 0; i < count; i++) o[i] += sum[i];
     }
     if (keep1) { keptFrom = in1; keptMd = e->md1; keptValid = 1; }
 fail:
@@ -420,11 +431,11 @@ fail:
 
 int df_dnnl_conv_forward(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y,
                          void *keep_x) {
-    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0, keep_x, NULL, 0);
+    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0, keep_x, NULL, 0, 0);
 }
 
 int df_dnnl_conv_forward_frozen(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, float *y) {
-    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0, NULL, NULL, 1);
+    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0, NULL, NULL, 1, 0);
 }
 
 void df_dnnl_forget_weights(void) {
@@ -442,12 +453,78 @@ void df_dnnl_weight_cache_counts(long *hits, long *reorders) {
 
 int df_dnnl_conv_backward_data(const df_dnnl_conv *g, int bf16, int threads, const float *w, const float *gy, float *gx,
                                int accumulate, int reuse_gy) {
-    return run(PASS_DATA, g, bf16, threads, gy, w, gx, accumulate, reuse_gy ? 2 : 0, NULL, NULL, 0);
+    return run(PASS_DATA, g, bf16, threads, gy, w, gx, accumulate, reuse_gy ? 2 : 0, NULL, NULL, 0, 0);
 }
 
 int df_dnnl_conv_backward_weights(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *gy, float *gw,
                                   int keep_gy, const void *kept_x) {
-    return run(PASS_WEIGHTS, g, bf16, threads, x, gy, gw, 0, keep_gy ? 1 : 0, NULL, kept_x, 0);
+    return run(PASS_WEIGHTS, g, bf16, threads, x, gy, gw, 0, keep_gy ? 1 : 0, NULL, kept_x, 0, 0);
+}
+
+// B when md is a channel-blocked layout of an [n, c, h, w] tensor with no padding: nChw{B}c (one
+// inner block over channels, C a multiple of B) or nhwc (B = C), B a multiple of 8; else 0. Strides are checked only
+// on dimensions longer than 1 (oneDNN may choose any stride there).
+static int channel_block(const dnnl_memory_desc_t *md) {
+    if (md->ndims != 4 || md->format_kind != dnnl_blocked || md->offset0 != 0 || md->extra.flags != 0) return 0;
+    for (int d = 0; d < 4; d++) if (md->padded_dims[d] != md->dims[d] || md->padded_offsets[d] != 0) return 0;
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    dnnl_dim_t N = md->dims[0], C = md->dims[1], H = md->dims[2], W = md->dims[3];
+    dnnl_dim_t B;
+    if (b->inner_nblks == 0) B = C;
+    else if (b->inner_nblks == 1 && b->inner_idxs[0] == 1) B = b->inner_blks[0];
+    else return 0;
+    if (B <= 0 || B % 8 != 0 || C % B != 0) return 0;   // the kernels run 8 channels at a time
+    // Element (n, c, h, w) at ((n * C/B + c/B) * H * W + h * W + w) * B + c % B.
+    dnnl_dim_t want[4] = {C * H * W, H * W * B, W * B, B};
+    if (b->inner_nblks == 0) want[1] = 1;          // nhwc: the channel stride is 1
+    dnnl_dim_t len[4] = {N, b->inner_nblks == 0 ? C : C / B, H, W};
+    for (int d = 0; d < 4; d++) if (len[d] > 1 && b->strides[d] != want[d]) return 0;
+    return (int)B;
+}
+
+size_t df_dnnl_conv_blocked_out(const df_dnnl_conv *g, int bf16, int *block) {
+    dnnl_status_t status = dnnl_success;
+    size_t bytes = 0;
+    *block = 0;
+    pthread_mutex_lock(&lock);
+    if (ready_locked()) {
+        entry *f = lookup_locked(PASS_FORWARD, g, bf16, &status);
+        entry *d = f ? lookup_locked(PASS_DATA, g, bf16, &status) : NULL;
+        entry *w = d ? lookup_locked(PASS_WEIGHTS, g, bf16, &status) : NULL;
+        if (f && d && w && dnnl_memory_desc_equal(&f->mdOut, &d->md0) && dnnl_memory_desc_equal(&f->mdOut, &w->md1)) {
+            int B = channel_block(&f->mdOut);
+            if (B > 0) { *block = B; bytes = dnnl_memory_desc_get_size(&f->mdOut); }
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return bytes;
+}
+
+int df_dnnl_conv_src_block(const df_dnnl_conv *g, int bf16) {
+    dnnl_status_t status = dnnl_success;
+    int B = 0;
+    pthread_mutex_lock(&lock);
+    if (ready_locked()) {
+        entry *w = lookup_locked(PASS_WEIGHTS, g, bf16, &status);
+        if (w && w->to0) B = channel_block(&w->md0);
+    }
+    pthread_mutex_unlock(&lock);
+    return B;
+}
+
+int df_dnnl_conv_forward_laid(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, void *y,
+                              void *keep_x) {
+    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0, keep_x, NULL, 0, 1);
+}
+
+int df_dnnl_conv_backward_data_laid(const df_dnnl_conv *g, int bf16, int threads, const float *w, const void *gy,
+                                    float *gx, int accumulate) {
+    return run(PASS_DATA, g, bf16, threads, gy, w, gx, accumulate, 0, NULL, NULL, 0, 1);
+}
+
+int df_dnnl_conv_backward_weights_laid(const df_dnnl_conv *g, int bf16, int threads, const float *x, const void *gy,
+                                       float *gw, const void *kept_x) {
+    return run(PASS_WEIGHTS, g, bf16, threads, x, gy, gw, 0, 0, NULL, kept_x, 0, 1);
 }
 
 void df_dnnl_release(void) {

@@ -44,14 +44,7 @@ float df_f16_to_f32_1(uint16_t h) {
     return df_u2f(sign | ((e + 112u) << 23) | (m << 13));
 }
 
-uint16_t df_f32_to_bf16_1(float x) {
-    uint32_t u = df_f2u(x);
-    uint32_t ax = u & 0x7FFFFFFFu;
-    if (ax > 0x7F800000u) return (uint16_t)((u >> 16) | 0x0040u);     // NaN: quiet, top payload kept
-    if ((ax & 0x7F800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u); // zero or subnormal: signed zero
-    u += 0x7FFFu + ((u >> 16) & 1u);                                  // round to nearest even (overflow -> inf)
-    return (uint16_t)(u >> 16);
-}
+uint16_t df_f32_to_bf16_1(float x) { return df_bf16_bits(x); }
 
 float df_bf16_to_f32_1(uint16_t h) { return df_u2f((uint32_t)h << 16); }
 

@@ -35,6 +35,17 @@
 static inline uint32_t df_f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float df_u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
+/// One float to bfloat16 bits: round to nearest even, subnormal to signed zero, NaN quieted with
+/// its top payload kept (as VCVTNEPS2BF16). Inline so that loops around it vectorise.
+static inline __attribute__((always_inline)) uint16_t df_bf16_bits(float x) {
+    uint32_t u = df_f2u(x);
+    uint32_t ax = u & 0x7FFFFFFFu;
+    if (ax > 0x7F800000u) return (uint16_t)((u >> 16) | 0x0040u);
+    if ((ax & 0x7F800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
 /// exp(x) by Cephes' range reduction and degree-5 polynomial (max rel. error ~2 ulp), written
 /// with operations LLVM vectorises (rintf, int conversion, bit casts). Inputs are clamped to
 /// [-87.3, 88]: exp never returns inf or a denormal.
@@ -84,6 +95,17 @@ DF_DECLARE(df_im2col, (const float *img, int C, int H, int W, int k, int s, int 
                        int c1, float *col))
 DF_DECLARE(df_col2im, (const float *col, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,
                        int c1, float *img))
+DF_DECLARE(df_blocked_sums, (const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1,
+                              const float *mean, double *out))
+DF_DECLARE(df_blocked_affine, (const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1,
+                               const float *scale, const float *shift, float *out, int silu))
+DF_DECLARE(df_blocked_affine_laid, (const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1,
+                                    const float *scale, const float *shift, int silu, float *out, uint16_t *outh))
+DF_DECLARE(df_blocked_grad_sums, (const float *z, const uint16_t *zh, const float *g, const float *mean,
+                                  const float *scale, const float *shift, int N, int C, int HW, int B, int i0, int i1,
+                                  float *dz, double *sum_g, double *sum_gx))
+DF_DECLARE(df_blocked_axpby, (float *dz, const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0,
+                              int i1, const float *ca, const float *cb, const float *cc, uint16_t *outh))
 DF_DECLARE(df_f32_to_f16, (const float *src, uint16_t *dst, size_t n))
 DF_DECLARE(df_f16_to_f32, (const uint16_t *src, float *dst, size_t n))
 DF_DECLARE(df_round_f16, (float *x, size_t n))

@@ -33,10 +33,9 @@ public final class ConvBlock: UnaryLayer {
         if let fusedBias {
             return Tensor.conv2d(x, weight: weight, bias: fusedBias, stride: s, padding: p, silu: act)
         }
-        let y = Tensor.conv2d(x, weight: weight, stride: s, padding: p)
         if training && GradMode.isEnabled { numBatchesTracked.data[0] += 1 }
-        return Tensor.batchNorm2d(y, weight: bnWeight, bias: bnBias, stats: stats, training: training,
-                                  momentum: ConvBlock.momentum, eps: ConvBlock.eps, silu: act)
+        return Tensor.convBatchNorm(x, weight: weight, stride: s, padding: p, bnWeight: bnWeight, bnBias: bnBias, stats: stats,
+                                    training: training, momentum: ConvBlock.momentum, eps: ConvBlock.eps, silu: act)
     }
 
     public func namedTensors(prefix: String) -> [NamedTensor] {

@@ -94,6 +94,16 @@ public final class ComputeContext: @unchecked Sendable {
     /// kernels, several times the packed vdpbf16ps GEMM) where the CPU has AVX512_BF16 and the
     /// kernels are native bf16. Off: the packed bfloat16 GEMM. Float32 stays on the packed GEMM.
     public var bf16OnOneDNN = true
+    /// Whether a convolution followed by batch norm (`Tensor.convBatchNorm`, the Conv block) keeps
+    /// the convolution's output in oneDNN's channel-blocked layout through the batch norm where its
+    /// convolutions run on oneDNN (no reorder of the output or of its gradient). Off: the two ops
+    /// one after the other, through NCHW (the reference the fused path is tested against).
+    public var fuseConvBatchNorm = true
+    /// With `fuseConvBatchNorm`: when a fused block's input is another fused block's output, its
+    /// weight gradient takes that input rebuilt in backward from the other block's kept z (one
+    /// affine + SiLU pass) instead of a copy kept since the forward, so a chain of Conv blocks keeps
+    /// one tensor per block for backward instead of two. Off: the copy is kept (same values).
+    public var rebuildConvInputs = true
     /// Synchronised batch statistics (data parallelism with `--sync-bn`): sums `count` Doubles in
     /// place over every replica of the job. Batch norm in training calls it once in the forward
     /// (the channels' sums and sums of squares, and the count) and once in the backward (the sums

@@ -109,3 +109,45 @@ extension GemmBackend {
 public struct GemmFlagError: Error, CustomStringConvertible {
     public let description: String
 }
+
+// MARK: - Outputs kept in oneDNN's layout (the fused convolution + batch norm)
+
+extension OneDNN {
+    /// The forward output's own layout when it is channel-blocked and both backward passes take the
+    /// output gradient in it (see `df_dnnl_conv_blocked_out`): its bytes and channel block B, or nil.
+    static func blockedOut(_ g: ConvGeometry, bf16: Bool) -> (bytes: Int, block: Int)? {
+        var s = shape(g)
+        var block: Int32 = 0
+        let bytes = df_dnnl_conv_blocked_out(&s, bf16 ? 1 : 0, &block)
+        return bytes > 0 && block > 0 ? (bytes, Int(block)) : nil
+    }
+
+    /// The channel block of the layout the weight gradient takes x in, when channel-blocked (x
+    /// rebuilt in it can be passed as `keptX`), or nil.
+    static func sourceBlock(_ g: ConvGeometry, bf16: Bool) -> Int? {
+        var s = shape(g)
+        let b = Int(df_dnnl_conv_src_block(&s, bf16 ? 1 : 0))
+        return b > 0 ? b : nil
+    }
+
+    /// y in that layout (Float32, or bfloat16 words under bf16); keepX as in `forward`.
+    static func forwardLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                            y: UnsafeMutableRawPointer, bf16: Bool, keepX: UnsafeMutableRawPointer?) -> Bool {
+        var s = shape(g)
+        return df_dnnl_conv_forward_laid(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, w, y, keepX) == 0
+    }
+
+    /// gx (+= when accumulate) from gy in that layout.
+    static func inputGradLaid(_ ctx: ComputeContext, _ g: ConvGeometry, w: UnsafePointer<Float>, gy: UnsafeRawPointer,
+                              gx: UnsafeMutablePointer<Float>, accumulate: Bool, bf16: Bool) -> Bool {
+        var s = shape(g)
+        return df_dnnl_conv_backward_data_laid(&s, bf16 ? 1 : 0, Int32(ctx.threads), w, gy, gx, accumulate ? 1 : 0) == 0
+    }
+
+    /// gw = the weight gradient (assigned) from gy in that layout; x, or keptX from `forward(keepX:)`.
+    static func weightGradLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>?, gy: UnsafeRawPointer,
+                               gw: UnsafeMutablePointer<Float>, bf16: Bool, keptX: UnsafeRawPointer?) -> Bool {
+        var s = shape(g)
+        return df_dnnl_conv_backward_weights_laid(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, gy, gw, keptX) == 0
+    }
+}

@@ -26,14 +26,13 @@ extension Tensor {
         precondition(weight.shape == [c] && bias.shape == [c], "batchNorm2d: weight/bias must be [\(c)]")
         let m = n * hw
         let ctx = ComputeContext.current, k = ctx.k
-        // Values per channel the statistics come from: this batch's, or every replica's together.
-        var total = Double(m)
         let replicaSum = training ? ctx.replicaSum : nil
-        var mean = [Float](repeating: 0, count: c)
-        var variance = [Float](repeating: 0, count: c)
         let px = x.data
+        var batchMean: [Float]? = nil, batchVariance: [Float]? = nil
         if training {
             precondition(m > 1, "batchNorm2d in training needs more than one value per channel, got input \(x.shape)")
+            var mean = [Float](repeating: 0, count: c)
+            var variance = [Float](repeating: 0, count: c)
             mean.withUnsafeMutableBufferPointer { mp in
                 variance.withUnsafeMutableBufferPointer { vp in
                     let mpp = mp.baseAddress!, vpp = vp.baseAddress!
@@ -43,41 +42,11 @@ extension Tensor {
                     }
                 }
             }
-            if let sum = replicaSum {
-                // Synchronised statistics: the replicas' counts, sums and sums of squares added up
-                // (in Double, so E[x^2] - E[x]^2 does not cancel Float32's digits away).
-                var acc = [Double](repeating: 0, count: 2 * c + 1)
-                for ch in 0..<c {
-                    let mu = Double(mean[ch])
-                    acc[ch] = Double(m) * mu
-                    acc[c + ch] = Double(m) * (Double(variance[ch]) + mu * mu)
-                }
-                acc[2 * c] = Double(m)
-                acc.withUnsafeMutableBufferPointer { sum($0.baseAddress!, $0.count) }
-                total = acc[2 * c]
-                for ch in 0..<c {
-                    let mu = acc[ch] / total
-                    mean[ch] = Float(mu)
-                    variance[ch] = Float(Swift.max(acc[c + ch] / total - mu * mu, 0))
-                }
-            }
-            let unbias = replicaSum == nil ? Float(m) / Float(m - 1) : Float(total / (total - 1))
-            for ch in 0..<c {
-                stats.mean.data[ch] = (1 - momentum) * stats.mean.data[ch] + momentum * mean[ch]
-                stats.variance.data[ch] = (1 - momentum) * stats.variance.data[ch] + momentum * variance[ch] * unbias
-            }
-        } else {
-            for ch in 0..<c { mean[ch] = stats.mean.data[ch]; variance[ch] = stats.variance.data[ch] }
+            (batchMean, batchVariance) = (mean, variance)
         }
-        let statsCount = Float(total)
-        var invstd = [Float](repeating: 0, count: c)
-        var scale = [Float](repeating: 0, count: c)
-        var shift = [Float](repeating: 0, count: c)
-        for ch in 0..<c {
-            invstd[ch] = 1 / (variance[ch] + eps).squareRoot()
-            scale[ch] = weight.data[ch] * invstd[ch]
-            shift[ch] = bias.data[ch] - mean[ch] * scale[ch]
-        }
+        let plan = BatchNormPlan(batchMean: batchMean, batchVariance: batchVariance, values: m, stats: stats,
+                                 momentum: momentum, eps: eps, weight: weight, bias: bias, replicaSum: replicaSum)
+        let (mean, invstd, scale, shift) = (plan.mean, plan.invstd, plan.scale, plan.shift)
         let out = Tensor(uninitialized: x.shape)
         let po = out.data
         scale.withUnsafeBufferPointer { sp in
@@ -127,25 +96,7 @@ extension Tensor {
             if let nb { nb.accumulate { d in for ch in 0..<c { d[ch] += sumG[ch] } } }
             if let nw { nw.accumulate { d in for ch in 0..<c { d[ch] += sumGX[ch] * invstd[ch] } } }
             if let nx {
-                // The input gradient needs the sums over every value the statistics came from.
-                var allG = sumG, allGX = sumGX
-                if let replicaSum {
-                    var acc = sumG.map(Double.init) + sumGX.map(Double.init)
-                    acc.withUnsafeMutableBufferPointer { replicaSum($0.baseAddress!, $0.count) }
-                    for ch in 0..<c { allG[ch] = Float(acc[ch]); allGX[ch] = Float(acc[c + ch]) }
-                }
-                // dx = A*dz + B*x + C per channel.
-                var ca = [Float](repeating: 0, count: c), cb = ca, cc = ca
-                for ch in 0..<c {
-                    if training {
-                        let k = scale[ch] * invstd[ch] * invstd[ch] * allGX[ch] / statsCount
-                        ca[ch] = scale[ch]
-                        cb[ch] = -k
-                        cc[ch] = -scale[ch] * allG[ch] / statsCount + k * mean[ch]
-                    } else {
-                        ca[ch] = gamma[ch] * invstd[ch]
-                    }
-                }
+                let (ca, cb, cc) = plan.inputGradCoefficients(sumG: sumG, sumGX: sumGX, gamma: gamma, replicaSum: replicaSum)
                 nx.accumulateOrSet { d, fresh in
                     ca.withUnsafeBufferPointer { ap in
                         cb.withUnsafeBufferPointer { bp in
@@ -163,6 +114,94 @@ extension Tensor {
             withExtendedLifetime(gout) {}
         }
         return out
+    }
+}
+
+/// The per-channel numbers of one batch-norm forward, shared by `batchNorm2d` and the fused
+/// convolution + batch norm: the statistics it normalises with and the affine they give
+/// (y = x * scale + shift), and the input-gradient coefficients of its backward.
+struct BatchNormPlan {
+    let mean, invstd, scale, shift: [Float]
+    /// Values per channel behind the statistics (every replica's under synchronised statistics).
+    let count: Float
+    let training: Bool
+
+    /// Training (`batchMean` and the biased `batchVariance` of this batch's `values` values per
+    /// channel given): synchronised over the replicas when `replicaSum` is given, and the running
+    /// statistics updated with `momentum` (the variance unbiased), as PyTorch does. Eval (nil): the
+    /// running statistics.
+    init(batchMean: [Float]?, batchVariance: [Float]?, values m: Int, stats: BatchNormStats, momentum: Float, eps: Float,
+         weight: Tensor, bias: Tensor, replicaSum: ((UnsafeMutablePointer<Double>, Int) -> Void)?) {
+        let c = weight.count
+        var total = Double(m)
+        var mean = [Float](repeating: 0, count: c)
+        var variance = [Float](repeating: 0, count: c)
+        if let batchMean, let batchVariance {
+            (mean, variance) = (batchMean, batchVariance)
+            if let sum = replicaSum {
+                // Synchronised statistics: the replicas' counts, sums and sums of squares added up
+                // (in Double, so E[x^2] - E[x]^2 does not cancel Float32's digits away).
+                var acc = [Double](repeating: 0, count: 2 * c + 1)
+                for ch in 0..<c {
+                    let mu = Double(mean[ch])
+                    acc[ch] = Double(m) * mu
+                    acc[c + ch] = Double(m) * (Double(variance[ch]) + mu * mu)
+                }
+                acc[2 * c] = Double(m)
+                acc.withUnsafeMutableBufferPointer { sum($0.baseAddress!, $0.count) }
+                total = acc[2 * c]
+                for ch in 0..<c {
+                    let mu = acc[ch] / total
+                    mean[ch] = Float(mu)
+                    variance[ch] = Float(Swift.max(acc[c + ch] / total - mu * mu, 0))
+                }
+            }
+            let unbias = replicaSum == nil ? Float(m) / Float(m - 1) : Float(total / (total - 1))
+            for ch in 0..<c {
+                stats.mean.data[ch] = (1 - momentum) * stats.mean.data[ch] + momentum * mean[ch]
+                stats.variance.data[ch] = (1 - momentum) * stats.variance.data[ch] + momentum * variance[ch] * unbias
+            }
+            training = true
+        } else {
+            for ch in 0..<c { mean[ch] = stats.mean.data[ch]; variance[ch] = stats.variance.data[ch] }
+            training = false
+        }
+        count = Float(total)
+        var invstd = [Float](repeating: 0, count: c)
+        var scale = [Float](repeating: 0, count: c)
+        var shift = [Float](repeating: 0, count: c)
+        for ch in 0..<c {
+            invstd[ch] = 1 / (variance[ch] + eps).squareRoot()
+            scale[ch] = weight.data[ch] * invstd[ch]
+            shift[ch] = bias.data[ch] - mean[ch] * scale[ch]
+        }
+        (self.mean, self.invstd, self.scale, self.shift) = (mean, invstd, scale, shift)
+    }
+
+    /// dx = ca * dz + cb * x + cc per channel, from this replica's sums over its values of dz and
+    /// of dz * (x - mean); the input gradient needs the sums over every value the statistics came
+    /// from, so they are summed over the replicas first when `replicaSum` is given.
+    func inputGradCoefficients(sumG: [Float], sumGX: [Float], gamma: UnsafePointer<Float>,
+                               replicaSum: ((UnsafeMutablePointer<Double>, Int) -> Void)?) -> (ca: [Float], cb: [Float], cc: [Float]) {
+        let c = sumG.count
+        var allG = sumG, allGX = sumGX
+        if let replicaSum {
+            var acc = sumG.map(Double.init) + sumGX.map(Double.init)
+            acc.withUnsafeMutableBufferPointer { replicaSum($0.baseAddress!, $0.count) }
+            for ch in 0..<c { allG[ch] = Float(acc[ch]); allGX[ch] = Float(acc[c + ch]) }
+        }
+        var ca = [Float](repeating: 0, count: c), cb = ca, cc = ca
+        for ch in 0..<c {
+            if training {
+                let k = scale[ch] * invstd[ch] * invstd[ch] * allGX[ch] / count
+                ca[ch] = scale[ch]
+                cb[ch] = -k
+                cc[ch] = -scale[ch] * allG[ch] / count + k * mean[ch]
+            } else {
+                ca[ch] = gamma[ch] * invstd[ch]
+            }
+        }
+        return (ca, cb, cc)
     }
 }
 

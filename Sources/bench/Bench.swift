@@ -23,6 +23,8 @@ struct ContextOptions: ParsableArguments {
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Option(help: "GEMM behind the convolutions: onednn (oneDNN's primitives for every convolution; the tools' default where libdnnl runs), packed (ours; the default elsewhere) or openblas.") var gemm: String?
     @Flag(help: "bfloat16 convolutions on the packed vdpbf16ps GEMM instead of oneDNN.") var noOnednnBf16 = false
+    @Flag(help: "Conv blocks as a convolution, then batch norm through NCHW (not the fused op that keeps the convolution's output in oneDNN's layout).") var noFusedBn = false
+    @Flag(help: "A fused Conv block keeps a copy of its input for its weight gradient instead of rebuilding it in backward from the block before.") var noRebuildInputs = false
     @Option(help: "Kernel level: portable, avx2 or avx512 (default: the best this CPU runs).") var kernels: String?
 
     func apply() throws {
@@ -34,6 +36,8 @@ struct ContextOptions: ParsableArguments {
             ctx.gemm = .toolDefault
         }
         if noOnednnBf16 { ctx.bf16OnOneDNN = false }
+        if noFusedBn { ctx.fuseConvBatchNorm = false }
+        if noRebuildInputs { ctx.rebuildConvInputs = false }
         if let kernels {
             let levels: [String: Kernels.Level] = ["portable": .portable, "avx2": .avx2, "avx512": .avx512]
             guard let l = levels[kernels] else { throw ValidationError("--kernels must be portable, avx2 or avx512, got \(kernels)") }

@@ -26,6 +26,7 @@ struct TrainBench: ParsableCommand {
     @Option(help: "Warm-up steps.") var warmup = 2
     @Option(help: "Also time mixed precision: fp16, bf16 or all.") var amp: String?
     @Option(help: "A ceiling on the buffer pool in MB after the first step (default: none beyond the pool's own, as train_dual).") var poolMb: Int?
+    @Flag(help: "Time only the --amp precisions, not FP32 first (to profile one precision alone).") var skipFp32 = false
     @OptionGroup var context: ContextOptions
 
     func run() throws {
@@ -92,12 +93,15 @@ struct TrainBench: ParsableCommand {
         default: throw ValidationError("--amp must be fp16, bf16 or all, got \(amp!)")
         }
         print("bench train: \(cfg), \(imgsz) px, batch \(batch), \(Parallel.threads) threads, median of \(steps) steps after \(warmup) warm-up")
-        let fp32 = measure(.fp32)
-        report("FP32", fp32)
+        if skipFp32 && precisions.isEmpty { throw ValidationError("--skip-fp32 needs --amp fp16, bf16 or all") }
+        let fp32 = skipFp32 ? nil : measure(.fp32)
+        if let fp32 { report("FP32", fp32) }
         for p in precisions {
             let r = measure(p)
             report("AMP \(p.rawValue)", r)
-            print(String(format: "AMP %@/FP32: time %.2fx, saved activations %.2fx", p.rawValue, r.total / fp32.total, Double(r.saved) / Double(fp32.saved)))
+            if let fp32 {
+                print(String(format: "AMP %@/FP32: time %.2fx, saved activations %.2fx", p.rawValue, r.total / fp32.total, Double(r.saved) / Double(fp32.saved)))
+            }
         }
 
     }

@@ -48,6 +48,23 @@ int df_dnnl_conv_backward_data(const df_dnnl_conv *g, int bf16, int threads, con
 // a forward's keep_x wrote it), x is not read.
 int df_dnnl_conv_backward_weights(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *gy, float *gw,
                                   int keep_gy, const void *kept_x);
+// The convolution whose output stays in oneDNN's layout (the fused convolution + batch norm):
+// bytes of the forward's output in the primitive's own layout when that layout is channel-blocked
+// (nChw{B}c with C a multiple of B, or nhwc as B = C; B a multiple of 8; see CKernels' blocked_sums) and both backward
+// passes take the output gradient in the same layout; *block gets B. 0 otherwise.
+size_t df_dnnl_conv_blocked_out(const df_dnnl_conv *g, int bf16, int *block);
+// B when the weight gradient takes x in a channel-blocked layout other than NCHW (as above): x
+// rebuilt in that layout (Float32, or bfloat16 words under bf16) can be its kept_x. 0 otherwise.
+int df_dnnl_conv_src_block(const df_dnnl_conv *g, int bf16);
+// The forward writing y in that layout (Float32, or bfloat16 words under bf16); keep_x as above.
+int df_dnnl_conv_forward_laid(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, void *y,
+                              void *keep_x);
+// The input gradient from gy in that layout (+= when accumulate).
+int df_dnnl_conv_backward_data_laid(const df_dnnl_conv *g, int bf16, int threads, const float *w, const void *gy,
+                                    float *gx, int accumulate);
+// The weight gradient (assigned) from gy in that layout; x, or kept_x as a forward's keep_x wrote it.
+int df_dnnl_conv_backward_weights_laid(const df_dnnl_conv *g, int bf16, int threads, const float *x, const void *gy,
+                                       float *gw, const void *kept_x);
 // Frees the cached primitives and scratch memory.
 void df_dnnl_release(void);
 

@@ -1,0 +1,247 @@
+import CKernels
+
+extension Tensor {
+    /// silu(batchNorm2d(conv2d(x, weight))) (without SiLU when `silu` is false): Ultralytics' Conv
+    /// block as one op.
+    ///
+    /// x: [N, C, H, W], weight: [O, C, k, k], bnWeight, bnBias: [O] -> [N, O, oH, oW]; stride,
+    /// padding, statistics, momentum and eps as `conv2d` and `batchNorm2d`.
+    ///
+    /// Where the convolutions run on oneDNN (Float32 or the bfloat16 autocast) and
+    /// `ComputeContext.fuseConvBatchNorm` is on, the convolution's output z stays in oneDNN's own
+    /// channel-blocked layout (`OneDNN.blockedOut`): the batch-norm statistics are read from it,
+    /// the affine + SiLU pass writes the NCHW output from it, and it is what backward keeps (in
+    /// bfloat16 under bf16). Backward reads the NCHW output gradient, and the batch norm's input
+    /// gradient is written in the blocked layout both convolution backward passes take (rounded to
+    /// bfloat16 under bf16, as the convolution output's gradient is in the composed ops). So the two
+    /// reorders of every block, z to NCHW and its gradient back, are not done. The values are the
+    /// composed ops' up to the order of the statistics' sums (pixels in order per channel, tiles of
+    /// 64 in Float32, images in double). Elsewhere (the packed GEMM, fp16 emulation, layouts the
+    /// kernels do not read) it is exactly `batchNorm2d(conv2d(...))`.
+    public static func convBatchNorm(_ x: Tensor, weight: Tensor, stride: Int, padding: Int, bnWeight: Tensor, bnBias: Tensor,
+                                     stats: BatchNormStats, training: Bool, momentum: Float, eps: Float, silu: Bool) -> Tensor {
+        let ctx = ComputeContext.current
+        let mode = ctx.precision, bf16 = mode == .bf16
+        func composed() -> Tensor {
+            batchNorm2d(conv2d(x, weight: weight, stride: stride, padding: padding), weight: bnWeight, bias: bnBias, stats: stats,
+                        training: training, momentum: momentum, eps: eps, silu: silu)
+        }
+        guard ctx.fuseConvBatchNorm, mode != .fp16, x.rank == 4, weight.rank == 4, weight.shape[1] == x.shape[1],
+              weight.shape[2] == weight.shape[3], bnWeight.shape == [weight.shape[0]], bnBias.shape == [weight.shape[0]]
+        else { return composed() }
+        let g = ConvGeometry(n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3],
+                             o: weight.shape[0], k: weight.shape[2], s: stride, p: padding)
+        let (n, c, hw) = (g.n, g.o, g.pixels)
+        let m = n * hw
+        guard g.oh > 0, g.ow > 0, !(training && m <= 1), OneDNN.handles(ctx, bf16: bf16),
+              let laid = OneDNN.blockedOut(g, bf16: bf16), laid.bytes == n * c * hw * mode.storageBytes
+        else { return composed() }
+        let B = laid.block, items = n * (c / B), k = ctx.k
+        let grain = Swift.max(1, elementwiseGrain / Swift.max(hw * B, 1))
+
+        // z [N, O, oH, oW] in the blocked layout: Float32, or bfloat16 words.
+        let zFull = bf16 ? nil : Buffer(count: n * c * hw)
+        let zHalf = bf16 ? HalfBuffer(count: n * c * hw) : nil
+        let zRaw = zFull.map { UnsafeMutableRawPointer($0.ptr) } ?? UnsafeMutableRawPointer(zHalf!.ptr)
+        let zf = zFull.map { UnsafePointer($0.ptr) }, zh = zHalf.map { UnsafePointer($0.ptr) }
+        // The weight gradient's x in oneDNN's layout: rebuilt in backward from the block that made
+        // x (when x is a fused block's output and the layouts agree), else kept from the forward's
+        // own reorder (as conv2d), else x saved.
+        var kept: HalfBuffer?, source: LaidRecipe?
+        if needsGrad(weight) {
+            if ctx.rebuildConvInputs, ctx.gradEnabled, let r = x.laidRecipe, r.matches(g, bf16: bf16),
+               OneDNN.sourceBlock(g, bf16: bf16) == r.block {
+                source = r
+            } else {
+                let bytes = OneDNN.keepBytes(g, bf16: bf16)
+                if bytes > 0 && bytes <= x.count * mode.storageBytes { kept = HalfBuffer(count: bytes / 2) }
+            }
+        }
+        guard OneDNN.forwardLaid(ctx, g, x: x.data, w: weight.data, y: zRaw, bf16: bf16,
+                                 keepX: kept.map { UnsafeMutableRawPointer($0.ptr) })
+        else { return composed() }
+
+        // Statistics: per-image sums from the kernels, added in image order.
+        func channelTotals(_ perImage: [Double]) -> [Double] {
+            var t = [Double](repeating: 0, count: c)
+            for i in 0..<n { for ch in 0..<c { t[ch] += perImage[i * c + ch] } }
+            return t
+        }
+        func blockedSums(mean: [Float]?) -> [Double] {
+            var out = [Double](repeating: 0, count: n * c)
+            out.withUnsafeMutableBufferPointer { op in
+                let opp = op.baseAddress!
+                if let mean {
+                    mean.withUnsafeBufferPointer { mp in
+                        let mpp = mp.baseAddress!
+                        Parallel.chunks(items, grain: grain) { r in
+                            k.pointee.blocked_sums(zf, zh, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                                                   Int32(r.upperBound), mpp, opp)
+                        }
+                    }
+                } else {
+                    Parallel.chunks(items, grain: grain) { r in
+                        k.pointee.blocked_sums(zf, zh, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                                               Int32(r.upperBound), nil, opp)
+                    }
+                }
+            }
+            return channelTotals(out)
+        }
+        var batchMean: [Float]? = nil, batchVariance: [Float]? = nil
+        if training {
+            let mean = blockedSums(mean: nil).map { Float($0 / Double(m)) }
+            batchVariance = blockedSums(mean: mean).map { Float($0 / Double(m)) }
+            batchMean = mean
+        }
+        let replicaSum = training ? ctx.replicaSum : nil
+        let plan = BatchNormPlan(batchMean: batchMean, batchVariance: batchVariance, values: m, stats: stats,
+                                 momentum: momentum, eps: eps, weight: bnWeight, bias: bnBias, replicaSum: replicaSum)
+        let out = Tensor(uninitialized: [n, c, g.oh, g.ow])
+        let po = out.data
+        plan.scale.withUnsafeBufferPointer { sp in
+            plan.shift.withUnsafeBufferPointer { hp in
+                let spp = sp.baseAddress!, hpp = hp.baseAddress!
+                Parallel.chunks(items, grain: grain) { r in
+                    k.pointee.blocked_affine(zf, zh, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                                             Int32(r.upperBound), spp, hpp, po, silu ? 1 : 0)
+                }
+            }
+        }
+        guard needsGrad(x, weight, bnWeight, bnBias) else { return out }
+
+        ctx.saved.count(bytes: laid.bytes)
+        if let kept { ctx.saved.count(bytes: kept.bytes) }
+        let sx: Saved? = needsGrad(weight) && kept == nil && source == nil ? ctx.save(x.buffer) : nil
+        // This output can be rebuilt from z while this op's backward has not run.
+        let recipe = LaidRecipe(zFull: zFull, zHalf: zHalf, scale: plan.scale, shift: plan.shift, silu: silu, n: n, c: c, hw: hw,
+                                block: B)
+        let (nx, nw, ng, nb) = (x.node, weight.node, bnWeight.node, bnBias.node)
+        let wd = weight.detached()
+        let gamma = bnWeight.data
+        out.recording([x, weight, bnWeight, bnBias]) { gout in
+            let bctx = ComputeContext.current
+            let kb = bctx.k
+            withExtendedLifetime((zFull, zHalf, recipe)) {
+                // dz (blocked, Float32): the gradient at the batch-norm output (before SiLU), and the
+                // per-image sums of dz and dz * (z - mean).
+                let d = Buffer(count: n * c * hw)
+                var sg = [Double](repeating: 0, count: n * c), sgx = sg
+                sg.withUnsafeMutableBufferPointer { gp in
+                    sgx.withUnsafeMutableBufferPointer { xgp in
+                        plan.mean.withUnsafeBufferPointer { mp in
+                            plan.scale.withUnsafeBufferPointer { sp in
+                                plan.shift.withUnsafeBufferPointer { hp in
+                                    let gpp = gp.baseAddress!, xgpp = xgp.baseAddress!, mpp = mp.baseAddress!
+                                    let spp = silu ? sp.baseAddress : nil, hpp = silu ? hp.baseAddress : nil
+                                    Parallel.chunks(items, grain: grain) { r in
+                                        kb.pointee.blocked_grad_sums(zf, zh, gout.ptr, mpp, spp, hpp, Int32(n), Int32(c), Int32(hw),
+                                                                     Int32(B), Int32(r.lowerBound), Int32(r.upperBound), d.ptr,
+                                                                     gpp, xgpp)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                let sumG = channelTotals(sg).map { Float($0) }, sumGX = channelTotals(sgx).map { Float($0) }
+                // Batch-norm weight and bias gradients are this replica's own (data parallelism sums them later).
+                if let nb { nb.accumulate { p in for ch in 0..<c { p[ch] += sumG[ch] } } }
+                if let ng { ng.accumulate { p in for ch in 0..<c { p[ch] += sumGX[ch] * plan.invstd[ch] } } }
+                guard nx != nil || nw != nil else { return }
+                // The convolution's output gradient, blocked: over dz in place (Float32), or as
+                // bfloat16 words (rounded to nearest even, as the composed ops round that gradient).
+                let (ca, cb, cc) = plan.inputGradCoefficients(sumG: sumG, sumGX: sumGX, gamma: gamma, replicaSum: replicaSum)
+                let gyHalf = bf16 ? HalfBuffer(count: n * c * hw) : nil
+                ca.withUnsafeBufferPointer { ap in
+                    cb.withUnsafeBufferPointer { bp in
+                        cc.withUnsafeBufferPointer { cp in
+                            let app = ap.baseAddress!, bpp = bp.baseAddress!, cpp = cp.baseAddress!
+                            Parallel.chunks(items, grain: grain) { r in
+                                kb.pointee.blocked_axpby(d.ptr, zf, zh, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                                                         Int32(r.upperBound), app, bpp, cpp, gyHalf?.ptr)
+                            }
+                        }
+                    }
+                }
+                let gy = gyHalf.map { UnsafeRawPointer($0.ptr) } ?? UnsafeRawPointer(d.ptr)
+                withExtendedLifetime((d, gyHalf)) {
+                    if let nw {
+                        let rebuilt = source?.rebuild(bctx)
+                        Conv.weightGradLaid(bctx, g, x: sx, kept: rebuilt ?? kept, gy: gy, mode: mode, into: nw)
+                    }
+                    if let nx {
+                        nx.accumulateOrSet { p, fresh in
+                            guard OneDNN.inputGradLaid(bctx, g, w: wd.data, gy: gy, gx: p, accumulate: !fresh, bf16: bf16) else {
+                                preconditionFailure("convBatchNorm: oneDNN refused the input gradient of a convolution it ran forward (\(g))")
+                            }
+                        }
+                    }
+                }
+            }
+            withExtendedLifetime(gout) {}
+        }
+        if out.node != nil { out.laidRecipe = recipe }
+        return out
+    }
+}
+
+/// How a `convBatchNorm` output is rebuilt in oneDNN's channel-blocked layout from what that op
+/// keeps for backward (its z and the affine of its batch norm): silu(z * scale + shift), the same
+/// values the forward wrote, in Float32 or rounded to bfloat16 as oneDNN's reorder rounds them.
+final class LaidRecipe: @unchecked Sendable {
+    let zFull: Buffer?, zHalf: HalfBuffer?
+    let scale, shift: [Float]
+    let silu: Bool
+    let n, c, hw, block: Int
+
+    init(zFull: Buffer?, zHalf: HalfBuffer?, scale: [Float], shift: [Float], silu: Bool, n: Int, c: Int, hw: Int, block: Int) {
+        (self.zFull, self.zHalf, self.scale, self.shift, self.silu) = (zFull, zHalf, scale, shift, silu)
+        (self.n, self.c, self.hw, self.block) = (n, c, hw, block)
+    }
+
+    /// Whether a convolution of geometry `g` reads this tensor in this element type.
+    func matches(_ g: ConvGeometry, bf16: Bool) -> Bool { (zHalf != nil) == bf16 && g.n == n && g.c == c && g.h * g.w == hw }
+
+    /// The output in the blocked layout (raw storage: bfloat16 words, or Float32 values in two words each).
+    func rebuild(_ ctx: ComputeContext) -> HalfBuffer {
+        let bf16 = zHalf != nil
+        let out = HalfBuffer(count: n * c * hw * (bf16 ? 1 : 2))
+        let f = bf16 ? nil : UnsafeMutableRawPointer(out.ptr).assumingMemoryBound(to: Float.self)
+        let h = bf16 ? out.ptr : nil
+        let zf = zFull.map { UnsafePointer($0.ptr) }, zh = zHalf.map { UnsafePointer($0.ptr) }
+        let k = ctx.k, items = n * (c / block), (n, c, hw, block, silu) = (n, c, hw, block, silu)
+        scale.withUnsafeBufferPointer { sp in
+            shift.withUnsafeBufferPointer { hp in
+                let spp = sp.baseAddress!, hpp = hp.baseAddress!
+                Parallel.chunks(items, grain: Swift.max(1, elementwiseGrain / Swift.max(hw * block, 1))) { r in
+                    k.pointee.blocked_affine_laid(zf, zh, Int32(n), Int32(c), Int32(hw), Int32(block), Int32(r.lowerBound),
+                                                  Int32(r.upperBound), spp, hpp, silu ? 1 : 0, f, h)
+                }
+            }
+        }
+        return out
+    }
+}
+
+extension Conv {
+    /// The weight gradient of `convBatchNorm` from gy in oneDNN's blocked layout: assigned into the
+    /// partials slot, rounded under bf16 (as a bf16 convolution's backward produces it), added to
+    /// the weight's gradient. x is the saved input, or `kept` in oneDNN's layout.
+    static func weightGradLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: Saved?, kept: HalfBuffer?, gy: UnsafeRawPointer,
+                               mode: Precision, into node: Node) {
+        let wCount = g.o * g.kdim
+        let parts = ctx.workspace.get(0, partialSlot, count: wCount)
+        let ok: Bool
+        if let kept {
+            ok = OneDNN.weightGradLaid(ctx, g, x: nil, gy: gy, gw: parts, bf16: mode == .bf16, keptX: UnsafeRawPointer(kept.ptr))
+        } else if let x {
+            ok = x.withValues { OneDNN.weightGradLaid(ctx, g, x: $0, gy: gy, gw: parts, bf16: mode == .bf16, keptX: nil) }
+        } else {
+            preconditionFailure("convBatchNorm: the weight gradient needs the convolution's input, which was not kept")
+        }
+        guard ok else { preconditionFailure("convBatchNorm: oneDNN refused the weight gradient of a convolution it ran forward (\(g))") }
+        if mode != .fp32 { round(ctx, parts, count: wCount, to: mode) }
+        node.accumulate { d in for j in 0..<wCount { d[j] += parts[j] } }
+    }
+}

@@ -1,0 +1,328 @@
+import CKernels
+import Foundation
+import Testing
+import _TestSupport
+@testable import TensorCore
+
+/// The batch-norm kernels over oneDNN's channel-blocked layout (`blocked_*`) against the NCHW
+/// kernels they stand in for, and every kernel level against portable.
+@Suite struct BlockedKernelTests {
+    /// (N, C, HW, B): blocks of 16 and 8, nhwc (B = C), pixel counts with and without a tail of 8.
+    static let shapes: [(Int, Int, Int, Int)] = [(2, 16, 37, 16), (3, 32, 64, 16), (2, 16, 5, 8), (2, 32, 9, 32), (1, 48, 100, 16)]
+
+    static func random(_ n: Int, seed: UInt64, scale: Float = 2, offset: Float = 0) -> [Float] {
+        var rng = RandomState(seed: seed)
+        return (0..<n).map { _ in rng.normal() * scale + offset }
+    }
+
+    static func blocked(_ x: [Float], _ s: (Int, Int, Int, Int)) -> [Float] {
+        var out = [Float](repeating: 0, count: x.count)
+        df_blocked_from_nchw(x, Int32(s.0), Int32(s.1), Int32(s.2), Int32(s.3), &out)
+        return out
+    }
+
+    static func nchw(_ x: [Float], _ s: (Int, Int, Int, Int)) -> [Float] {
+        var out = [Float](repeating: 0, count: x.count)
+        df_blocked_to_nchw(x, Int32(s.0), Int32(s.1), Int32(s.2), Int32(s.3), &out)
+        return out
+    }
+
+    static func bf16Words(_ x: [Float]) -> [UInt16] { x.map { df_f32_to_bf16_1($0) } }
+
+    /// Everything the four kernels give for one input, in NCHW order where a tensor comes out.
+    struct Outputs: Equatable {
+        var mean: [Double] = [], sq: [Double] = [], affine: [Float] = [], silu: [Float] = []
+        var dz: [Float] = [], dzPlain: [Float] = [], sumG: [Double] = [], sumGX: [Double] = []
+        var gx: [Float] = [], gxHalf: [UInt16] = []
+        var laid: [Float] = [], laidHalf: [UInt16] = []
+
+        /// Bit-equal (NaN-free inputs, so Equatable on values is bit equality up to ±0, which the
+        /// kernels do not produce differently).
+        static func == (a: Outputs, b: Outputs) -> Bool {
+            func same(_ x: [Float], _ y: [Float]) -> Bool { x.count == y.count && zip(x, y).allSatisfy { $0.bitPattern == $1.bitPattern } }
+            func sameD(_ x: [Double], _ y: [Double]) -> Bool { x.count == y.count && zip(x, y).allSatisfy { $0.bitPattern == $1.bitPattern } }
+            return sameD(a.mean, b.mean) && sameD(a.sq, b.sq) && same(a.affine, b.affine) && same(a.silu, b.silu) && same(a.dz, b.dz)
+                && same(a.dzPlain, b.dzPlain) && sameD(a.sumG, b.sumG) && sameD(a.sumGX, b.sumGX) && same(a.gx, b.gx) && a.gxHalf == b.gxHalf
+                && same(a.laid, b.laid) && a.laidHalf == b.laidHalf
+        }
+    }
+
+    /// Runs the four kernels on z (blocked Float32, or its bfloat16 words) with per-channel numbers.
+    static func run(_ k: df_kernels, _ s: (Int, Int, Int, Int), zb: [Float], zh: [UInt16]?, g: [Float]) -> Outputs {
+        let (n, c, hw, b) = s
+        let items = Int32(n * (c / b))
+        let mean = random(c, seed: 5, scale: 0.3), scale = random(c, seed: 6, scale: 0.5, offset: 1), shift = random(c, seed: 7, scale: 0.5)
+        let ca = random(c, seed: 8), cb = random(c, seed: 9), cc = random(c, seed: 10)
+        var o = Outputs()
+        o.mean = [Double](repeating: 0, count: n * c); o.sq = o.mean; o.sumG = o.mean; o.sumGX = o.mean
+        o.affine = [Float](repeating: 0, count: zb.count); o.silu = o.affine; o.dz = o.affine; o.dzPlain = o.affine
+        var half = [UInt16](repeating: 0, count: zb.count)
+        func call(_ body: (UnsafePointer<Float>?, UnsafePointer<UInt16>?) -> Void) {
+            zb.withUnsafeBufferPointer { zp in
+                if let zh { zh.withUnsafeBufferPointer { body(nil, $0.baseAddress) } } else { body(zp.baseAddress, nil) }
+            }
+        }
+        call { zf, zhp in
+            k.blocked_sums(zf, zhp, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, nil, &o.mean)
+            k.blocked_sums(zf, zhp, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, mean, &o.sq)
+            k.blocked_affine(zf, zhp, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, &o.affine, 0)
+            k.blocked_affine(zf, zhp, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, &o.silu, 1)
+            o.laid = o.affine
+            o.laidHalf = half
+            k.blocked_affine_laid(zf, zhp, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, 1, &o.laid, nil)
+            k.blocked_affine_laid(zf, zhp, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, 1, nil, &o.laidHalf)
+            k.blocked_grad_sums(zf, zhp, g, mean, scale, shift, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, &o.dz, &o.sumG, &o.sumGX)
+            var sg = o.sumG, sgx = o.sumGX
+            k.blocked_grad_sums(zf, zhp, g, mean, nil, nil, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, &o.dzPlain, &sg, &sgx)
+            var d = o.dz
+            k.blocked_axpby(&d, zf, zhp, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, ca, cb, cc, &half)
+            o.gxHalf = half
+            k.blocked_axpby(&d, zf, zhp, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, ca, cb, cc, nil)
+            o.gx = d
+        }
+        return o
+    }
+
+    @Test(arguments: 0..<shapes.count, [false, true])
+    func levelsMatchPortable(_ si: Int, bf16: Bool) {
+        let s = BlockedKernelTests.shapes[si]
+        let count = s.0 * s.1 * s.2
+        var z = BlockedKernelTests.random(count, seed: 1)
+        if bf16 { z = z.map { df_bf16_to_f32_1(df_f32_to_bf16_1($0)) } }
+        let zb = BlockedKernelTests.blocked(z, s), g = BlockedKernelTests.random(count, seed: 2)
+        let zh = bf16 ? BlockedKernelTests.bf16Words(zb) : nil
+        let ref = BlockedKernelTests.run(KernelLevelTests.p, s, zb: zb, zh: zh, g: g)
+        for k in KernelLevelTests.fast {
+            #expect(BlockedKernelTests.run(k.table.pointee, s, zb: zb, zh: zh, g: g) == ref, "\(k) shape \(s) bf16 \(bf16)")
+        }
+        // Split into work items the sums do not change (each item writes its own (n, c) sums).
+        let k = KernelLevelTests.p, (n, c, hw, b) = s, items = n * (c / b)
+        var parts = [Double](repeating: 0, count: n * c)
+        for i in 0..<items {
+            k.blocked_sums(zh == nil ? zb : nil, zh, Int32(n), Int32(c), Int32(hw), Int32(b), Int32(i), Int32(i + 1), nil, &parts)
+        }
+        #expect(parts == ref.mean)
+    }
+
+    /// The blocked kernels compute what the NCHW kernels compute: the same element-wise values bit
+    /// for bit (affine, SiLU, dz, the input-gradient formula), the sums to Float32 rounding (their
+    /// order differs: pixels in order per channel in tiles of 64, against 8 lanes per plane).
+    @Test(arguments: 0..<shapes.count, [false, true])
+    func blockedMatchesNCHW(_ si: Int, bf16: Bool) {
+        let s = BlockedKernelTests.shapes[si]
+        let (n, c, hw, _) = s
+        let count = n * c * hw
+        var z = BlockedKernelTests.random(count, seed: 3, offset: 0.5)
+        if bf16 { z = z.map { df_bf16_to_f32_1(df_f32_to_bf16_1($0)) } }
+        let zb = BlockedKernelTests.blocked(z, s), g = BlockedKernelTests.random(count, seed: 4)
+        let zh = bf16 ? BlockedKernelTests.bf16Words(zb) : nil
+        let k = Kernels.best.table.pointee
+        let o = BlockedKernelTests.run(k, s, zb: zb, zh: zh, g: g)
+        let mean = BlockedKernelTests.random(c, seed: 5, scale: 0.3), scale = BlockedKernelTests.random(c, seed: 6, scale: 0.5, offset: 1)
+        let shift = BlockedKernelTests.random(c, seed: 7, scale: 0.5)
+        let ca = BlockedKernelTests.random(c, seed: 8), cb = BlockedKernelTests.random(c, seed: 9), cc = BlockedKernelTests.random(c, seed: 10)
+        // Statistics: per-image sums added in image order, against channel_moments.
+        var refMean = [Float](repeating: 0, count: c), refVar = refMean
+        k.channel_moments(z, Int32(n), Int32(c), Int32(hw), 0, Int32(c), &refMean, &refVar)
+        for ch in 0..<c {
+            let total = (0..<n).reduce(0.0) { $0 + o.mean[$1 * c + ch] }
+            #expect(abs(Float(total / Double(n * hw)) - refMean[ch]) <= 1e-6 * max(1, abs(refMean[ch])), "mean \(s) channel \(ch)")
+        }
+        // Element-wise: identical bits.
+        var za = [Float](repeating: 0, count: count), zs = za
+        k.channel_affine(z, Int32(n), Int32(c), Int32(hw), 0, Int32(c), scale, shift, &za, nil, 0)
+        k.channel_affine(z, Int32(n), Int32(c), Int32(hw), 0, Int32(c), scale, shift, nil, &zs, 1)
+        #expect(o.affine == za, "affine \(s)")
+        #expect(o.silu == zs, "affine + SiLU \(s)")
+        #expect(o.laid == BlockedKernelTests.blocked(zs, s), "affine + SiLU in the blocked layout \(s)")
+        #expect(o.laidHalf == BlockedKernelTests.bf16Words(BlockedKernelTests.blocked(zs, s)), "the same as bfloat16 \(s)")
+        var gFused = g, sumG = [Float](repeating: 0, count: c), sumGX = sumG
+        k.channel_grad_sums(z, nil, &gFused, mean, scale, shift, Int32(n), Int32(c), Int32(hw), 0, Int32(c), &sumG, &sumGX)
+        #expect(BlockedKernelTests.nchw(o.dz, s) == gFused, "dz with SiLU \(s)")
+        #expect(BlockedKernelTests.nchw(o.dzPlain, s) == g, "dz without SiLU is g \(s)")
+        for ch in 0..<c {
+            let tg = (0..<n).reduce(0.0) { $0 + o.sumG[$1 * c + ch] }, tgx = (0..<n).reduce(0.0) { $0 + o.sumGX[$1 * c + ch] }
+            let bound = 1e-5 * Double(n * hw)
+            #expect(abs(tg - Double(sumG[ch])) <= bound && abs(tgx - Double(sumGX[ch])) <= bound, "grad sums \(s) channel \(ch)")
+        }
+        var gx = [Float](repeating: 0, count: count)
+        k.channel_axpby(gFused, z, nil, Int32(n), Int32(c), Int32(hw), 0, Int32(c), ca, cb, cc, &gx, 0)
+        #expect(BlockedKernelTests.nchw(o.gx, s) == gx, "input gradient \(s)")
+        #expect(o.gxHalf == BlockedKernelTests.bf16Words(BlockedKernelTests.blocked(gx, s)), "input gradient as bfloat16 \(s)")
+    }
+}
+
+/// `Tensor.convBatchNorm` on oneDNN (the convolution's output kept in oneDNN's layout) against the
+/// composed `conv2d` + `batchNorm2d` of the same context (`fuseConvBatchNorm` off).
+@Suite(.serialized) struct ConvBatchNormTests {
+    static let geometries = [ConvGeometry(n: 2, c: 16, h: 12, w: 12, o: 16, k: 3, s: 2, p: 1),
+                             ConvGeometry(n: 2, c: 16, h: 9, w: 9, o: 32, k: 1, s: 1, p: 0),
+                             ConvGeometry(n: 3, c: 16, h: 10, w: 10, o: 16, k: 3, s: 1, p: 1),
+                             ConvGeometry(n: 2, c: 3, h: 20, w: 20, o: 48, k: 3, s: 2, p: 1)]
+
+    struct Run {
+        var y: [Float], dx: [Float], dw: [Float], dgamma: [Float], dbeta: [Float], mean: [Float], variance: [Float]
+    }
+
+    static func context(bf16: Bool, fused: Bool) -> ComputeContext {
+        let ctx = ComputeContext(threads: 2)
+        ctx.gemm = .onednn
+        ctx.precision = bf16 ? .bf16 : .fp32
+        ctx.fuseConvBatchNorm = fused
+        return ctx
+    }
+
+    static func run(_ g: ConvGeometry, _ ctx: ComputeContext, training: Bool, silu: Bool, grad: Bool = true) -> Run {
+        var rng = RandomState(seed: 21)
+        let x = Tensor.normal([g.n, g.c, g.h, g.w], rng: &rng)
+        let w = Tensor.normal([g.o, g.c, g.k, g.k], std: 0.3, rng: &rng)
+        let gamma = Tensor.uniform([g.o], lo: 0.5, hi: 1.5, rng: &rng), beta = Tensor.normal([g.o], std: 0.3, rng: &rng)
+        let r = Tensor.normal([g.n, g.o, g.oh, g.ow], rng: &rng)
+        let stats = BatchNormStats(channels: g.o)
+        for ch in 0..<g.o { stats.mean.data[ch] = 0.1 * Float(ch % 5); stats.variance.data[ch] = 1 + 0.2 * Float(ch % 3) }
+        for t in [x, w, gamma, beta] { t.requiresGrad = grad }
+        return ctx.run {
+            let y = Tensor.convBatchNorm(x, weight: w, stride: g.s, padding: g.p, bnWeight: gamma, bnBias: beta, stats: stats,
+                                         training: training, momentum: 0.03, eps: 1e-3, silu: silu)
+            if grad { (y * r).sum().backward() }
+            func grads(_ t: Tensor) -> [Float] { t.grad?.array ?? [] }
+            return Run(y: y.array, dx: grads(x), dw: grads(w), dgamma: grads(gamma), dbeta: grads(beta),
+                       mean: stats.mean.array, variance: stats.variance.array)
+        }
+    }
+
+    /// Largest |a - b| over the largest |b| (0 for two empty arrays).
+    static func scaled(_ a: [Float], _ b: [Float]) -> Double {
+        let m = Double(b.map(abs).max() ?? 0)
+        return zip(a, b).map { Double(abs($0 - $1)) }.max().map { $0 / max(m, 1e-30) } ?? 0
+    }
+
+    /// (bf16, silu) pairs.
+    static let modes = [(false, false), (false, true), (true, false), (true, true)]
+
+    @Test(arguments: 0..<geometries.count, 0..<modes.count)
+    func trainingMatchesTheComposedOps(_ gi: Int, _ mi: Int) throws {
+        let (bf16, silu) = ConvBatchNormTests.modes[mi]
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        let g = ConvBatchNormTests.geometries[gi]
+        let fusedCtx = ConvBatchNormTests.context(bf16: bf16, fused: true)
+        try #require(fusedCtx.run { OneDNN.blockedOut(g, bf16: bf16) } != nil, "oneDNN keeps \(g)'s output channel-blocked")
+        let f = ConvBatchNormTests.run(g, fusedCtx, training: true, silu: silu)
+        let c = ConvBatchNormTests.run(g, ConvBatchNormTests.context(bf16: bf16, fused: false), training: true, silu: silu)
+        // The convolution's values are the same (the same primitive; a reorder is exact); only the
+        // statistics' sums run in another order: measured at most 3e-7 of the largest value on an
+        // AVX-512 machine, bound 2e-6.
+        let fp = 2e-6
+        #expect(ConvBatchNormTests.scaled(f.y, c.y) < fp, "output \(g)")
+        #expect(maxMixedError(f.mean, c.mean) < fp && maxMixedError(f.variance, c.variance) < fp, "running statistics \(g)")
+        #expect(ConvBatchNormTests.scaled(f.dgamma, c.dgamma) < fp && ConvBatchNormTests.scaled(f.dbeta, c.dbeta) < fp, "BN gradients \(g)")
+        // The convolution's gradients come from an output gradient that differs by those ulps; under
+        // bf16 that gradient is rounded to bfloat16 in both (measured: identical), where an element
+        // may land one bfloat16 step (2^-8) apart: bound one step of the largest value.
+        let bound = bf16 ? 4e-3 : fp
+        #expect(ConvBatchNormTests.scaled(f.dx, c.dx) < bound, "input gradient \(g): \(ConvBatchNormTests.scaled(f.dx, c.dx))")
+        #expect(ConvBatchNormTests.scaled(f.dw, c.dw) < bound, "weight gradient \(g): \(ConvBatchNormTests.scaled(f.dw, c.dw))")
+    }
+
+    /// In eval mode nothing is summed: the fused forward is the composed one bit for bit.
+    @Test(arguments: [false, true], [false, true])
+    func evalIsBitIdentical(bf16: Bool, silu: Bool) throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        for g in ConvBatchNormTests.geometries {
+            let f = ConvBatchNormTests.run(g, ConvBatchNormTests.context(bf16: bf16, fused: true), training: false, silu: silu, grad: false)
+            let c = ConvBatchNormTests.run(g, ConvBatchNormTests.context(bf16: bf16, fused: false), training: false, silu: silu, grad: false)
+            #expect(f.y.map(\.bitPattern) == c.y.map(\.bitPattern), "\(g) bf16 \(bf16) silu \(silu)")
+        }
+    }
+
+    /// Where the fused path does not apply (the packed GEMM, fp16 emulation) it is the composed ops.
+    @Test(arguments: [Precision.fp32, .fp16])
+    func elsewhereItIsTheComposedOps(_ precision: Precision) {
+        let g = ConvBatchNormTests.geometries[2]
+        func ctx(_ fused: Bool) -> ComputeContext {
+            let c = ComputeContext(threads: 2)
+            c.gemm = precision == .fp16 && OneDNN.available ? .onednn : .packed
+            c.precision = precision
+            c.fuseConvBatchNorm = fused
+            return c
+        }
+        let f = ConvBatchNormTests.run(g, ctx(true), training: true, silu: true)
+        let c = ConvBatchNormTests.run(g, ctx(false), training: true, silu: true)
+        #expect(f.y == c.y && f.dx == c.dx && f.dw == c.dw && f.dgamma == c.dgamma && f.mean == c.mean)
+    }
+
+    /// Synchronised statistics go through the same plan: with a one-replica sum, the fused op agrees
+    /// with the composed ops as without one.
+    @Test func replicaSumPath() throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        let g = ConvBatchNormTests.geometries[0]
+        func ctx(_ fused: Bool) -> ComputeContext {
+            let c = ConvBatchNormTests.context(bf16: false, fused: fused)
+            c.replicaSum = { _, _ in }
+            return c
+        }
+        let f = ConvBatchNormTests.run(g, ctx(true), training: true, silu: true)
+        let c = ConvBatchNormTests.run(g, ctx(false), training: true, silu: true)
+        #expect(ConvBatchNormTests.scaled(f.y, c.y) < 2e-6 && ConvBatchNormTests.scaled(f.dx, c.dx) < 2e-6)
+        #expect(maxMixedError(f.variance, c.variance) < 2e-6)
+    }
+
+    /// A chain of two fused blocks: the second one's weight gradient takes its input rebuilt in
+    /// backward from the first one's z. The same outputs and gradients bit for bit as with that input
+    /// kept since the forward, with the kept copy's bytes fewer saved for backward.
+    @Test(arguments: [false, true])
+    func rebuiltInputsMatchKeptOnes(bf16: Bool) throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        let g1 = ConvGeometry(n: 2, c: 16, h: 12, w: 12, o: 32, k: 3, s: 1, p: 1)
+        let g2 = ConvGeometry(n: 2, c: 32, h: 12, w: 12, o: 16, k: 3, s: 2, p: 1)
+        struct Chain: Equatable { var y: [UInt32], grads: [[UInt32]], saved: Int }
+        func chain(rebuild: Bool) -> Chain {
+            let ctx = ConvBatchNormTests.context(bf16: bf16, fused: true)
+            ctx.rebuildConvInputs = rebuild
+            var rng = RandomState(seed: 41)
+            let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
+            let w1 = Tensor.normal([32, 16, 3, 3], std: 0.2, rng: &rng), w2 = Tensor.normal([16, 32, 3, 3], std: 0.2, rng: &rng)
+            let g1w = Tensor.uniform([32], lo: 0.5, hi: 1.5, rng: &rng), b1 = Tensor.normal([32], std: 0.3, rng: &rng)
+            let g2w = Tensor.uniform([16], lo: 0.5, hi: 1.5, rng: &rng), b2 = Tensor.normal([16], std: 0.3, rng: &rng)
+            let r = Tensor.normal([2, 16, 6, 6], rng: &rng)
+            let params = [x, w1, w2, g1w, b1, g2w, b2]
+            for t in params { t.requiresGrad = true }
+            return ctx.run {
+                let a = Tensor.convBatchNorm(x, weight: w1, stride: 1, padding: 1, bnWeight: g1w, bnBias: b1, stats: BatchNormStats(channels: 32),
+                                             training: true, momentum: 0.03, eps: 1e-3, silu: true)
+                let y = Tensor.convBatchNorm(a, weight: w2, stride: 2, padding: 1, bnWeight: g2w, bnBias: b2, stats: BatchNormStats(channels: 16),
+                                             training: true, momentum: 0.03, eps: 1e-3, silu: true)
+                let saved = ctx.saved.bytes
+                (y * r).sum().backward()
+                return Chain(y: y.array.map(\.bitPattern), grads: params.map { $0.grad!.array.map(\.bitPattern) }, saved: saved)
+            }
+        }
+        let ctx = ConvBatchNormTests.context(bf16: bf16, fused: true)
+        try #require(ctx.run { OneDNN.blockedOut(g1, bf16: bf16) != nil && OneDNN.sourceBlock(g2, bf16: bf16) != nil })
+        let rebuilt = chain(rebuild: true), kept = chain(rebuild: false)
+        #expect(rebuilt.y == kept.y)
+        for (i, (a, b)) in zip(rebuilt.grads, kept.grads).enumerated() { #expect(a == b, "gradient \(i)") }
+        let copy = 2 * 32 * 12 * 12 * (bf16 ? 2 : 4)
+        #expect(kept.saved - rebuilt.saved == copy, "saved \(kept.saved) with the kept copy, \(rebuilt.saved) rebuilt")
+    }
+
+    /// Central differences through the fused op (Float32 on oneDNN), every input.
+    @Test(arguments: [true, false])
+    func gradientCheck(training: Bool) throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        let g = ConvGeometry(n: 2, c: 16, h: 6, w: 6, o: 16, k: 3, s: 1, p: 1)
+        let ctx = ConvBatchNormTests.context(bf16: false, fused: true)
+        try #require(ctx.run { OneDNN.blockedOut(g, bf16: false) } != nil)
+        var rng = RandomState(seed: 31)
+        let x = Tensor.normal([g.n, g.c, g.h, g.w], rng: &rng), w = Tensor.normal([g.o, g.c, 3, 3], std: 0.2, rng: &rng)
+        let gamma = Tensor.uniform([g.o], lo: 0.5, hi: 1.5, rng: &rng), beta = Tensor.normal([g.o], std: 0.3, rng: &rng)
+        let results = ctx.run {
+            _TestSupport.gradientCheck([x, w, gamma, beta]) { t in
+                let s = BatchNormStats(channels: g.o)
+                return Tensor.convBatchNorm(t[0], weight: t[1], stride: 1, padding: 1, bnWeight: t[2], bnBias: t[3], stats: s,
+                                            training: training, momentum: 0.03, eps: 1e-3, silu: true)
+            }
+        }
+        for (i, r) in results.enumerated() { #expect(r.scaledError < 2e-2, "input \(i): \(r)") }
+    }
+}

@@ -152,6 +152,28 @@ import _TestSupport
     }
 }
 
+extension BlockedKernelTests {
+    /// The vector bfloat16 rounding of the blocked kernels on the values where rounding is delicate
+    /// (ties, overflow to inf, subnormals to signed zero, NaNs quieted with their payload), against
+    /// the scalar oracle, on every level: the input-gradient pass with ca = 1, cb = cc = 0 passes dz
+    /// through (-0 becomes +0 on the way: -0 + 0 is +0).
+    @Test func bfloat16RoundingOfSpecialValues() {
+        let specials: [Float] = [.nan, Float(bitPattern: 0xFFC1_2345), Float(bitPattern: 0x7F80_0001), .infinity, -.infinity,
+                                 Float(bitPattern: 0x0001_1C71), Float(bitPattern: 0x8001_1C71), .greatestFiniteMagnitude, -.greatestFiniteMagnitude, 0, -0.0,
+                                 Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000), Float(bitPattern: 0x3F80_8001),
+                                 Float(bitPattern: 0x7F7F_8000), 1, -3.5]
+        let (n, c, hw, b) = (1, 16, 2, 16)
+        let dz = (0..<(n * c * hw)).map { specials[$0 % specials.count] }
+        let z = [Float](repeating: 1, count: dz.count)
+        let ones = [Float](repeating: 1, count: c), zeros = [Float](repeating: 0, count: c)
+        for k in [KernelLevelTests.p] + KernelLevelTests.fast.map({ $0.table.pointee }) {
+            var d = dz, out = [UInt16](repeating: 0, count: dz.count)
+            k.blocked_axpby(&d, z, nil, Int32(n), Int32(c), Int32(hw), Int32(b), 0, 1, ones, zeros, zeros, &out)
+            #expect(out == dz.map { df_f32_to_bf16_1((1 * $0 + 0 * 1) + 0) }, "\(String(cString: k.name))")
+        }
+    }
+}
+
 /// `Tensor.convBatchNorm` on oneDNN (the convolution's output kept in oneDNN's layout) against the
 /// composed `conv2d` + `batchNorm2d` of the same context (`fuseConvBatchNorm` off).
 @Suite(.serialized) struct ConvBatchNormTests {

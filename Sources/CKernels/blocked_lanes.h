@@ -1,0 +1,280 @@
+// The lane loops of blocked.c for one vector width, included once per width with DF_W defined (8 or
+// 16 channels a vector; 16 where the channel block allows it, so AVX-512 runs whole registers).
+// Every lane computes the same scalar sequence at either width, so both give the same bits.
+// Names get the suffix _w8 or _w16.
+#define DF_CAT2(a, b) a##b
+#define DF_CAT(a, b) DF_CAT2(a, b)
+#if DF_W == 8
+#define DF_N(x) DF_CAT(x, _w8)
+#else
+#define DF_N(x) DF_CAT(x, _w16)
+#endif
+
+typedef float DF_N(df_v) __attribute__((vector_size(DF_W * 4)));
+typedef int32_t DF_N(df_vi) __attribute__((vector_size(DF_W * 4)));
+typedef uint32_t DF_N(df_vu) __attribute__((vector_size(DF_W * 4)));
+typedef uint16_t DF_N(df_vh) __attribute__((vector_size(DF_W * 2)));
+#define V DF_N(df_v)
+#define VI DF_N(df_vi)
+#define VU DF_N(df_vu)
+#define VH DF_N(df_vh)
+
+static inline __attribute__((always_inline)) V DF_N(splat)(float v) {
+    V r;
+    for (int i = 0; i < DF_W; i++) r[i] = v;
+    return r;
+}
+
+static inline __attribute__((always_inline)) V DF_N(ld)(const float *p) {
+    V v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline __attribute__((always_inline)) void DF_N(st)(float *p, V v) { memcpy(p, &v, sizeof v); }
+
+/// DF_W values of the blocked tensor from element k: Float32, or bfloat16 words widened (exact).
+static inline __attribute__((always_inline)) V DF_N(ldz)(const float *z, const uint16_t *zh, size_t k, const int half) {
+    if (!half) return DF_N(ld)(z + k);
+    VH h;
+    memcpy(&h, zh + k, sizeof h);
+    VU u = __builtin_convertvector(h, VU) << 16;
+    return (V)u;
+}
+
+static inline __attribute__((always_inline)) V DF_N(select)(VI mask, V a, V b) {
+    return (V)((mask & (VI)a) | (~mask & (VI)b));
+}
+
+/// internal.h's df_exp_approx lane by lane: the same operations in the same order (the clamp keeps
+/// NaN; rint as adding and subtracting 1.5 * 2^23, exact round-to-nearest-even in this range).
+static inline __attribute__((always_inline)) V DF_N(exp)(V x) {
+    x = DF_N(select)(x < DF_N(splat)(-87.3f), DF_N(splat)(-87.3f), DF_N(select)(x > DF_N(splat)(88.0f), DF_N(splat)(88.0f), x));
+    V fx = x * 1.44269504088896341f;
+    fx = (fx + 12582912.0f) - 12582912.0f;
+    V r = x - fx * 0.693359375f;
+    r = r - fx * -2.12194440e-4f;
+    V y = DF_N(splat)(1.9875691500e-4f);
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * r * r + r + 1.0f;
+    VI n = __builtin_convertvector(fx, VI);
+    return y * (V)((n + 127) << 23);
+}
+
+static inline __attribute__((always_inline)) V DF_N(silu)(V v) { return v / (1.0f + DF_N(exp)(-v)); }
+
+/// g * silu'(x * sc + sh), as channels.c's df_bn_dz.
+static inline __attribute__((always_inline)) V DF_N(bdz)(V g, V x, V sc, V sh) {
+    V v = x * sc + sh;
+    V s = 1.0f / (1.0f + DF_N(exp)(-v));
+    V d = s * (1.0f + v * (1.0f - s));
+    return g * d;
+}
+
+/// internal.h's df_bf16_bits lane by lane (round to nearest even, subnormal to signed zero, NaN
+/// quieted), stored at p.
+static inline __attribute__((always_inline)) void DF_N(stbf16)(uint16_t *p, V v) {
+    VU u = (VU)v, ax = u & 0x7FFFFFFFu;
+    VU r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    VU nan = (VU)(ax > 0x7F800000u), sub = (VU)((ax & 0x7F800000u) == 0);
+    r = (nan & ((u >> 16) | 0x0040u)) | (~nan & r);
+    r = (sub & ((u >> 16) & 0x8000u)) | (~sub & r);
+    VH h = __builtin_convertvector(r, VH);
+    memcpy(p, &h, sizeof h);
+}
+
+/// Eight lanes h*8 ..< h*8 + 8 of v.
+static inline __attribute__((always_inline)) df_f8 DF_N(part)(V v, int h) {
+#if DF_W == 8
+    (void)h;
+    return v;
+#else
+    return h == 0 ? __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) : __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+#endif
+}
+
+/// The vector of lanes parts[0], parts[1], ... (DF_W / 8 of them).
+static inline __attribute__((always_inline)) V DF_N(join)(const df_f8 *parts) {
+#if DF_W == 8
+    return parts[0];
+#else
+    return __builtin_shufflevector(parts[0], parts[1], 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#endif
+}
+
+// MARK: Statistics
+
+static inline __attribute__((always_inline)) void DF_N(sums_items)(
+    const float *z, const uint16_t *zh, int C, int HW, int B, int i0, int i1, const float *mean, double *out,
+    const int half) {
+    int CB = C / B;
+    for (int it = i0; it < i1; it++) {
+        int n = it / CB, cb = it % CB;
+        size_t base = (size_t)it * HW * B;
+        for (int j0 = 0; j0 < B; j0 += DF_W) {
+            V m = mean ? DF_N(ld)(mean + cb * B + j0) : DF_N(splat)(0);
+            double tot[DF_W];
+            for (int j = 0; j < DF_W; j++) tot[j] = 0;
+            for (int p0 = 0; p0 < HW; p0 += DF_BTILE) {
+                int len = HW - p0 < DF_BTILE ? HW - p0 : DF_BTILE;
+                V acc = DF_N(splat)(0);
+                for (int t = 0; t < len; t++) {
+                    V v = DF_N(ldz)(z, zh, base + (size_t)(p0 + t) * B + j0, half);
+                    if (mean) { V d = v - m; acc += d * d; }
+                    else acc += v;
+                }
+                for (int j = 0; j < DF_W; j++) tot[j] += acc[j];
+            }
+            for (int j = 0; j < DF_W; j++) out[(size_t)n * C + cb * B + j0 + j] = tot[j];
+        }
+    }
+}
+
+// MARK: Affine (+ SiLU) into NCHW
+
+static inline __attribute__((always_inline)) void DF_N(affine_items)(
+    const float *z, const uint16_t *zh, int C, int HW, int B, int i0, int i1, const float *scale, const float *shift,
+    float *out, const int silu, const int half) {
+    int CB = C / B;
+    for (int it = i0; it < i1; it++) {
+        int n = it / CB, cb = it % CB;
+        size_t base = (size_t)it * HW * B;
+        for (int j0 = 0; j0 < B; j0 += DF_W) {
+            V sc = DF_N(ld)(scale + cb * B + j0), sh = DF_N(ld)(shift + cb * B + j0);
+            float *planes = out + ((size_t)n * C + cb * B + j0) * HW;
+            int p = 0;
+            for (; p + 8 <= HW; p += 8) {
+                V r[8];
+                for (int t = 0; t < 8; t++) {
+                    V v = DF_N(ldz)(z, zh, base + (size_t)(p + t) * B + j0, half) * sc + sh;
+                    r[t] = silu ? DF_N(silu)(v) : v;
+                }
+                for (int h = 0; h < DF_W / 8; h++) {
+                    df_f8 q[8];
+                    for (int t = 0; t < 8; t++) q[t] = DF_N(part)(r[t], h);
+                    df_transpose8(q);
+                    for (int j = 0; j < 8; j++) df_st8(planes + (size_t)(h * 8 + j) * HW + p, q[j]);
+                }
+            }
+            for (; p < HW; p++) {
+                V v = DF_N(ldz)(z, zh, base + (size_t)p * B + j0, half) * sc + sh;
+                if (silu) v = DF_N(silu)(v);
+                for (int j = 0; j < DF_W; j++) planes[(size_t)j * HW + p] = v[j];
+            }
+        }
+    }
+}
+
+// MARK: Affine (+ SiLU) in the blocked layout
+
+static inline __attribute__((always_inline)) void DF_N(affine_laid_items)(
+    const float *z, const uint16_t *zh, int C, int HW, int B, int i0, int i1, const float *scale, const float *shift,
+    float *out, uint16_t *outh, const int silu, const int half, const int toHalf) {
+    int CB = C / B;
+    for (int it = i0; it < i1; it++) {
+        int cb = it % CB;
+        size_t base = (size_t)it * HW * B;
+        for (int j0 = 0; j0 < B; j0 += DF_W) {
+            V sc = DF_N(ld)(scale + cb * B + j0), sh = DF_N(ld)(shift + cb * B + j0);
+            for (int p = 0; p < HW; p++) {
+                size_t k = base + (size_t)p * B + j0;
+                V v = DF_N(ldz)(z, zh, k, half) * sc + sh;
+                if (silu) v = DF_N(silu)(v);
+                if (toHalf) DF_N(stbf16)(outh + k, v);
+                else DF_N(st)(out + k, v);
+            }
+        }
+    }
+}
+
+// MARK: Gradient sums from an NCHW output gradient
+
+static inline __attribute__((always_inline)) void DF_N(grad_pixel)(V gv, V x, V m, V sc, V sh, float *dzp, V *a, V *b,
+                                                                   const int fused) {
+    V d = fused ? DF_N(bdz)(gv, x, sc, sh) : gv;
+    DF_N(st)(dzp, d);
+    *a += d;
+    *b += d * (x - m);
+}
+
+static inline __attribute__((always_inline)) void DF_N(grad_sums_items)(
+    const float *z, const uint16_t *zh, const float *g, const float *mean, const float *scale, const float *shift,
+    int C, int HW, int B, int i0, int i1, float *dz, double *sum_g, double *sum_gx, const int fused, const int half) {
+    int CB = C / B;
+    for (int it = i0; it < i1; it++) {
+        int n = it / CB, cb = it % CB;
+        size_t base = (size_t)it * HW * B;
+        for (int j0 = 0; j0 < B; j0 += DF_W) {
+            int c0 = cb * B + j0;
+            V m = DF_N(ld)(mean + c0);
+            V sc = fused ? DF_N(ld)(scale + c0) : DF_N(splat)(0), sh = fused ? DF_N(ld)(shift + c0) : DF_N(splat)(0);
+            const float *planes = g + ((size_t)n * C + c0) * HW;
+            double sg[DF_W], sgx[DF_W];
+            for (int j = 0; j < DF_W; j++) { sg[j] = 0; sgx[j] = 0; }
+            for (int p0 = 0; p0 < HW; p0 += DF_BTILE) {
+                int end = HW - p0 < DF_BTILE ? HW : p0 + DF_BTILE;
+                V a = DF_N(splat)(0), b = DF_N(splat)(0);
+                int p = p0;
+                for (; p + 8 <= end; p += 8) {
+                    // The gradient's 8 pixels of these DF_W channels, transposed 8 x 8 at a time.
+                    df_f8 q[DF_W / 8][8];
+                    for (int h = 0; h < DF_W / 8; h++) {
+                        for (int j = 0; j < 8; j++) q[h][j] = df_ld8(planes + (size_t)(h * 8 + j) * HW + p);
+                        df_transpose8(q[h]);
+                    }
+                    for (int t = 0; t < 8; t++) {
+                        df_f8 parts[DF_W / 8];
+                        for (int h = 0; h < DF_W / 8; h++) parts[h] = q[h][t];
+                        size_t k = base + (size_t)(p + t) * B + j0;
+                        DF_N(grad_pixel)(DF_N(join)(parts), DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused);
+                    }
+                }
+                for (; p < end; p++) {
+                    V gv;
+                    for (int j = 0; j < DF_W; j++) gv[j] = planes[(size_t)j * HW + p];
+                    size_t k = base + (size_t)p * B + j0;
+                    DF_N(grad_pixel)(gv, DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused);
+                }
+                for (int j = 0; j < DF_W; j++) { sg[j] += a[j]; sgx[j] += b[j]; }
+            }
+            for (int j = 0; j < DF_W; j++) {
+                sum_g[(size_t)n * C + c0 + j] = sg[j];
+                sum_gx[(size_t)n * C + c0 + j] = sgx[j];
+            }
+        }
+    }
+}
+
+// MARK: Input gradient, blocked
+
+static inline __attribute__((always_inline)) void DF_N(axpby_items)(
+    float *dz, const float *z, const uint16_t *zh, int C, int HW, int B, int i0, int i1, const float *ca,
+    const float *cbv, const float *cc, uint16_t *outh, const int toHalf, const int half) {
+    int CB = C / B;
+    for (int it = i0; it < i1; it++) {
+        int cb = it % CB;
+        size_t base = (size_t)it * HW * B;
+        for (int j0 = 0; j0 < B; j0 += DF_W) {
+            int c0 = cb * B + j0;
+            V a = DF_N(ld)(ca + c0), b = DF_N(ld)(cbv + c0), k0 = DF_N(ld)(cc + c0);
+            for (int p = 0; p < HW; p++) {
+                size_t k = base + (size_t)p * B + j0;
+                V v = a * DF_N(ld)(dz + k) + b * DF_N(ldz)(z, zh, k, half) + k0;
+                if (toHalf) DF_N(stbf16)(outh + k, v);
+                else DF_N(st)(dz + k, v);
+            }
+        }
+    }
+}
+
+#undef V
+#undef VI
+#undef VU
+#undef VH
+#undef DF_N
+#undef DF_CAT
+#undef DF_CAT2

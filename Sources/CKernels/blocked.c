@@ -11,7 +11,7 @@
 // in pixel order: a tile of DF_BTILE pixels sums in
 // Float32, tiles add up in double, and per-image sums go out per (n, c) for the caller to add in
 // image order. Between the layouts, 8 x 8 blocks are transposed in registers. Values may be
-// Float32 (z) or bfloat16 words (zh, widened exactly).
+// Float32 (z), or 16-bit words zh: bfloat16, or IEEE half where f16 is 1 (widened exactly).
 #include "CKernels.h"
 #include "internal.h"
 
@@ -59,85 +59,101 @@ static inline __attribute__((always_inline)) void df_transpose8(df_f8 r[8]) {
 
 // MARK: - Statistics
 
+/// The element format of z: 0 Float32, 1 bfloat16 words, 2 IEEE half words.
+#define DF_FMT(zh, f16) ((zh) ? ((f16) ? 2 : 1) : 0)
+/// Calls X(fmt) with the format as a constant.
+#define DF_BY_FORMAT(fmt, X) do { if ((fmt) == 0) X(0); else if ((fmt) == 1) X(1); else X(2); } while (0)
+
 static inline __attribute__((always_inline)) void df_blocked_sums_body(
-    const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1, const float *mean, double *out) {
+    const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *mean, double *out) {
     (void)N;
-    if (zh) DF_WIDTH(sums_items, B, z, zh, C, HW, B, i0, i1, mean, out, 1);
-    else DF_WIDTH(sums_items, B, z, zh, C, HW, B, i0, i1, mean, out, 0);
+#define DF_SUMS(h) DF_WIDTH(sums_items, B, z, zh, C, HW, B, i0, i1, mean, out, h)
+    DF_BY_FORMAT(DF_FMT(zh, f16), DF_SUMS);
+#undef DF_SUMS
 }
 DF_VARIANTS(df_blocked_sums,
-            (const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1, const float *mean, double *out),
-            (z, zh, N, C, HW, B, i0, i1, mean, out))
+            (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *mean,
+             double *out),
+            (z, zh, f16, N, C, HW, B, i0, i1, mean, out))
 
 // MARK: - Affine (+ SiLU) into NCHW
 
 static inline __attribute__((always_inline)) void df_blocked_affine_body(
-    const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1, const float *scale, const float *shift,
-    float *out, int silu) {
+    const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *scale,
+    const float *shift, float *out, int silu) {
     (void)N;
-#define DF_AFFINE(s, h) DF_WIDTH(affine_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, s, h)
-    if (zh) { if (silu) DF_AFFINE(1, 1); else DF_AFFINE(0, 1); }
-    else { if (silu) DF_AFFINE(1, 0); else DF_AFFINE(0, 0); }
-#undef DF_AFFINE
+#define DF_AFFINE_S(h) DF_WIDTH(affine_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, 1, h)
+#define DF_AFFINE_P(h) DF_WIDTH(affine_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, 0, h)
+    if (silu) DF_BY_FORMAT(DF_FMT(zh, f16), DF_AFFINE_S);
+    else DF_BY_FORMAT(DF_FMT(zh, f16), DF_AFFINE_P);
+#undef DF_AFFINE_S
+#undef DF_AFFINE_P
 }
 DF_VARIANTS(df_blocked_affine,
-            (const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1, const float *scale,
+            (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *scale,
              const float *shift, float *out, int silu),
-            (z, zh, N, C, HW, B, i0, i1, scale, shift, out, silu))
+            (z, zh, f16, N, C, HW, B, i0, i1, scale, shift, out, silu))
 
 // MARK: - Affine (+ SiLU) in the blocked layout
 
 static inline __attribute__((always_inline)) void df_blocked_affine_laid_body(
-    const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1, const float *scale, const float *shift,
-    int silu, float *out, uint16_t *outh) {
+    const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *scale,
+    const float *shift, int silu, float *out, uint16_t *outh) {
     (void)N;
-#define DF_AFFINE_LAID(s, h, t) DF_WIDTH(affine_laid_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, outh, s, h, t)
-    if (zh) {
-        if (outh) { if (silu) DF_AFFINE_LAID(1, 1, 1); else DF_AFFINE_LAID(0, 1, 1); }
-        else { if (silu) DF_AFFINE_LAID(1, 1, 0); else DF_AFFINE_LAID(0, 1, 0); }
-    } else {
-        if (outh) { if (silu) DF_AFFINE_LAID(1, 0, 1); else DF_AFFINE_LAID(0, 0, 1); }
-        else { if (silu) DF_AFFINE_LAID(1, 0, 0); else DF_AFFINE_LAID(0, 0, 0); }
-    }
-#undef DF_AFFINE_LAID
+#define DF_LAID(s, t, h) DF_WIDTH(affine_laid_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, outh, s, h, t)
+#define DF_LAID_SH(h) DF_LAID(1, 1, h)
+#define DF_LAID_SF(h) DF_LAID(1, 0, h)
+#define DF_LAID_PH(h) DF_LAID(0, 1, h)
+#define DF_LAID_PF(h) DF_LAID(0, 0, h)
+    int fmt = DF_FMT(zh, f16);
+    if (silu) { if (outh) DF_BY_FORMAT(fmt, DF_LAID_SH); else DF_BY_FORMAT(fmt, DF_LAID_SF); }
+    else { if (outh) DF_BY_FORMAT(fmt, DF_LAID_PH); else DF_BY_FORMAT(fmt, DF_LAID_PF); }
+#undef DF_LAID
+#undef DF_LAID_SH
+#undef DF_LAID_SF
+#undef DF_LAID_PH
+#undef DF_LAID_PF
 }
 DF_VARIANTS(df_blocked_affine_laid,
-            (const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1, const float *scale,
+            (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *scale,
              const float *shift, int silu, float *out, uint16_t *outh),
-            (z, zh, N, C, HW, B, i0, i1, scale, shift, silu, out, outh))
+            (z, zh, f16, N, C, HW, B, i0, i1, scale, shift, silu, out, outh))
 
 // MARK: - Gradient sums from an NCHW output gradient
 
 static inline __attribute__((always_inline)) void df_blocked_grad_sums_body(
-    const float *z, const uint16_t *zh, const float *g, const float *mean, const float *scale, const float *shift,
+    const float *z, const uint16_t *zh, int f16, const float *g, const float *mean, const float *scale, const float *shift,
     int N, int C, int HW, int B, int i0, int i1, float *dz, double *sum_g, double *sum_gx) {
     (void)N;
-#define DF_GRAD(f, h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, f, h)
-    int fused = scale && shift;
-    if (zh) { if (fused) DF_GRAD(1, 1); else DF_GRAD(0, 1); }
-    else { if (fused) DF_GRAD(1, 0); else DF_GRAD(0, 0); }
-#undef DF_GRAD
+#define DF_GRAD_F(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 1, h)
+#define DF_GRAD_P(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 0, h)
+    if (scale && shift) DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_F);
+    else DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_P);
+#undef DF_GRAD_F
+#undef DF_GRAD_P
 }
 DF_VARIANTS(df_blocked_grad_sums,
-            (const float *z, const uint16_t *zh, const float *g, const float *mean, const float *scale, const float *shift,
-             int N, int C, int HW, int B, int i0, int i1, float *dz, double *sum_g, double *sum_gx),
-            (z, zh, g, mean, scale, shift, N, C, HW, B, i0, i1, dz, sum_g, sum_gx))
+            (const float *z, const uint16_t *zh, int f16, const float *g, const float *mean, const float *scale,
+             const float *shift, int N, int C, int HW, int B, int i0, int i1, float *dz, double *sum_g, double *sum_gx),
+            (z, zh, f16, g, mean, scale, shift, N, C, HW, B, i0, i1, dz, sum_g, sum_gx))
 
 // MARK: - Input gradient, blocked
 
 static inline __attribute__((always_inline)) void df_blocked_axpby_body(
-    float *dz, const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1, const float *ca,
+    float *dz, const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *ca,
     const float *cb, const float *cc, uint16_t *outh) {
     (void)N;
-#define DF_AXPBY(t, h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, t, h)
-    if (zh) { if (outh) DF_AXPBY(1, 1); else DF_AXPBY(0, 1); }
-    else { if (outh) DF_AXPBY(1, 0); else DF_AXPBY(0, 0); }
-#undef DF_AXPBY
+#define DF_AXPBY_H(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 1, h)
+#define DF_AXPBY_F(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 0, h)
+    if (outh) DF_BY_FORMAT(DF_FMT(zh, f16), DF_AXPBY_H);
+    else DF_BY_FORMAT(DF_FMT(zh, f16), DF_AXPBY_F);
+#undef DF_AXPBY_H
+#undef DF_AXPBY_F
 }
 DF_VARIANTS(df_blocked_axpby,
-            (float *dz, const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1, const float *ca,
-             const float *cb, const float *cc, uint16_t *outh),
-            (dz, z, zh, N, C, HW, B, i0, i1, ca, cb, cc, outh))
+            (float *dz, const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1,
+             const float *ca, const float *cb, const float *cc, uint16_t *outh),
+            (dz, z, zh, f16, N, C, HW, B, i0, i1, ca, cb, cc, outh))
 
 // MARK: - Layout conversion (plain loops)
 

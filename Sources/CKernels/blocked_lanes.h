@@ -33,17 +33,32 @@ static inline __attribute__((always_inline)) V DF_N(ld)(const float *p) {
 
 static inline __attribute__((always_inline)) void DF_N(st)(float *p, V v) { memcpy(p, &v, sizeof v); }
 
-/// DF_W values of the blocked tensor from element k: Float32, or bfloat16 words widened (exact).
+static inline __attribute__((always_inline)) V DF_N(select)(VI mask, V a, V b) {
+    return (V)((mask & (VI)a) | (~mask & (VI)b));
+}
+
+/// half.c's df_f16_to_f32_1 lane by lane (exact; NaN payload kept, quiet bit set).
+static inline __attribute__((always_inline)) V DF_N(widen_f16)(VU h) {
+    VU sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
+    VU normal = sign | ((e + 112u) << 23) | (m << 13);
+    VU zeroM = (VU)(m == 0u), zeroE = (VU)(e == 0u), topE = (VU)(e == 31u);
+    VU special = sign | ((zeroM & 0x7F800000u) | (~zeroM & (0x7FC00000u | (m << 13))));
+    V sub = __builtin_convertvector(m, V) * 0x1p-24f;
+    VU small = sign | (VU)sub;
+    VU r = (zeroE & small) | (~zeroE & ((topE & special) | (~topE & normal)));
+    return (V)r;
+}
+
+/// DF_W values of the blocked tensor from element k, as Float32: `half` 0 Float32, 1 bfloat16
+/// words, 2 IEEE half words (widened exactly; a constant at every call, so each loop compiles once
+/// per element type).
 static inline __attribute__((always_inline)) V DF_N(ldz)(const float *z, const uint16_t *zh, size_t k, const int half) {
     if (!half) return DF_N(ld)(z + k);
     VH h;
     memcpy(&h, zh + k, sizeof h);
-    VU u = __builtin_convertvector(h, VU) << 16;
-    return (V)u;
-}
-
-static inline __attribute__((always_inline)) V DF_N(select)(VI mask, V a, V b) {
-    return (V)((mask & (VI)a) | (~mask & (VI)b));
+    VU u = __builtin_convertvector(h, VU);
+    if (half == 2) return DF_N(widen_f16)(u);
+    return (V)(u << 16);
 }
 
 /// internal.h's df_exp_approx lane by lane: the same operations in the same order (the clamp keeps

@@ -95,16 +95,16 @@ DF_DECLARE(df_im2col, (const float *img, int C, int H, int W, int k, int s, int 
                        int c1, float *col))
 DF_DECLARE(df_col2im, (const float *col, int C, int H, int W, int k, int s, int p, int oH, int oW, int c0,
                        int c1, float *img))
-DF_DECLARE(df_blocked_sums, (const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1,
+DF_DECLARE(df_blocked_sums, (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1,
                               const float *mean, double *out))
-DF_DECLARE(df_blocked_affine, (const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1,
+DF_DECLARE(df_blocked_affine, (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1,
                                const float *scale, const float *shift, float *out, int silu))
-DF_DECLARE(df_blocked_affine_laid, (const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0, int i1,
+DF_DECLARE(df_blocked_affine_laid, (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1,
                                     const float *scale, const float *shift, int silu, float *out, uint16_t *outh))
-DF_DECLARE(df_blocked_grad_sums, (const float *z, const uint16_t *zh, const float *g, const float *mean,
+DF_DECLARE(df_blocked_grad_sums, (const float *z, const uint16_t *zh, int f16, const float *g, const float *mean,
                                   const float *scale, const float *shift, int N, int C, int HW, int B, int i0, int i1,
                                   float *dz, double *sum_g, double *sum_gx))
-DF_DECLARE(df_blocked_axpby, (float *dz, const float *z, const uint16_t *zh, int N, int C, int HW, int B, int i0,
+DF_DECLARE(df_blocked_axpby, (float *dz, const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0,
                               int i1, const float *ca, const float *cb, const float *cc, uint16_t *outh))
 DF_DECLARE(df_f32_to_f16, (const float *src, uint16_t *dst, size_t n))
 DF_DECLARE(df_f16_to_f32, (const uint16_t *src, float *dst, size_t n))

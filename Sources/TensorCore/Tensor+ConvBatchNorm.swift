@@ -21,12 +21,14 @@ extension Tensor {
     public static func convBatchNorm(_ x: Tensor, weight: Tensor, stride: Int, padding: Int, bnWeight: Tensor, bnBias: Tensor,
                                      stats: BatchNormStats, training: Bool, momentum: Float, eps: Float, silu: Bool) -> Tensor {
         let ctx = ComputeContext.current
-        let mode = ctx.precision, bf16 = mode == .bf16
+        // Under fp16 emulation the convolutions run in Float32 and z is kept as IEEE half.
+        let mode = ctx.precision, bf16 = mode == .bf16, f16 = mode == .fp16
+        let dnnlBytes = bf16 ? 2 : 4
         func composed() -> Tensor {
             batchNorm2d(conv2d(x, weight: weight, stride: stride, padding: padding), weight: bnWeight, bias: bnBias, stats: stats,
                         training: training, momentum: momentum, eps: eps, silu: silu)
         }
-        guard ctx.fuseConvBatchNorm, mode != .fp16, x.rank == 4, weight.rank == 4, weight.shape[1] == x.shape[1],
+        guard ctx.fuseConvBatchNorm, x.rank == 4, weight.rank == 4, weight.shape[1] == x.shape[1],
               weight.shape[2] == weight.shape[3], bnWeight.shape == [weight.shape[0]], bnBias.shape == [weight.shape[0]]
         else { return composed() }
         let g = ConvGeometry(n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3],
@@ -34,32 +36,42 @@ extension Tensor {
         let (n, c, hw) = (g.n, g.o, g.pixels)
         let m = n * hw
         guard g.oh > 0, g.ow > 0, !(training && m <= 1), OneDNN.handles(ctx, bf16: bf16),
-              let laid = OneDNN.blockedOut(g, bf16: bf16), laid.bytes == n * c * hw * mode.storageBytes
+              let laid = OneDNN.blockedOut(g, bf16: bf16), laid.bytes == n * c * hw * dnnlBytes
         else { return composed() }
         let B = laid.block, items = n * (c / B), k = ctx.k
         let grain = Swift.max(1, elementwiseGrain / Swift.max(hw * B, 1))
 
-        // z [N, O, oH, oW] in the blocked layout: Float32, or bfloat16 words.
-        let zFull = bf16 ? nil : Buffer(count: n * c * hw)
-        let zHalf = bf16 ? HalfBuffer(count: n * c * hw) : nil
-        let zRaw = zFull.map { UnsafeMutableRawPointer($0.ptr) } ?? UnsafeMutableRawPointer(zHalf!.ptr)
+        // z [N, O, oH, oW] in the blocked layout: Float32, or bfloat16 / IEEE half words. Under
+        // fp16 oneDNN writes Float32 into a scratch buffer, rounded to half below (as the composed
+        // convolution rounds its output).
+        let zFull = mode == .fp32 ? Buffer(count: n * c * hw) : nil
+        let zHalf = mode == .fp32 ? nil : HalfBuffer(count: n * c * hw)
+        let zScratch = f16 ? Buffer(count: n * c * hw) : nil
+        let zRaw = zFull.map { UnsafeMutableRawPointer($0.ptr) } ?? zScratch.map { UnsafeMutableRawPointer($0.ptr) }
+            ?? UnsafeMutableRawPointer(zHalf!.ptr)
         let zf = zFull.map { UnsafePointer($0.ptr) }, zh = zHalf.map { UnsafePointer($0.ptr) }
+        let zF16: Int32 = f16 ? 1 : 0
         // The weight gradient's x in oneDNN's layout: rebuilt in backward from the block that made
         // x (when x is a fused block's output and the layouts agree), else kept from the forward's
         // own reorder (as conv2d), else x saved.
         var kept: HalfBuffer?, source: LaidRecipe?
         if needsGrad(weight) {
-            if ctx.rebuildConvInputs, ctx.gradEnabled, let r = x.laidRecipe, r.matches(g, bf16: bf16),
+            if ctx.rebuildConvInputs, ctx.gradEnabled, let r = x.laidRecipe, r.matches(g, mode),
                OneDNN.sourceBlock(g, bf16: bf16) == r.block {
                 source = r
-            } else {
+            } else if !f16 {
+                // (Under fp16 the input is saved in half, as the composed convolution saves it.)
                 let bytes = OneDNN.keepBytes(g, bf16: bf16)
-                if bytes > 0 && bytes <= x.count * mode.storageBytes { kept = HalfBuffer(count: bytes / 2) }
+                if bytes > 0 && bytes <= x.count * dnnlBytes { kept = HalfBuffer(count: bytes / 2) }
             }
         }
         guard OneDNN.forwardLaid(ctx, g, x: x.data, w: weight.data, y: zRaw, bf16: bf16,
                                  keepX: kept.map { UnsafeMutableRawPointer($0.ptr) })
         else { return composed() }
+        if let zScratch, let zHalf {
+            let src = zScratch.ptr, dst = zHalf.ptr
+            Parallel.chunks(zHalf.count, grain: 1 << 16) { r in k.pointee.f32_to_f16(src + r.lowerBound, dst + r.lowerBound, r.count) }
+        }
 
         // Statistics: per-image sums from the kernels, added in image order.
         func channelTotals(_ perImage: [Double]) -> [Double] {
@@ -75,13 +87,13 @@ extension Tensor {
                     mean.withUnsafeBufferPointer { mp in
                         let mpp = mp.baseAddress!
                         Parallel.chunks(items, grain: grain) { r in
-                            k.pointee.blocked_sums(zf, zh, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                            k.pointee.blocked_sums(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
                                                    Int32(r.upperBound), mpp, opp)
                         }
                     }
                 } else {
                     Parallel.chunks(items, grain: grain) { r in
-                        k.pointee.blocked_sums(zf, zh, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                        k.pointee.blocked_sums(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
                                                Int32(r.upperBound), nil, opp)
                     }
                 }
@@ -103,19 +115,19 @@ extension Tensor {
             plan.shift.withUnsafeBufferPointer { hp in
                 let spp = sp.baseAddress!, hpp = hp.baseAddress!
                 Parallel.chunks(items, grain: grain) { r in
-                    k.pointee.blocked_affine(zf, zh, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                    k.pointee.blocked_affine(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
                                              Int32(r.upperBound), spp, hpp, po, silu ? 1 : 0)
                 }
             }
         }
         guard needsGrad(x, weight, bnWeight, bnBias) else { return out }
 
-        ctx.saved.count(bytes: laid.bytes)
+        ctx.saved.count(bytes: (zFull?.bytes ?? 0) + (zHalf?.bytes ?? 0))
         if let kept { ctx.saved.count(bytes: kept.bytes) }
         let sx: Saved? = needsGrad(weight) && kept == nil && source == nil ? ctx.save(x.buffer) : nil
         // This output can be rebuilt from z while this op's backward has not run.
-        let recipe = LaidRecipe(zFull: zFull, zHalf: zHalf, scale: plan.scale, shift: plan.shift, silu: silu, n: n, c: c, hw: hw,
-                                block: B)
+        let recipe = LaidRecipe(zFull: zFull, zHalf: zHalf, format: mode, scale: plan.scale, shift: plan.shift, silu: silu,
+                                n: n, c: c, hw: hw, block: B)
         let (nx, nw, ng, nb) = (x.node, weight.node, bnWeight.node, bnBias.node)
         let wd = weight.detached()
         let gamma = bnWeight.data
@@ -135,7 +147,7 @@ extension Tensor {
                                     let gpp = gp.baseAddress!, xgpp = xgp.baseAddress!, mpp = mp.baseAddress!
                                     let spp = silu ? sp.baseAddress : nil, hpp = silu ? hp.baseAddress : nil
                                     Parallel.chunks(items, grain: grain) { r in
-                                        kb.pointee.blocked_grad_sums(zf, zh, gout.ptr, mpp, spp, hpp, Int32(n), Int32(c), Int32(hw),
+                                        kb.pointee.blocked_grad_sums(zf, zh, zF16, gout.ptr, mpp, spp, hpp, Int32(n), Int32(c), Int32(hw),
                                                                      Int32(B), Int32(r.lowerBound), Int32(r.upperBound), d.ptr,
                                                                      gpp, xgpp)
                                     }
@@ -149,8 +161,9 @@ extension Tensor {
                 if let nb { nb.accumulate { p in for ch in 0..<c { p[ch] += sumG[ch] } } }
                 if let ng { ng.accumulate { p in for ch in 0..<c { p[ch] += sumGX[ch] * plan.invstd[ch] } } }
                 guard nx != nil || nw != nil else { return }
-                // The convolution's output gradient, blocked: over dz in place (Float32), or as
-                // bfloat16 words (rounded to nearest even, as the composed ops round that gradient).
+                // The convolution's output gradient, blocked: over dz in place (Float32; under fp16
+                // rounded to half values), or as bfloat16 words (rounded to nearest even), as the
+                // composed ops round the gradient of the convolution's output.
                 let (ca, cb, cc) = plan.inputGradCoefficients(sumG: sumG, sumGX: sumGX, gamma: gamma, replicaSum: replicaSum)
                 let gyHalf = bf16 ? HalfBuffer(count: n * c * hw) : nil
                 ca.withUnsafeBufferPointer { ap in
@@ -158,12 +171,13 @@ extension Tensor {
                         cc.withUnsafeBufferPointer { cp in
                             let app = ap.baseAddress!, bpp = bp.baseAddress!, cpp = cp.baseAddress!
                             Parallel.chunks(items, grain: grain) { r in
-                                kb.pointee.blocked_axpby(d.ptr, zf, zh, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                                kb.pointee.blocked_axpby(d.ptr, zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
                                                          Int32(r.upperBound), app, bpp, cpp, gyHalf?.ptr)
                             }
                         }
                     }
                 }
+                if f16 { Conv.round(bctx, d.ptr, count: d.count, to: .fp16) }
                 let gy = gyHalf.map { UnsafeRawPointer($0.ptr) } ?? UnsafeRawPointer(d.ptr)
                 withExtendedLifetime((d, gyHalf)) {
                     if let nw {
@@ -188,45 +202,50 @@ extension Tensor {
 
 /// How a `convBatchNorm` output is rebuilt in oneDNN's channel-blocked layout from what that op
 /// keeps for backward (its z and the affine of its batch norm): silu(z * scale + shift), the same
-/// values the forward wrote, in Float32 or rounded to bfloat16 as oneDNN's reorder rounds them.
+/// values the forward wrote, in the element type the convolution's weight gradient reads them:
+/// Float32, rounded to bfloat16 as oneDNN's reorder rounds them, or (fp16 emulation) Float32
+/// rounded to half values as the composed convolution saves its input.
 final class LaidRecipe: @unchecked Sendable {
     let zFull: Buffer?, zHalf: HalfBuffer?
+    let format: Precision
     let scale, shift: [Float]
     let silu: Bool
     let n, c, hw, block: Int
 
-    init(zFull: Buffer?, zHalf: HalfBuffer?, scale: [Float], shift: [Float], silu: Bool, n: Int, c: Int, hw: Int, block: Int) {
-        (self.zFull, self.zHalf, self.scale, self.shift, self.silu) = (zFull, zHalf, scale, shift, silu)
+    init(zFull: Buffer?, zHalf: HalfBuffer?, format: Precision, scale: [Float], shift: [Float], silu: Bool,
+         n: Int, c: Int, hw: Int, block: Int) {
+        (self.zFull, self.zHalf, self.format, self.scale, self.shift, self.silu) = (zFull, zHalf, format, scale, shift, silu)
         (self.n, self.c, self.hw, self.block) = (n, c, hw, block)
     }
 
-    /// Whether a convolution of geometry `g` reads this tensor in this element type.
-    func matches(_ g: ConvGeometry, bf16: Bool) -> Bool { (zHalf != nil) == bf16 && g.n == n && g.c == c && g.h * g.w == hw }
+    /// Whether a convolution of geometry `g` under `mode` reads this tensor.
+    func matches(_ g: ConvGeometry, _ mode: Precision) -> Bool { format == mode && g.n == n && g.c == c && g.h * g.w == hw }
 
     /// The output in the blocked layout (raw storage: bfloat16 words, or Float32 values in two words each).
     func rebuild(_ ctx: ComputeContext) -> HalfBuffer {
-        let bf16 = zHalf != nil
+        let bf16 = format == .bf16
         let out = HalfBuffer(count: n * c * hw * (bf16 ? 1 : 2))
         let f = bf16 ? nil : UnsafeMutableRawPointer(out.ptr).assumingMemoryBound(to: Float.self)
         let h = bf16 ? out.ptr : nil
         let zf = zFull.map { UnsafePointer($0.ptr) }, zh = zHalf.map { UnsafePointer($0.ptr) }
         let k = ctx.k, items = n * (c / block), (n, c, hw, block, silu) = (n, c, hw, block, silu)
+        let f16: Int32 = format == .fp16 ? 1 : 0
         scale.withUnsafeBufferPointer { sp in
             shift.withUnsafeBufferPointer { hp in
                 let spp = sp.baseAddress!, hpp = hp.baseAddress!
                 Parallel.chunks(items, grain: Swift.max(1, elementwiseGrain / Swift.max(hw * block, 1))) { r in
-                    k.pointee.blocked_affine_laid(zf, zh, Int32(n), Int32(c), Int32(hw), Int32(block), Int32(r.lowerBound),
+                    k.pointee.blocked_affine_laid(zf, zh, f16, Int32(n), Int32(c), Int32(hw), Int32(block), Int32(r.lowerBound),
                                                   Int32(r.upperBound), spp, hpp, silu ? 1 : 0, f, h)
                 }
             }
         }
+        if format == .fp16, let f { Conv.round(ctx, f, count: n * c * hw, to: .fp16) }
         return out
     }
 }
-
 extension Conv {
     /// The weight gradient of `convBatchNorm` from gy in oneDNN's blocked layout: assigned into the
-    /// partials slot, rounded under bf16 (as a bf16 convolution's backward produces it), added to
+    /// partials slot, rounded under bf16 and fp16 (as a 16-bit convolution's backward produces it), added to
     /// the weight's gradient. x is the saved input, or `kept` in oneDNN's layout.
     static func weightGradLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: Saved?, kept: HalfBuffer?, gy: UnsafeRawPointer,
                                mode: Precision, into node: Node) {
@@ -245,3 +264,4 @@ extension Conv {
         node.accumulate { d in for j in 0..<wCount { d[j] += parts[j] } }
     }
 }
+

@@ -11,7 +11,7 @@ struct TrainBench: ParsableCommand {
         abstract: "Time full training steps (forward, v8 loss, backward, clip, SGD step, EMA) as torch_reference.py does.",
         discussion: """
         Inputs and targets follow ../shared/bench/torch_reference.py: uniform images, 3 boxes per image. Prints one line
-        per precision, `FP32: 364.7 ms/step ...`, `AMP fp16: ...`, `AMP bf16: ...` (median step time, its parts,
+        per precision, `FP32: 364.7 ms/step ...`, `AMP fp16: ...`, `AMP bf16: ...` (median step time, the fastest step, the parts,
         img/s, bytes of activations saved for backward), the ratios to FP32, and the peak RSS of the process after
         the first step (the buffer pool collected after every step as train_dual collects it after every iteration:
         blocks a step did not take again go back to the system), with the most tensor storage alive at once and what
@@ -46,7 +46,7 @@ struct TrainBench: ParsableCommand {
         } }
         let targets = BatchTargets(batchIndex: bi, classes: [Int](repeating: 0, count: bi.count), boxes: bx)
         model.training = true
-        func measure(_ precision: Precision) -> (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int) {
+        func measure(_ precision: Precision) -> (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int, fastest: Double) {
             let scaled = precision == .fp16
             var scaler = LossScaler(initial: scaled ? 1024 : 1)
             var rows: [[Double]] = []   // total, forward, loss, backward, optimizer
@@ -76,11 +76,11 @@ struct TrainBench: ParsableCommand {
                 let v = rows.map { $0[k] }.sorted()
                 return v[v.count / 2] / 1e6
             }
-            return (med(0), med(1), med(2), med(3), med(4), saved)
+            return (med(0), med(1), med(2), med(3), med(4), saved, (rows.map { $0[0] }.min() ?? 0) / 1e6)
         }
-        func report(_ name: String, _ r: (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int)) {
-            print(String(format: "%@: %.1f ms/step (forward %.1f, loss %.1f, backward %.1f, clip+SGD+EMA %.1f) = %.2f img/s; activations saved for backward %.0f MB; peak RSS %.0f MB (tensor storage at most %.0f MB live, %.0f MB cached for reuse at the end)",
-                         name, r.total, r.fwd, r.loss, r.bwd, r.opt, Double(batch) / r.total * 1e3, Double(r.saved) / 1e6, Double(Self.peakRSS()) / 1e6,
+        func report(_ name: String, _ r: (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int, fastest: Double)) {
+            print(String(format: "%@: %.1f ms/step (fastest %.1f; forward %.1f, loss %.1f, backward %.1f, clip+SGD+EMA %.1f) = %.2f img/s; activations saved for backward %.0f MB; peak RSS %.0f MB (tensor storage at most %.0f MB live, %.0f MB cached for reuse at the end)",
+                         name, r.total, r.fastest, r.fwd, r.loss, r.bwd, r.opt, Double(batch) / r.total * 1e3, Double(r.saved) / 1e6, Double(Self.peakRSS()) / 1e6,
                          Double(MemoryStats.peakBytes) / 1e6, Double(BufferPool.cachedBytes) / 1e6))
             BufferPool.trim()   // each precision's measure() resets the peaks after its first step
         }

@@ -99,25 +99,26 @@ typedef struct df_kernels {
     // Batch norm over a convolution output kept in oneDNN's channel-blocked layout (blocked.c):
     // element (n, c, p) of [N, C, HW] at ((n * C/B + c/B) * HW + p) * B + c % B (nChw{B}c; nhwc is
     // B == C; B a multiple of 8, C of B). Work items [i0, i1) are (image, channel block) pairs
-    // i = n * C/B + c/B. Values z are Float32, or bfloat16 words zh (then z may be NULL). Per-image
+    // i = n * C/B + c/B. Values z are Float32, or 16-bit words zh (then z may be NULL): bfloat16, or
+    // IEEE half where f16 is 1. Per-image
     // sums go to out[n * C + c] (double; the caller adds the images in order).
     /// out = per-image sums of z, or with mean, of (z - mean[c])^2
-    void (*blocked_sums)(const float *_Nullable z, const uint16_t *_Nullable zh, int N, int C, int HW, int B, int i0,
+    void (*blocked_sums)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B, int i0,
                          int i1, const float *_Nullable mean, double *out);
     /// out (NCHW, Float32) = z * scale[c] + shift[c], then silu when silu != 0
-    void (*blocked_affine)(const float *_Nullable z, const uint16_t *_Nullable zh, int N, int C, int HW, int B, int i0,
+    void (*blocked_affine)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B, int i0,
                            int i1, const float *scale, const float *shift, float *out, int silu);
     /// The same values in the blocked layout: into out (Float32), or as bfloat16 words into outh when given
-    void (*blocked_affine_laid)(const float *_Nullable z, const uint16_t *_Nullable zh, int N, int C, int HW, int B,
+    void (*blocked_affine_laid)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B,
                                 int i0, int i1, const float *scale, const float *shift, int silu, float *_Nullable out,
                                 uint16_t *_Nullable outh);
     /// dz (blocked, Float32) = g (NCHW), or with scale and shift g * silu'(z * scale[c] + shift[c]);
     /// sum_g and sum_gx get the per-image sums of dz and of dz * (z - mean[c])
-    void (*blocked_grad_sums)(const float *_Nullable z, const uint16_t *_Nullable zh, const float *g, const float *mean,
+    void (*blocked_grad_sums)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, const float *g, const float *mean,
                               const float *_Nullable scale, const float *_Nullable shift, int N, int C, int HW, int B,
                               int i0, int i1, float *dz, double *sum_g, double *sum_gx);
     /// v = ca[c] * dz + cb[c] * z + cc[c]: into dz in place, or as bfloat16 words into outh when given
-    void (*blocked_axpby)(float *dz, const float *_Nullable z, const uint16_t *_Nullable zh, int N, int C, int HW, int B,
+    void (*blocked_axpby)(float *dz, const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B,
                           int i0, int i1, const float *ca, const float *cb, const float *cc, uint16_t *_Nullable outh);
 
     /// Max pooling of `planes` planes [H, W] -> y [oH, oW] (window k, stride s, padding p; padding

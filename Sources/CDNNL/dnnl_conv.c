@@ -513,8 +513,8 @@ int df_dnnl_conv_src_block(const df_dnnl_conv *g, int bf16) {
 }
 
 int df_dnnl_conv_forward_laid(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, void *y,
-                              void *keep_x) {
-    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0, keep_x, NULL, 0, 1);
+                              void *keep_x, int frozen_w) {
+    return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0, keep_x, NULL, frozen_w, 1);
 }
 
 int df_dnnl_conv_backward_data_laid(const df_dnnl_conv *g, int bf16, int threads, const float *w, const void *gy,

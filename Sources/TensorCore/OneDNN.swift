@@ -130,11 +130,12 @@ extension OneDNN {
         return b > 0 ? b : nil
     }
 
-    /// y in that layout (Float32, or bfloat16 words under bf16); keepX as in `forward`.
+    /// y in that layout (Float32, or bfloat16 words under bf16); keepX as in `forward`; `frozen`:
+    /// the weights do not change (as `forwardFrozen`).
     static func forwardLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                            y: UnsafeMutableRawPointer, bf16: Bool, keepX: UnsafeMutableRawPointer?) -> Bool {
+                            y: UnsafeMutableRawPointer, bf16: Bool, keepX: UnsafeMutableRawPointer?, frozen: Bool = false) -> Bool {
         var s = shape(g)
-        return df_dnnl_conv_forward_laid(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, w, y, keepX) == 0
+        return df_dnnl_conv_forward_laid(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, w, y, keepX, frozen ? 1 : 0) == 0
     }
 
     /// gx (+= when accumulate) from gy in that layout.

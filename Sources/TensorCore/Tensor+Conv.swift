@@ -100,8 +100,11 @@ extension Tensor {
     }
 
     /// silu(conv2d(x, weight, bias)) when `silu`, else conv2d. Without a gradient to record, in
-    /// Float32, the bias and SiLU are one in-place pass over the output (the inference path of a
-    /// folded Conv block); otherwise the SiLU op follows. The values are the same bit for bit.
+    /// Float32, the bias and SiLU are one pass over the output (the inference path of a folded Conv
+    /// block): on oneDNN, where it keeps the output channel-blocked (`OneDNN.blockedOut`), that pass
+    /// reads the blocked output and writes NCHW, in place of oneDNN's reorder (with
+    /// `fuseConvBatchNorm`); else in place over the NCHW output. Otherwise the SiLU op follows. The
+    /// values are the same bit for bit.
     public static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1,
                               padding: Int = 0, silu: Bool) -> Tensor {
         let ctx = ComputeContext.current
@@ -109,6 +112,7 @@ extension Tensor {
             let y = conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
             return silu ? y.silu() : y
         }
+        if let y = blockedInference(x, weight: weight, bias: bias, stride: stride, padding: padding, ctx) { return y }
         let y = conv2d(x, weight: weight, stride: stride, padding: padding)
         let (n, c, hw) = (y.shape[0], y.shape[1], y.shape[2] * y.shape[3])
         let py = y.data, pb = bias?.data, k = ctx.k
@@ -116,6 +120,36 @@ extension Tensor {
             k.pointee.channel_bias_silu(py, Int32(n), Int32(c), Int32(hw), Int32(r.lowerBound), Int32(r.upperBound), pb, 1)
         }
         return y
+    }
+
+    /// silu(conv2d(x, weight) + bias) through oneDNN's channel-blocked output, or nil where that
+    /// path does not apply (see `conv2d(_:weight:bias:stride:padding:silu:)`).
+    static func blockedInference(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int,
+                                 _ ctx: ComputeContext) -> Tensor? {
+        guard ctx.fuseConvBatchNorm, x.rank == 4, weight.rank == 4, weight.shape[1] == x.shape[1], weight.shape[2] == weight.shape[3],
+              OneDNN.handles(ctx, bf16: false) else { return nil }
+        let g = ConvGeometry(n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3],
+                             o: weight.shape[0], k: weight.shape[2], s: stride, p: padding)
+        guard g.oh > 0, g.ow > 0, bias.map({ $0.shape == [g.o] }) ?? true,
+              let laid = OneDNN.blockedOut(g, bf16: false), laid.bytes == g.n * g.o * g.pixels * 4 else { return nil }
+        let z = Buffer(count: g.n * g.o * g.pixels)
+        guard OneDNN.forwardLaid(ctx, g, x: x.data, w: weight.data, y: UnsafeMutableRawPointer(z.ptr), bf16: false, keepX: nil,
+                                 frozen: ctx.frozenWeights) else { return nil }
+        // silu(z * 1 + b): z * 1 is z exactly, so these are the bits of silu(z + b).
+        let ones = [Float](repeating: 1, count: g.o)
+        let shift = bias.map { Array(UnsafeBufferPointer(start: $0.data, count: g.o)) } ?? [Float](repeating: 0, count: g.o)
+        let out = Tensor(uninitialized: [g.n, g.o, g.oh, g.ow])
+        let (n, c, hw, B) = (g.n, g.o, g.pixels, laid.block), k = ctx.k, po = out.data, zp = UnsafePointer(z.ptr)
+        ones.withUnsafeBufferPointer { sp in
+            shift.withUnsafeBufferPointer { hp in
+                let spp = sp.baseAddress!, hpp = hp.baseAddress!
+                Parallel.chunks(n * (c / B), grain: Swift.max(1, elementwiseGrain / Swift.max(hw * B, 1))) { r in
+                    k.pointee.blocked_affine(zp, nil, 0, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                                             Int32(r.upperBound), spp, hpp, po, 1)
+                }
+            }
+        }
+        return out
     }
 
     /// Forward pass only (no autodiff), for tests and benchmarks: y = conv(x) with the current context.

@@ -205,22 +205,37 @@ import _TestSupport
     }
 
     /// The inference path of a folded Conv block (bias and SiLU in one pass over the convolution's
-    /// output) gives the bits of the convolution followed by the SiLU op, on both backends, with and
-    /// without a bias; with a gradient to record it is the op chain itself (and backward runs).
+    /// output; on oneDNN, for 16 input channels, the pass reads oneDNN's channel-blocked output and
+    /// writes NCHW, also with frozen weights) gives the bits of the convolution followed by the SiLU
+    /// op, on both backends, with and without a bias; with a gradient to record it is the op chain
+    /// itself (and backward runs).
     @Test(arguments: [GemmBackend.packed, .onednn]) func convWithSiLUInOnePass(_ gemm: GemmBackend) throws {
         if gemm == .onednn { try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh") }
         var rng = RandomState(seed: 31)
         let x = Tensor.normal([2, 8, 9, 9], rng: &rng), w = Tensor.normal([16, 8, 3, 3], std: 0.2, rng: &rng)
+        let x16 = Tensor.normal([2, 16, 9, 9], rng: &rng), w16 = Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng)
         let b = Tensor.normal([16], rng: &rng)
         let context = ComputeContext(threads: 2)
         context.gemm = gemm
+        if gemm == .onednn {
+            let g = ConvGeometry(n: 2, c: 16, h: 9, w: 9, o: 16, k: 3, s: 2, p: 1)
+            #expect(context.run { OneDNN.blockedOut(g, bf16: false) } != nil, "the 16-channel case takes the blocked path")
+        }
         context.run {
-            for bias in [b, nil] {
-                let (fused, plain) = GradMode.noGrad {
-                    (Tensor.conv2d(x, weight: w, bias: bias, stride: 2, padding: 1, silu: true),
-                     Tensor.conv2d(x, weight: w, bias: bias, stride: 2, padding: 1).silu())
+            for (xi, wi) in [(x, w), (x16, w16)] {
+                for bias in [b, nil] {
+                    for frozen in [false, true] {
+                        let (fused, plain) = GradMode.noGrad {
+                            let f = frozen ? context.withFrozenWeights { Tensor.conv2d(xi, weight: wi, bias: bias, stride: 2, padding: 1, silu: true) }
+                                : Tensor.conv2d(xi, weight: wi, bias: bias, stride: 2, padding: 1, silu: true)
+                            return (f, Tensor.conv2d(xi, weight: wi, bias: bias, stride: 2, padding: 1).silu())
+                        }
+                        #expect(fused.shape == [2, 16, 5, 5] && fused.array.map(\.bitPattern) == plain.array.map(\.bitPattern),
+                                "\(gemm) \(xi.shape) bias \(bias != nil) frozen \(frozen)")
+                    }
                 }
-                #expect(fused.shape == [2, 16, 5, 5] && fused.array == plain.array, "\(gemm) bias \(bias != nil)")
+            }
+            for bias in [b, nil] {
                 let same = GradMode.noGrad { Tensor.conv2d(x, weight: w, bias: bias, stride: 2, padding: 1, silu: false) }
                 #expect(same.array == GradMode.noGrad { Tensor.conv2d(x, weight: w, bias: bias, stride: 2, padding: 1) }.array)
             }

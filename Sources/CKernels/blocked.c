@@ -97,27 +97,39 @@ DF_VARIANTS(df_blocked_affine,
 // MARK: - Affine (+ SiLU) in the blocked layout
 
 static inline __attribute__((always_inline)) void df_blocked_affine_laid_body(
-    const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *scale,
-    const float *shift, int silu, float *out, uint16_t *outh) {
+    const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int c0, int count, int i0, int i1,
+    const float *scale, const float *shift, int silu, float *out, uint16_t *outh, int outC, int outC0, int accumulate) {
     (void)N;
-#define DF_LAID(s, t, h) DF_WIDTH(affine_laid_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, outh, s, h, t)
-#define DF_LAID_SH(h) DF_LAID(1, 1, h)
-#define DF_LAID_SF(h) DF_LAID(1, 0, h)
-#define DF_LAID_PH(h) DF_LAID(0, 1, h)
-#define DF_LAID_PF(h) DF_LAID(0, 0, h)
+#define DF_LAID(a, s, t, h) DF_WIDTH(affine_laid_items, B, z, zh, C, HW, B, c0, count, i0, i1, scale, shift, out, outh, outC, \
+                                     outC0, a, s, h, t)
+#define DF_LAID_SH(h) DF_LAID(0, 1, 1, h)
+#define DF_LAID_SF(h) DF_LAID(0, 1, 0, h)
+#define DF_LAID_SA(h) DF_LAID(1, 1, 0, h)
+#define DF_LAID_PH(h) DF_LAID(0, 0, 1, h)
+#define DF_LAID_PF(h) DF_LAID(0, 0, 0, h)
+#define DF_LAID_PA(h) DF_LAID(1, 0, 0, h)
     int fmt = DF_FMT(zh, f16);
-    if (silu) { if (outh) DF_BY_FORMAT(fmt, DF_LAID_SH); else DF_BY_FORMAT(fmt, DF_LAID_SF); }
-    else { if (outh) DF_BY_FORMAT(fmt, DF_LAID_PH); else DF_BY_FORMAT(fmt, DF_LAID_PF); }
+    if (silu) {
+        if (outh) DF_BY_FORMAT(fmt, DF_LAID_SH);
+        else if (accumulate) DF_BY_FORMAT(fmt, DF_LAID_SA);
+        else DF_BY_FORMAT(fmt, DF_LAID_SF);
+    } else {
+        if (outh) DF_BY_FORMAT(fmt, DF_LAID_PH);
+        else if (accumulate) DF_BY_FORMAT(fmt, DF_LAID_PA);
+        else DF_BY_FORMAT(fmt, DF_LAID_PF);
+    }
 #undef DF_LAID
 #undef DF_LAID_SH
 #undef DF_LAID_SF
+#undef DF_LAID_SA
 #undef DF_LAID_PH
 #undef DF_LAID_PF
+#undef DF_LAID_PA
 }
 DF_VARIANTS(df_blocked_affine_laid,
-            (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *scale,
-             const float *shift, int silu, float *out, uint16_t *outh),
-            (z, zh, f16, N, C, HW, B, i0, i1, scale, shift, silu, out, outh))
+            (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int c0, int count, int i0, int i1,
+             const float *scale, const float *shift, int silu, float *out, uint16_t *outh, int outC, int outC0, int accumulate),
+            (z, zh, f16, N, C, HW, B, c0, count, i0, i1, scale, shift, silu, out, outh, outC, outC0, accumulate))
 
 // MARK: - Gradient sums from an NCHW output gradient
 

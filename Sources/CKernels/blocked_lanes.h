@@ -187,20 +187,24 @@ static inline __attribute__((always_inline)) void DF_N(affine_items)(
 // MARK: Affine (+ SiLU) in the blocked layout
 
 static inline __attribute__((always_inline)) void DF_N(affine_laid_items)(
-    const float *z, const uint16_t *zh, int C, int HW, int B, int i0, int i1, const float *scale, const float *shift,
-    float *out, uint16_t *outh, const int silu, const int half, const int toHalf) {
-    int CB = C / B;
+    const float *z, const uint16_t *zh, int C, int HW, int B, int c0, int count, int i0, int i1, const float *scale,
+    const float *shift, float *out, uint16_t *outh, int outC, int outC0, const int accumulate, const int silu,
+    const int half, const int toHalf) {
+    int CB = C / B, nb = count / B, outCB = outC / B;
     for (int it = i0; it < i1; it++) {
-        int cb = it % CB;
-        size_t base = (size_t)it * HW * B;
+        int n = it / nb, lcb = it % nb;
+        size_t base = ((size_t)n * CB + c0 / B + lcb) * HW * B;
+        size_t obase = ((size_t)n * outCB + outC0 / B + lcb) * HW * B;
         for (int j0 = 0; j0 < B; j0 += DF_W) {
-            V sc = DF_N(ld)(scale + cb * B + j0), sh = DF_N(ld)(shift + cb * B + j0);
+            int ch = c0 + lcb * B + j0;
+            V sc = DF_N(ld)(scale + ch), sh = DF_N(ld)(shift + ch);
             for (int p = 0; p < HW; p++) {
-                size_t k = base + (size_t)p * B + j0;
-                V v = DF_N(ldz)(z, zh, k, half) * sc + sh;
+                size_t k = (size_t)p * B + j0;
+                V v = DF_N(ldz)(z, zh, base + k, half) * sc + sh;
                 if (silu) v = DF_N(silu)(v);
-                if (toHalf) DF_N(stbf16)(outh + k, v);
-                else DF_N(st)(out + k, v);
+                if (toHalf) DF_N(stbf16)(outh + obase + k, v);
+                else if (accumulate) DF_N(st)(out + obase + k, DF_N(ld)(out + obase + k) + v);
+                else DF_N(st)(out + obase + k, v);
             }
         }
     }

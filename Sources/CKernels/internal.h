@@ -99,8 +99,9 @@ DF_DECLARE(df_blocked_sums, (const float *z, const uint16_t *zh, int f16, int N,
                               const float *mean, double *out))
 DF_DECLARE(df_blocked_affine, (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1,
                                const float *scale, const float *shift, float *out, int silu))
-DF_DECLARE(df_blocked_affine_laid, (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1,
-                                    const float *scale, const float *shift, int silu, float *out, uint16_t *outh))
+DF_DECLARE(df_blocked_affine_laid, (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int c0,
+                                    int count, int i0, int i1, const float *scale, const float *shift, int silu, float *out,
+                                    uint16_t *outh, int outC, int outC0, int accumulate))
 DF_DECLARE(df_blocked_grad_sums, (const float *z, const uint16_t *zh, int f16, const float *g, const float *mean,
                                   const float *scale, const float *shift, int N, int C, int HW, int B, int i0, int i1,
                                   float *dz, double *sum_g, double *sum_gx))

@@ -125,16 +125,17 @@ extension Tensor {
         ctx.saved.count(bytes: (zFull?.bytes ?? 0) + (zHalf?.bytes ?? 0))
         if let kept { ctx.saved.count(bytes: kept.bytes) }
         let sx: Saved? = needsGrad(weight) && kept == nil && source == nil ? ctx.save(x.buffer) : nil
-        // This output can be rebuilt from z while this op's backward has not run.
-        let recipe = LaidRecipe(zFull: zFull, zHalf: zHalf, format: mode, scale: plan.scale, shift: plan.shift, silu: silu,
-                                n: n, c: c, hw: hw, block: B)
+        // This output can be rebuilt from z while this op's backward has not run (the recipe holds z
+        // weakly; this closure holds it).
+        let recipe = LaidRecipe(LaidRecipe.Source(zFull: zFull, zHalf: zHalf, scale: plan.scale, shift: plan.shift, silu: silu),
+                                format: mode, n: n, c: c, hw: hw, block: B)
         let (nx, nw, ng, nb) = (x.node, weight.node, bnWeight.node, bnBias.node)
         let wd = weight.detached()
         let gamma = bnWeight.data
         out.recording([x, weight, bnWeight, bnBias]) { gout in
             let bctx = ComputeContext.current
             let kb = bctx.k
-            withExtendedLifetime((zFull, zHalf, recipe)) {
+            withExtendedLifetime((zFull, zHalf)) {
                 // dz (blocked, Float32): the gradient at the batch-norm output (before SiLU), and the
                 // per-image sums of dz and dz * (z - mean).
                 let d = Buffer(count: n * c * hw)
@@ -200,49 +201,6 @@ extension Tensor {
     }
 }
 
-/// How a `convBatchNorm` output is rebuilt in oneDNN's channel-blocked layout from what that op
-/// keeps for backward (its z and the affine of its batch norm): silu(z * scale + shift), the same
-/// values the forward wrote, in the element type the convolution's weight gradient reads them:
-/// Float32, rounded to bfloat16 as oneDNN's reorder rounds them, or (fp16 emulation) Float32
-/// rounded to half values as the composed convolution saves its input.
-final class LaidRecipe: @unchecked Sendable {
-    let zFull: Buffer?, zHalf: HalfBuffer?
-    let format: Precision
-    let scale, shift: [Float]
-    let silu: Bool
-    let n, c, hw, block: Int
-
-    init(zFull: Buffer?, zHalf: HalfBuffer?, format: Precision, scale: [Float], shift: [Float], silu: Bool,
-         n: Int, c: Int, hw: Int, block: Int) {
-        (self.zFull, self.zHalf, self.format, self.scale, self.shift, self.silu) = (zFull, zHalf, format, scale, shift, silu)
-        (self.n, self.c, self.hw, self.block) = (n, c, hw, block)
-    }
-
-    /// Whether a convolution of geometry `g` under `mode` reads this tensor.
-    func matches(_ g: ConvGeometry, _ mode: Precision) -> Bool { format == mode && g.n == n && g.c == c && g.h * g.w == hw }
-
-    /// The output in the blocked layout (raw storage: bfloat16 words, or Float32 values in two words each).
-    func rebuild(_ ctx: ComputeContext) -> HalfBuffer {
-        let bf16 = format == .bf16
-        let out = HalfBuffer(count: n * c * hw * (bf16 ? 1 : 2))
-        let f = bf16 ? nil : UnsafeMutableRawPointer(out.ptr).assumingMemoryBound(to: Float.self)
-        let h = bf16 ? out.ptr : nil
-        let zf = zFull.map { UnsafePointer($0.ptr) }, zh = zHalf.map { UnsafePointer($0.ptr) }
-        let k = ctx.k, items = n * (c / block), (n, c, hw, block, silu) = (n, c, hw, block, silu)
-        let f16: Int32 = format == .fp16 ? 1 : 0
-        scale.withUnsafeBufferPointer { sp in
-            shift.withUnsafeBufferPointer { hp in
-                let spp = sp.baseAddress!, hpp = hp.baseAddress!
-                Parallel.chunks(items, grain: Swift.max(1, elementwiseGrain / Swift.max(hw * block, 1))) { r in
-                    k.pointee.blocked_affine_laid(zf, zh, f16, Int32(n), Int32(c), Int32(hw), Int32(block), Int32(r.lowerBound),
-                                                  Int32(r.upperBound), spp, hpp, silu ? 1 : 0, f, h)
-                }
-            }
-        }
-        if format == .fp16, let f { Conv.round(ctx, f, count: n * c * hw, to: .fp16) }
-        return out
-    }
-}
 extension Conv {
     /// The weight gradient of `convBatchNorm` from gy in oneDNN's blocked layout: assigned into the
     /// partials slot, rounded under bf16 and fp16 (as a 16-bit convolution's backward produces it), added to

@@ -71,6 +71,10 @@ extension Tensor {
                     else { node.accumulate { d in Tensor.reduce(src.ptr, from: so, to: shape, into: d) } }
                 }
             }
+            // The sum of two tensors backward can rebuild in oneDNN's layout (a residual connection).
+            if sign > 0, out.node != nil, sa == sb, let ra = a.laidRecipe, let rb = b.laidRecipe {
+                out.laidRecipe = LaidRecipe.sum(ra, rb)
+            }
         }
         return out
     }

@@ -91,6 +91,8 @@ extension Tensor {
                     }
                 }
             }
+            // A channel slice of a tensor backward can rebuild in oneDNN's layout can be rebuilt too.
+            if out.node != nil, rank == 4, a == 1, let r = laidRecipe { out.laidRecipe = r.slice(start: start, length: length) }
         }
         return out
     }
@@ -162,6 +164,11 @@ extension Tensor {
                         }
                     }
                 }
+            }
+            // Channels of tensors backward can rebuild in oneDNN's layout: rebuilt part by part.
+            if out.node != nil, outShape.count == 4, a == 1 {
+                let recipes = parts.compactMap(\.laidRecipe)
+                if recipes.count == parts.count { out.laidRecipe = LaidRecipe.concat(recipes) }
             }
         }
         return out

@@ -11,9 +11,10 @@ public final class Tensor: @unchecked Sendable {
     public let buffer: Buffer
     /// Autodiff vertex; nil when the tensor does not require a gradient.
     public internal(set) var node: Node?
-    /// Set by `convBatchNorm` on its output while its backward can still rebuild the output in
-    /// oneDNN's layout (held weakly: that op's backward closure owns it).
-    weak var laidRecipe: LaidRecipe?
+    /// How backward can rebuild this tensor in oneDNN's channel-blocked layout: set by
+    /// `convBatchNorm` on its output, and carried through channel slices, concatenations and sums
+    /// of such tensors (see `LaidRecipe`).
+    var laidRecipe: LaidRecipe?
 
     /// Wraps `buffer` (its count must equal the shape's product).
     public init(shape: [Int], buffer: Buffer) {

@@ -46,7 +46,7 @@ import _TestSupport
         var mean: [Double] = [], sq: [Double] = [], affine: [Float] = [], silu: [Float] = []
         var dz: [Float] = [], dzPlain: [Float] = [], sumG: [Double] = [], sumGX: [Double] = []
         var gx: [Float] = [], gxHalf: [UInt16] = []
-        var laid: [Float] = [], laidHalf: [UInt16] = []
+        var laid: [Float] = [], laidHalf: [UInt16] = [], laidAdded: [Float] = []
 
         /// Bit-equal (NaN-free inputs, so Equatable on values is bit equality up to ±0, which the
         /// kernels do not produce differently).
@@ -55,7 +55,7 @@ import _TestSupport
             func sameD(_ x: [Double], _ y: [Double]) -> Bool { x.count == y.count && zip(x, y).allSatisfy { $0.bitPattern == $1.bitPattern } }
             return sameD(a.mean, b.mean) && sameD(a.sq, b.sq) && same(a.affine, b.affine) && same(a.silu, b.silu) && same(a.dz, b.dz)
                 && same(a.dzPlain, b.dzPlain) && sameD(a.sumG, b.sumG) && sameD(a.sumGX, b.sumGX) && same(a.gx, b.gx) && a.gxHalf == b.gxHalf
-                && same(a.laid, b.laid) && a.laidHalf == b.laidHalf
+                && same(a.laid, b.laid) && a.laidHalf == b.laidHalf && same(a.laidAdded, b.laidAdded)
         }
     }
 
@@ -82,8 +82,14 @@ import _TestSupport
             k.blocked_affine(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, &o.silu, 1)
             o.laid = o.affine
             o.laidHalf = half
-            k.blocked_affine_laid(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, 1, &o.laid, nil)
-            k.blocked_affine_laid(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, 1, nil, &o.laidHalf)
+            k.blocked_affine_laid(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, Int32(c), 0, items, scale, shift, 1,
+                                  &o.laid, nil, Int32(c), 0, 0)
+            k.blocked_affine_laid(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, Int32(c), 0, items, scale, shift, 1,
+                                  nil, &o.laidHalf, Int32(c), 0, 0)
+            // The first channel block added into the last one's place (a sum of slices, rebuilt).
+            o.laidAdded = o.laid
+            k.blocked_affine_laid(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, Int32(b), 0, Int32(n), scale, shift, 1,
+                                  &o.laidAdded, nil, Int32(c), Int32(c - b), 1)
             k.blocked_grad_sums(zf, zhp, f, g, mean, scale, shift, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, &o.dz, &o.sumG, &o.sumGX)
             var sg = o.sumG, sgx = o.sumGX
             k.blocked_grad_sums(zf, zhp, f, g, mean, nil, nil, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, &o.dzPlain, &sg, &sgx)
@@ -147,6 +153,10 @@ import _TestSupport
         #expect(o.silu == zs, "affine + SiLU \(s)")
         #expect(o.laid == BlockedKernelTests.blocked(zs, s), "affine + SiLU in the blocked layout \(s)")
         #expect(o.laidHalf == BlockedKernelTests.bf16Words(BlockedKernelTests.blocked(zs, s)), "the same as bfloat16 \(s)")
+        var added = zs
+        let b = s.3
+        for i in 0..<n { for j in 0..<b { for p in 0..<hw { added[(i * c + c - b + j) * hw + p] += zs[(i * c + j) * hw + p] } } }
+        #expect(o.laidAdded == BlockedKernelTests.blocked(added, s), "channels [0, B) added into [C - B, C) \(s)")
         var gFused = g, sumG = [Float](repeating: 0, count: c), sumGX = sumG
         k.channel_grad_sums(z, nil, &gFused, mean, scale, shift, Int32(n), Int32(c), Int32(hw), 0, Int32(c), &sumG, &sumGX)
         #expect(BlockedKernelTests.nchw(o.dz, s) == gFused, "dz with SiLU \(s)")
@@ -342,6 +352,53 @@ extension BlockedKernelTests {
         // The copy not kept: in oneDNN's layout (Float32 or bfloat16), or under fp16 the half copy.
         let copy = 2 * 32 * 12 * 12 * (precision == .fp32 ? 4 : 2)
         #expect(kept.saved - rebuilt.saved == copy, "saved \(kept.saved) with the kept copy, \(rebuilt.saved) rebuilt")
+    }
+
+    /// C2f's shape: cv1, chunk in two, a bottleneck (two blocks and a residual sum) on the second
+    /// half, the concatenation of all three, cv2. The convolutions after the chunk, after the sum and
+    /// concatenation, and after a block rebuild their inputs from the blocks' z: the same outputs and
+    /// gradients bit for bit as with copies kept since the forward, and those copies' bytes fewer
+    /// saved for backward.
+    @Test(arguments: [Precision.fp32, .bf16, .fp16])
+    func rebuiltThroughSlicesSumsAndConcatenations(_ precision: Precision) throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        let probe = ConvBatchNormTests.context(precision, fused: true)
+        let bf16 = precision == .bf16
+        try #require(probe.run {
+            OneDNN.sourceBlock(ConvGeometry(n: 2, c: 16, h: 12, w: 12, o: 16, k: 3, s: 1, p: 1), bf16: bf16) == 16
+                && OneDNN.sourceBlock(ConvGeometry(n: 2, c: 48, h: 12, w: 12, o: 32, k: 1, s: 1, p: 0), bf16: bf16) == 16
+        }, "these convolutions take their input in 16-channel blocks here")
+        struct Run: Equatable { var y: [UInt32], grads: [[UInt32]], saved: Int }
+        func run(rebuild: Bool) -> Run {
+            let ctx = ConvBatchNormTests.context(precision, fused: true)
+            ctx.rebuildConvInputs = rebuild
+            var rng = RandomState(seed: 51)
+            let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
+            let w1 = Tensor.normal([32, 16, 1, 1], std: 0.3, rng: &rng), wa = Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng)
+            let wb = Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng), w2 = Tensor.normal([32, 48, 1, 1], std: 0.2, rng: &rng)
+            let r = Tensor.normal([2, 32, 12, 12], rng: &rng)
+            let params = [x, w1, wa, wb, w2]
+            for t in params { t.requiresGrad = true }
+            func block(_ t: Tensor, _ w: Tensor, _ c: Int) -> Tensor {
+                Tensor.convBatchNorm(t, weight: w, stride: 1, padding: w.shape[2] / 2, bnWeight: Tensor(repeating: 1, shape: [c]),
+                                     bnBias: Tensor(zeros: [c]), stats: BatchNormStats(channels: c), training: true,
+                                     momentum: 0.03, eps: 1e-3, silu: true)
+            }
+            return ctx.run {
+                let y = block(x, w1, 32).chunk(2, axis: 1)
+                let residual = y[1] + block(block(y[1], wa, 16), wb, 16)
+                let out = block(Tensor.concat([y[0], y[1], residual], axis: 1), w2, 32)
+                let saved = ctx.saved.bytes
+                (out * r).sum().backward()
+                return Run(y: out.array.map(\.bitPattern), grads: params.map { $0.grad!.array.map(\.bitPattern) }, saved: saved)
+            }
+        }
+        let rebuilt = run(rebuild: true), kept = run(rebuild: false)
+        #expect(rebuilt.y == kept.y)
+        for (i, (a, b)) in zip(rebuilt.grads, kept.grads).enumerated() { #expect(a == b, "gradient \(i)") }
+        // Not kept: the slice (16 channels), the first bottleneck block's output (16), the concatenation (48).
+        let copies = (16 + 16 + 48) * 2 * 144 * (precision == .fp32 ? 4 : 2)
+        #expect(kept.saved - rebuilt.saved == copies, "saved \(kept.saved) with copies kept, \(rebuilt.saved) rebuilt")
     }
 
     /// Central differences through the fused op (Float32 on oneDNN), every input.

@@ -108,10 +108,12 @@ typedef struct df_kernels {
     /// out (NCHW, Float32) = z * scale[c] + shift[c], then silu when silu != 0
     void (*blocked_affine)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B, int i0,
                            int i1, const float *scale, const float *shift, float *out, int silu);
-    /// The same values in the blocked layout: into out (Float32), or as bfloat16 words into outh when given
+    /// The same values in the blocked layout, for channels [c0, c0 + count) (c0 and count multiples
+    /// of B; items over N x count/B), into channels [outC0, outC0 + count) of an [N, outC, HW] blocked
+    /// tensor: Float32 (=, or += when accumulate), or as bfloat16 words into outh when given
     void (*blocked_affine_laid)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B,
-                                int i0, int i1, const float *scale, const float *shift, int silu, float *_Nullable out,
-                                uint16_t *_Nullable outh);
+                                int c0, int count, int i0, int i1, const float *scale, const float *shift, int silu,
+                                float *_Nullable out, uint16_t *_Nullable outh, int outC, int outC0, int accumulate);
     /// dz (blocked, Float32) = g (NCHW), or with scale and shift g * silu'(z * scale[c] + shift[c]);
     /// sum_g and sum_gx get the per-image sums of dz and of dz * (z - mean[c])
     void (*blocked_grad_sums)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, const float *g, const float *mean,

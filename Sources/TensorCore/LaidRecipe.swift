@@ -1,0 +1,143 @@
+import CKernels
+
+/// How backward rebuilds, in oneDNN's channel-blocked layout, a tensor made from fused Conv blocks'
+/// outputs, from what those blocks keep for backward anyway (their z and the affine of their batch
+/// norm), so that a convolution reading the tensor does not keep its own copy for its weight
+/// gradient. A block's output is silu(z * scale + shift); channel slices (`narrow`, `chunk`),
+/// concatenations along channels and sums of such tensors are rebuilt from their parts, with the
+/// same operations the forward did (a copy is exact; a sum of two is one rounding either way), so
+/// the rebuilt values are the forward's bit for bit. They come out in the element type the weight
+/// gradient reads: Float32, rounded to bfloat16 as oneDNN's reorder rounds them, or (fp16
+/// emulation) Float32 rounded to half values as the composed convolution saves its input.
+///
+/// Every part shares the batch, the pixels and the channel block B, and channel offsets are
+/// multiples of B. A block's z is held weakly: that block's backward closure owns it until its
+/// backward, which runs after the backward of every op that reads the block's output, so a recipe
+/// kept by a long-lived tensor does not keep z alive.
+final class LaidRecipe: @unchecked Sendable {
+    /// What a fused block keeps for backward.
+    final class Source: @unchecked Sendable {
+        weak var zFull: Buffer?
+        weak var zHalf: HalfBuffer?
+        let scale, shift: [Float]
+        let silu: Bool
+
+        init(zFull: Buffer?, zHalf: HalfBuffer?, scale: [Float], shift: [Float], silu: Bool) {
+            (self.zFull, self.zHalf, self.scale, self.shift, self.silu) = (zFull, zHalf, scale, shift, silu)
+        }
+    }
+
+    enum Kind {
+        case block(Source)
+        /// Channels offset ..< offset + c of the recipe.
+        case slice(LaidRecipe, offset: Int)
+        case concat([LaidRecipe])
+        /// a + b, b not itself a sum (rebuilt as a, then += b: the forward's single rounding).
+        case sum(LaidRecipe, LaidRecipe)
+    }
+
+    let kind: Kind
+    let format: Precision
+    let n, c, hw, block: Int
+
+    /// A fused block's output [n, c, hw] (blocked with channel block `block`).
+    convenience init(_ source: Source, format: Precision, n: Int, c: Int, hw: Int, block: Int) {
+        self.init(kind: .block(source), format: format, n: n, c: c, hw: hw, block: block)
+    }
+
+    private init(kind: Kind, format: Precision, n: Int, c: Int, hw: Int, block: Int) {
+        (self.kind, self.format, self.n, self.c, self.hw, self.block) = (kind, format, n, c, hw, block)
+    }
+
+    /// Channels start ..< start + length, or nil when they do not fall on channel blocks.
+    func slice(start: Int, length: Int) -> LaidRecipe? {
+        guard start % block == 0, length % block == 0, length > 0, start + length <= c else { return nil }
+        if start == 0 && length == c { return self }
+        return LaidRecipe(kind: .slice(self, offset: start), format: format, n: n, c: length, hw: hw, block: block)
+    }
+
+    /// The concatenation along channels, or nil when the parts do not share batch, pixels, block and type.
+    static func concat(_ parts: [LaidRecipe]) -> LaidRecipe? {
+        guard let p0 = parts.first, parts.allSatisfy({ $0.compatible(with: p0) }) else { return nil }
+        return LaidRecipe(kind: .concat(parts), format: p0.format, n: p0.n, c: parts.reduce(0) { $0 + $1.c }, hw: p0.hw, block: p0.block)
+    }
+
+    /// a + b of the same shape, or nil (also when b is itself a sum).
+    static func sum(_ a: LaidRecipe, _ b: LaidRecipe) -> LaidRecipe? {
+        guard a.compatible(with: b), a.c == b.c else { return nil }
+        if case .sum = b.kind { return nil }
+        return LaidRecipe(kind: .sum(a, b), format: a.format, n: a.n, c: a.c, hw: a.hw, block: a.block)
+    }
+
+    func compatible(with o: LaidRecipe) -> Bool { format == o.format && n == o.n && hw == o.hw && block == o.block }
+
+    /// Whether a convolution of geometry `g` under `mode` reads this tensor.
+    func matches(_ g: ConvGeometry, _ mode: Precision) -> Bool { format == mode && g.n == n && g.c == c && g.h * g.w == hw }
+
+    /// The tensor in the blocked layout (raw storage: bfloat16 words, or Float32 values in two words each).
+    func rebuild(_ ctx: ComputeContext) -> HalfBuffer {
+        let count = n * c * hw
+        if format == .bf16 {
+            let out = HalfBuffer(count: count)
+            if case .block(let s) = kind {
+                leaf(ctx, s, f32: nil, bf16: out.ptr, dstC: c, to: 0, start: 0, count: c, accumulate: false)
+            } else {
+                // Composed in Float32 (as the forward), rounded once at the end.
+                let tmp = Buffer(count: count)
+                write(ctx, into: tmp.ptr, dstC: c, to: 0, start: 0, count: c, accumulate: false)
+                let src = tmp.ptr, dst = out.ptr, k = ctx.k
+                Parallel.chunks(count, grain: 1 << 16) { r in k.pointee.f32_to_bf16(src + r.lowerBound, dst + r.lowerBound, r.count) }
+            }
+            return out
+        }
+        let out = HalfBuffer(count: count * 2)
+        let f = UnsafeMutableRawPointer(out.ptr).assumingMemoryBound(to: Float.self)
+        write(ctx, into: f, dstC: c, to: 0, start: 0, count: c, accumulate: false)
+        if format == .fp16 { Conv.round(ctx, f, count: count, to: .fp16) }
+        return out
+    }
+
+    /// Channels start ..< start + count of this tensor into channels to ..< to + count of dst
+    /// ([n, dstC, hw] Float32, blocked), assigned or (accumulate) added.
+    func write(_ ctx: ComputeContext, into dst: UnsafeMutablePointer<Float>, dstC: Int, to: Int, start: Int, count: Int,
+               accumulate: Bool) {
+        switch kind {
+        case .block(let s):
+            leaf(ctx, s, f32: dst, bf16: nil, dstC: dstC, to: to, start: start, count: count, accumulate: accumulate)
+        case .slice(let r, let offset):
+            r.write(ctx, into: dst, dstC: dstC, to: to, start: offset + start, count: count, accumulate: accumulate)
+        case .concat(let parts):
+            var base = 0
+            for p in parts {
+                let lo = Swift.max(start, base), hi = Swift.min(start + count, base + p.c)
+                if lo < hi { p.write(ctx, into: dst, dstC: dstC, to: to + lo - start, start: lo - base, count: hi - lo, accumulate: accumulate) }
+                base += p.c
+            }
+        case .sum(let a, let b):
+            precondition(!accumulate, "LaidRecipe: a sum is never added into another (b of a sum is not a sum)")
+            a.write(ctx, into: dst, dstC: dstC, to: to, start: start, count: count, accumulate: false)
+            b.write(ctx, into: dst, dstC: dstC, to: to, start: start, count: count, accumulate: true)
+        }
+    }
+
+    private func leaf(_ ctx: ComputeContext, _ s: Source, f32: UnsafeMutablePointer<Float>?, bf16: UnsafeMutablePointer<UInt16>?,
+                      dstC: Int, to: Int, start: Int, count: Int, accumulate: Bool) {
+        let zFull = s.zFull, zHalf = s.zHalf
+        precondition(zFull != nil || zHalf != nil, "LaidRecipe: a block's z was released before a backward that reads its output")
+        withExtendedLifetime((zFull, zHalf)) {
+            let zf = zFull.map { UnsafePointer($0.ptr) }, zh = zHalf.map { UnsafePointer($0.ptr) }
+            let k = ctx.k, (n, c, hw, block) = (n, c, hw, block)
+            let f16: Int32 = format == .fp16 ? 1 : 0
+            s.scale.withUnsafeBufferPointer { sp in
+                s.shift.withUnsafeBufferPointer { hp in
+                    let spp = sp.baseAddress!, hpp = hp.baseAddress!
+                    Parallel.chunks(n * (count / block), grain: Swift.max(1, elementwiseGrain / Swift.max(hw * block, 1))) { r in
+                        k.pointee.blocked_affine_laid(zf, zh, f16, Int32(n), Int32(c), Int32(hw), Int32(block), Int32(start), Int32(count),
+                                                      Int32(r.lowerBound), Int32(r.upperBound), spp, hpp, s.silu ? 1 : 0, f32, bf16,
+                                                      Int32(dstC), Int32(to), accumulate ? 1 : 0)
+                    }
+                }
+            }
+        }
+    }
+}

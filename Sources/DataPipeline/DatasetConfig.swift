@@ -207,6 +207,8 @@ public struct DatasetConfig: Sendable, Equatable, Codable {
         }
         if let nc = try int("nc") {
             if nc <= 0 { throw fail("nc", map["nc"], "must be positive, got \(nc)") }
+            // Bounded before the default names are made (the model builder's limit too).
+            if nc > DatasetConfig.maxClasses { throw fail("nc", map["nc"], "must be at most \(DatasetConfig.maxClasses), got \(nc)") }
             if names.isEmpty {
                 names = (0..<nc).map { "class\($0)" }
             } else if names.count != nc {
@@ -259,6 +261,9 @@ public struct DatasetConfig: Sendable, Equatable, Codable {
     }
 
     /// The keys DatasetConfig reads.
+    /// Most classes a data set may declare (as many as a model may have).
+    public static let maxClasses = 100_000
+
     public static let knownKeys: Set<String> = ["path", "train", "val", "test", "names", "nc", "ir_dir", "ir_channels", "ir_homography", "ir_affine"]
     /// Keys Ultralytics' data YAMLs carry that say nothing DualFuse uses (accepted as they are).
     static let ultralyticsKeys: Set<String> = ["download", "yaml_file", "author", "license", "description", "channels",

@@ -35,6 +35,8 @@ import Testing
         }
         #expect(error("train: a\nval: b\nnames: [p]\nir_channels: 2\n") == "bad.yaml:4: 'ir_channels': must be 1 or 3, got 2")
         #expect(error("train: a\nval: b\nnames: [p, q]\nnc: 3\n").contains("bad.yaml:4: 'nc': is 3 but 'names' lists 2 classes"))
+        // Found by the fuzzer: a huge nc without names once made that many default names.
+        #expect(error("train: a\nval: b\nnc: 466666660\n") == "bad.yaml:3: 'nc': must be at most 100000, got 466666660")
         #expect(error("train: a\nnames: [p]\n").contains("'val': required"))
         #expect(error("val: a\nnames: [p]\n").contains("'train': required"))
         #expect(error("train: a\nval: b\n").contains("'names': required"))

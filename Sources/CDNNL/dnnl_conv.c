@@ -72,6 +72,9 @@ enum { PASS_FORWARD = 0, PASS_DATA = 1, PASS_WEIGHTS = 2 };
 typedef struct entry {
     int pass, bf16;
     df_dnnl_conv g;
+    // Not dnnl_success: oneDNN refused this (pass, shape, type) when it was first asked; the entry
+    // stays (with no primitive) so that later calls fail at once instead of asking again.
+    dnnl_status_t refused;
     dnnl_primitive_t prim;
     // Reorders plain -> primitive for the two inputs, primitive -> plain for the output (NULL: same layout).
     dnnl_primitive_t to0, to1, from;
@@ -268,18 +271,45 @@ static dnnl_status_t reorder(dnnl_primitive_t r, dnnl_memory_t from, dnnl_memory
     return dnnl_primitive_execute(r, stream, 2, args);
 }
 
-// The cached entry of (pass, shape, type), built on first use; NULL with *status set on failure.
+// The cached entry of (pass, shape, type), built on first use; NULL with *status set on failure
+// (remembered: a refused combination is not built again).
 static entry *lookup_locked(int pass, const df_dnnl_conv *g, int bf16, dnnl_status_t *status) {
     entry *e = cache;
     while (e && !(e->pass == pass && e->bf16 == bf16 && same_shape(&e->g, g))) e = e->next;
-    if (e) return e;
-    e = calloc(1, sizeof *e);
-    if (!e) { *status = dnnl_out_of_memory; return NULL; }
-    e->pass = pass; e->bf16 = bf16; e->g = *g;
-    *status = build(e);
-    if (*status != dnnl_success) { destroy_entry(e); return NULL; }
-    e->next = cache; cache = e;
+    if (!e) {
+        e = calloc(1, sizeof *e);
+        if (!e) { *status = dnnl_out_of_memory; return NULL; }
+        e->pass = pass; e->bf16 = bf16; e->g = *g;
+        dnnl_status_t st = build(e);
+        if (st != dnnl_success) {
+            // Keep the key and the answer only.
+            entry key = {.pass = pass, .bf16 = bf16, .g = *g, .refused = st};
+            destroy_entry(e);
+            e = calloc(1, sizeof *e);
+            if (!e) { *status = st; return NULL; }
+            *e = key;
+        }
+        e->next = cache; cache = e;
+    }
+    if (e->refused != dnnl_success) { *status = e->refused; return NULL; }
     return e;
+}
+
+int df_dnnl_bf16_native(void) {
+    static int answer = -1;
+    pthread_mutex_lock(&lock);
+    if (answer < 0) {
+        answer = 0;
+        if (ready_locked()) {
+            // A small 3x3 convolution: oneDNN either has bfloat16 convolutions on this CPU or not.
+            df_dnnl_conv g = {.n = 1, .c = 16, .h = 8, .w = 8, .o = 16, .k = 3, .s = 1, .p = 1};
+            dnnl_status_t status = dnnl_success;
+            answer = lookup_locked(PASS_FORWARD, &g, 1, &status) != NULL;
+        }
+    }
+    int r = answer;
+    pthread_mutex_unlock(&lock);
+    return r;
 }
 
 size_t df_dnnl_conv_keep_bytes(const df_dnnl_conv *g, int bf16) {

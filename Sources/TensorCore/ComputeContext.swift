@@ -94,6 +94,10 @@ public final class ComputeContext: @unchecked Sendable {
     /// kernels, several times the packed vdpbf16ps GEMM) where the CPU has AVX512_BF16 and the
     /// kernels are native bf16. Off: the packed bfloat16 GEMM. Float32 stays on the packed GEMM.
     public var bf16OnOneDNN = true
+    /// With `gemm == .onednn`, under the bfloat16 autocast: oneDNN's bfloat16 primitives where it has
+    /// them (`OneDNN.nativeBF16`). Off: its Float32 primitives on operands rounded to bfloat16, as
+    /// where it has none (the same products; to compare the two, and to test that path on any CPU).
+    public var bf16Primitives = true
     /// Whether a convolution followed by batch norm (`Tensor.convBatchNorm`, the Conv block) keeps
     /// the convolution's output in oneDNN's channel-blocked layout through the batch norm where its
     /// convolutions run on oneDNN (no reorder of the output or of its gradient). Off: the two ops

@@ -8,7 +8,8 @@ import CKernels
 /// same operations the forward did (a copy is exact; a sum of two is one rounding either way), so
 /// the rebuilt values are the forward's bit for bit. They come out in the element type the weight
 /// gradient reads: Float32, rounded to bfloat16 as oneDNN's reorder rounds them, or (fp16
-/// emulation) Float32 rounded to half values as the composed convolution saves its input.
+/// emulation, and bfloat16 on oneDNN's Float32 primitives) Float32 rounded to half (bfloat16)
+/// values as the composed convolution saves its input.
 ///
 /// Every part shares the batch, the pixels and the channel block B, and channel offsets are
 /// multiples of B. A block's z is held weakly: that block's backward closure owns it until its
@@ -74,10 +75,13 @@ final class LaidRecipe: @unchecked Sendable {
     /// Whether a convolution of geometry `g` under `mode` reads this tensor.
     func matches(_ g: ConvGeometry, _ mode: Precision) -> Bool { format == mode && g.n == n && g.c == c && g.h * g.w == hw }
 
-    /// The tensor in the blocked layout (raw storage: bfloat16 words, or Float32 values in two words each).
-    func rebuild(_ ctx: ComputeContext) -> HalfBuffer {
+    /// The tensor in the blocked layout (raw storage: bfloat16 words, or Float32 values in two words
+    /// each). A bfloat16 recipe gives words with `bf16Words` (oneDNN's bfloat16 primitives read
+    /// them), else Float32 values rounded to bfloat16 (its Float32 primitives under the bfloat16
+    /// autocast, `OneDNN.Route.bf16OnF32`).
+    func rebuild(_ ctx: ComputeContext, bf16Words: Bool = true) -> HalfBuffer {
         let count = n * c * hw
-        if format == .bf16 {
+        if format == .bf16 && bf16Words {
             let out = HalfBuffer(count: count)
             if case .block(let s) = kind {
                 leaf(ctx, s, f32: nil, bf16: out.ptr, dstC: c, to: 0, start: 0, count: c, accumulate: false)
@@ -93,7 +97,7 @@ final class LaidRecipe: @unchecked Sendable {
         let out = HalfBuffer(count: count * 2)
         let f = UnsafeMutableRawPointer(out.ptr).assumingMemoryBound(to: Float.self)
         write(ctx, into: f, dstC: c, to: 0, start: 0, count: c, accumulate: false)
-        if format == .fp16 { Conv.round(ctx, f, count: count, to: .fp16) }
+        if format != .fp32 { Conv.round(ctx, f, count: count, to: format) }
         return out
     }
 

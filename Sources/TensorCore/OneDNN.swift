@@ -3,7 +3,9 @@ import CDNNL
 /// Convolutions on oneDNN (`CDNNL`): its primitives pick blocked layouts and the CPU's best
 /// kernels (AMX tiles for bfloat16 where the CPU has them, else AVX512_BF16 or AVX-512 JIT code).
 /// Used for the bfloat16 autocast convolutions by default where the CPU has AVX512_BF16
-/// (`ComputeContext.bf16OnOneDNN`), and for every convolution with `ComputeContext.gemm = .onednn`.
+/// (`ComputeContext.bf16OnOneDNN`), and for every convolution with `ComputeContext.gemm = .onednn`
+/// (under the bfloat16 autocast, where oneDNN has no bfloat16 convolutions, as Float32 ones on
+/// operands rounded to bfloat16: see `Route`).
 /// A call that oneDNN refuses falls back to the packed GEMM. The library (and its OpenMP runtime) is
 /// opened at run time on first use, so processes that never need it do not load it.
 public enum OneDNN {
@@ -16,16 +18,44 @@ public enum OneDNN {
     /// The library's version.
     public static var version: String { String(cString: df_dnnl_version()) }
 
-    /// Whether `ctx` runs its convolutions (Float32 or, with `bf16`, bfloat16 operands) on oneDNN.
-    static func handles(_ ctx: ComputeContext, bf16: Bool) -> Bool {
-        // `available` last: the library is opened on the first convolution that would use it.
-        guard !Parallel.isWorker else { return false }
+    /// Whether oneDNN has bfloat16 convolutions on this CPU (oneDNN 2.6 has them from AVX-512 on).
+    /// Where it has not, `ctx.gemm == .onednn` runs the bfloat16 autocast convolutions as Float32
+    /// ones on operands rounded to bfloat16 (`Route.bf16OnF32`).
+    public static let nativeBF16 = available && df_dnnl_bf16_native() != 0
+
+    /// How a convolution runs on oneDNN.
+    enum Route: Equatable {
+        /// Float32 operands (no autocast, or fp16 emulation).
+        case f32
+        /// bfloat16 operands in oneDNN's own bfloat16 primitives: they round x, w and the output
+        /// gradient while reordering them, and write bfloat16 outputs and input gradients.
+        case bf16
+        /// The bfloat16 autocast where oneDNN has no bfloat16 convolutions: its Float32 primitives
+        /// on operands the caller rounded to bfloat16, their outputs and input gradients rounded to
+        /// bfloat16 afterwards. The same products as `.bf16`; only the order of the Float32 sums is
+        /// oneDNN's own for each kind of primitive.
+        case bf16OnF32
+
+        /// Whether oneDNN's calls take bfloat16 operands (its `bf16` argument).
+        var dnnlBF16: Bool { self == .bf16 }
+    }
+
+    /// How `ctx` runs a convolution (`bf16`: under the bfloat16 autocast) on oneDNN, or nil when it
+    /// does not run it there.
+    static func route(_ ctx: ComputeContext, bf16: Bool) -> Route? {
+        // The library is opened on the first convolution that would use it.
+        guard !Parallel.isWorker else { return nil }
         switch ctx.gemm {
-        case .onednn: return available
-        case .packed: return bf16 && ctx.bf16OnOneDNN && ctx.kernels.nativeBF16 && available
-        case .openblas: return false
+        case .onednn:
+            guard available else { return nil }
+            return !bf16 ? .f32 : nativeBF16 && ctx.bf16Primitives ? .bf16 : .bf16OnF32
+        case .packed: return bf16 && ctx.bf16OnOneDNN && ctx.kernels.nativeBF16 && nativeBF16 ? .bf16 : nil
+        case .openblas: return nil
         }
     }
+
+    /// Whether `ctx` runs its convolutions (Float32 or, with `bf16`, under the bfloat16 autocast) on oneDNN.
+    static func handles(_ ctx: ComputeContext, bf16: Bool) -> Bool { route(ctx, bf16: bf16) != nil }
 
     static func shape(_ g: ConvGeometry) -> df_dnnl_conv {
         df_dnnl_conv(n: Int32(g.n), c: Int32(g.c), h: Int32(g.h), w: Int32(g.w), o: Int32(g.o), k: Int32(g.k), s: Int32(g.s), p: Int32(g.p))

@@ -45,15 +45,17 @@ extension Tensor {
         if let bias { precondition(bias.shape == [g.o], "conv2d: bias \(bias.shape) != [\(g.o)]") }
         let ctx = ComputeContext.current
         let mode = ctx.precision
+        let route = OneDNN.route(ctx, bf16: mode == .bf16)
         let out = Tensor(uninitialized: [g.n, g.o, g.oh, g.ow])
         // On oneDNN the weight gradient takes x in oneDNN's layout, kept from the forward's own
         // reorder, instead of x itself (FP32) or a 16-bit NCHW copy (bf16) that backward would reorder
         // again. Only where that copy is no larger (no channel padding); the storage is raw 16-bit
-        // words (Float32 values take two).
+        // words (Float32 values take two). Not under fp16 emulation or bfloat16 on Float32
+        // primitives: there x is kept as the 16-bit copy.
         var kept: HalfBuffer?
-        if mode != .fp16 && needsGrad(weight) && OneDNN.handles(ctx, bf16: mode == .bf16) {
-            let bytes = OneDNN.keepBytes(g, bf16: mode == .bf16)
-            if bytes > 0 && bytes <= x.count * (mode == .bf16 ? 2 : 4) { kept = HalfBuffer(count: bytes / 2) }
+        if let route, route != .bf16OnF32, mode != .fp16, needsGrad(weight) {
+            let bytes = OneDNN.keepBytes(g, bf16: route.dnnlBF16)
+            if bytes > 0 && bytes <= x.count * (route.dnnlBF16 ? 2 : 4) { kept = HalfBuffer(count: bytes / 2) }
         }
         let onDNNL = Conv.forward(ctx, g, x: x.data, w: weight.data, y: out.data, bf16: mode == .bf16,
                                   keepX: kept.map { UnsafeMutableRawPointer($0.ptr) })
@@ -83,15 +85,20 @@ extension Tensor {
                     }
                 } else if let nw, let sx {
                     sx.withValues { xp in
-                        // oneDNN keeps gy's reordered copy for the input gradient below.
-                        nw.accumulate { d in Conv.weightGrad(bctx, g, x: xp, gy: gy.ptr, gw: d, mode: mode, keepGy: nx != nil) }
+                        // oneDNN keeps gy's reordered copy for the input gradient below. Under bf16,
+                        // x saved in bfloat16 and gy (this output's gradient, rounded by backward)
+                        // hold bfloat16 values already.
+                        nw.accumulate { d in
+                            Conv.weightGrad(bctx, g, x: xp, gy: gy.ptr, gw: d, mode: mode, keepGy: nx != nil, operandsRounded: sx.format == .bf16)
+                        }
                     }
                 }
                 if let nx {
                     // A first gradient is assigned, not added to zeros (on oneDNN a plain reorder
                     // instead of a zero fill and a summing one).
                     nx.accumulateOrSet { d, fresh in
-                        Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: fresh, bf16: mode == .bf16, reuseGy: nw != nil)
+                        Conv.inputGrad(bctx, g, w: wd.data, gy: gy.ptr, gx: d, fresh: fresh, bf16: mode == .bf16, reuseGy: nw != nil,
+                                       gyRounded: mode == .bf16)
                     }
                 }
             }
@@ -223,6 +230,39 @@ enum Conv {
         Parallel.chunks(count, grain: 1 << 16) { r in f(p + r.lowerBound, r.count) }
     }
 
+    /// A copy of `count` values rounded to bfloat16: an operand of a bfloat16 convolution that runs
+    /// on oneDNN's Float32 primitives (`OneDNN.Route.bf16OnF32`).
+    static func roundedBF16(_ ctx: ComputeContext, _ p: UnsafePointer<Float>, count: Int) -> Buffer {
+        let b = Buffer(count: count)
+        let dst = b.ptr, f = ctx.k.pointee.round_bf16
+        Parallel.chunks(count, grain: 1 << 16) { r in
+            (dst + r.lowerBound).update(from: p + r.lowerBound, count: r.count)
+            f(dst + r.lowerBound, r.count)
+        }
+        return b
+    }
+
+    /// gx [count] = (fresh), else +=, the bfloat16 rounding of what `body` assigns into the storage
+    /// it is given: an input gradient of a bfloat16 convolution on Float32 primitives, rounded as
+    /// oneDNN's bfloat16 primitive writes it before it is added. False when `body` fails (then gx
+    /// is unchanged, or when fresh, not written in full).
+    static func roundedBF16Gradient(_ ctx: ComputeContext, _ gx: UnsafeMutablePointer<Float>, count: Int, fresh: Bool,
+                                    _ body: (UnsafeMutablePointer<Float>) -> Bool) -> Bool {
+        if fresh {
+            guard body(gx) else { return false }
+            round(ctx, gx, count: count, to: .bf16)
+            return true
+        }
+        let t = Buffer(count: count)
+        guard body(t.ptr) else { return false }
+        let tp = t.ptr, k = ctx.k
+        Parallel.chunks(count, grain: 1 << 16) { r in
+            k.pointee.round_bf16(tp + r.lowerBound, r.count)
+            k.pointee.add_into(gx + r.lowerBound, tp + r.lowerBound, r.count)
+        }
+        return true
+    }
+
     /// One single-threaded GEMM: C[M, N] (=, or += when accumulate) A x B on the context's backend.
     static func gemm(_ ctx: ComputeContext, ws: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int, a: df_matrix, b: df_matrix,
                      c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, bf16: Bool) {
@@ -264,14 +304,24 @@ enum Conv {
         return UnsafePointer(col)
     }
 
-    /// y[n] = W x columns(x[n]) for every image. Shapes as `ConvGeometry`. Returns true when oneDNN computed it.
+    /// y[n] = W x columns(x[n]) for every image. Shapes as `ConvGeometry`. Returns true when oneDNN
+    /// computed it (under bf16 its output then holds bfloat16 values, on either route).
     @discardableResult
     static func forward(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
                         y: UnsafeMutablePointer<Float>, bf16: Bool, keepX: UnsafeMutableRawPointer? = nil) -> Bool {
-        if OneDNN.handles(ctx, bf16: bf16) {
+        switch OneDNN.route(ctx, bf16: bf16) {
+        case .bf16OnF32?:
+            let xr = roundedBF16(ctx, x, count: g.n * g.c * g.h * g.w), wr = roundedBF16(ctx, w, count: g.o * g.kdim)
+            let done = withExtendedLifetime((xr, wr)) { OneDNN.forward(ctx, g, x: xr.ptr, w: wr.ptr, y: y, bf16: false, keepX: nil) }
+            if done {
+                round(ctx, y, count: g.n * g.o * g.pixels, to: .bf16)   // as oneDNN's bfloat16 primitive writes it
+                return true
+            }
+        case let route?:
             if ctx.frozenWeights && keepX == nil && !ctx.gradEnabled,
-               OneDNN.forwardFrozen(ctx, g, x: x, w: w, y: y, bf16: bf16) { return true }
-            if OneDNN.forward(ctx, g, x: x, w: w, y: y, bf16: bf16, keepX: keepX) { return true }
+               OneDNN.forwardFrozen(ctx, g, x: x, w: w, y: y, bf16: route.dnnlBF16) { return true }
+            if OneDNN.forward(ctx, g, x: x, w: w, y: y, bf16: route.dnnlBF16, keepX: keepX) { return true }
+        case nil: break
         }
         let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
         let colCount = g.isPointwise ? 0 : g.kdim * g.pixels
@@ -309,16 +359,28 @@ enum Conv {
     /// gy[n] [O, P] x columns(x[n])^T [P, K].
     /// With `keepGy`, oneDNN keeps gy's reordered copy for an `inputGrad(reuseGy: true)` that follows at once.
     /// With `keptX` (x as `forward(keepX:)` left it in oneDNN's layout) `x` is nil.
+    /// `operandsRounded`: under bf16, x and gy hold bfloat16 values already (no rounded copies are
+    /// made where oneDNN's Float32 primitives run the bfloat16 convolution).
     static func weightGrad(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>?, gy: UnsafePointer<Float>,
-                           gw: UnsafeMutablePointer<Float>, mode: Precision, keepGy: Bool = false, keptX: UnsafeRawPointer? = nil) {
+                           gw: UnsafeMutablePointer<Float>, mode: Precision, keepGy: Bool = false, keptX: UnsafeRawPointer? = nil,
+                           operandsRounded: Bool = false) {
         let inSize = g.c * g.h * g.w, outSize = g.o * g.pixels
         let colCount = g.isPointwise ? 0 : g.kdim * g.pixels, wCount = g.o * g.kdim
         let bf16 = mode == .bf16
         let parts = ctx.workspace.get(0, partialSlot, count: g.n * wCount)
-        if OneDNN.handles(ctx, bf16: bf16), OneDNN.weightGrad(ctx, g, x: x, gy: gy, gw: parts, bf16: bf16, keepGy: keepGy, keptX: keptX) {
-            if mode != .fp32 { round(ctx, parts, count: wCount, to: mode) }
-            for j in 0..<wCount { gw[j] += parts[j] }
-            return
+        if let route = OneDNN.route(ctx, bf16: bf16) {
+            let copy = route == .bf16OnF32 && !operandsRounded
+            let xr = copy ? x.map { roundedBF16(ctx, $0, count: g.n * inSize) } : nil
+            let gyr = copy ? roundedBF16(ctx, gy, count: g.n * outSize) : nil
+            let done = withExtendedLifetime((xr, gyr)) {
+                OneDNN.weightGrad(ctx, g, x: xr.map { UnsafePointer($0.ptr) } ?? x, gy: gyr.map { UnsafePointer($0.ptr) } ?? gy, gw: parts,
+                                  bf16: route.dnnlBF16, keepGy: keepGy && !copy, keptX: keptX)
+            }
+            if done {
+                if mode != .fp32 { round(ctx, parts, count: wCount, to: mode) }
+                for j in 0..<wCount { gw[j] += parts[j] }
+                return
+            }
         }
         guard let x else {
             // oneDNN did not take this pass after keeping x in its layout: x back in Float32 NCHW.
@@ -374,10 +436,24 @@ enum Conv {
 
     /// gx[n] (+)= col2im(W^T [K, O] x gy[n] [O, P]). With `fresh` gx is uninitialised and is
     /// assigned (oneDNN writes every element; the packed path folds k > 1 columns into zeros).
+    /// `gyRounded`: under bf16, gy holds bfloat16 values already (see `weightGrad`).
     static func inputGrad(_ ctx: ComputeContext, _ g: ConvGeometry, w: UnsafePointer<Float>, gy: UnsafePointer<Float>,
-                          gx: UnsafeMutablePointer<Float>, fresh: Bool, bf16: Bool, reuseGy: Bool = false) {
-        if OneDNN.handles(ctx, bf16: bf16),
-           OneDNN.inputGrad(ctx, g, w: w, gy: gy, gx: gx, accumulate: !fresh, bf16: bf16, reuseGy: reuseGy) { return }
+                          gx: UnsafeMutablePointer<Float>, fresh: Bool, bf16: Bool, reuseGy: Bool = false, gyRounded: Bool = false) {
+        switch OneDNN.route(ctx, bf16: bf16) {
+        case .bf16OnF32?:
+            let wr = roundedBF16(ctx, w, count: g.o * g.kdim)
+            let gyr = gyRounded ? nil : roundedBF16(ctx, gy, count: g.n * g.o * g.pixels)
+            let gyp = gyr.map { UnsafePointer($0.ptr) } ?? gy
+            let done = withExtendedLifetime((wr, gyr)) {
+                roundedBF16Gradient(ctx, gx, count: g.n * g.c * g.h * g.w, fresh: fresh) {
+                    OneDNN.inputGrad(ctx, g, w: wr.ptr, gy: gyp, gx: $0, accumulate: false, bf16: false, reuseGy: reuseGy && gyr == nil)
+                }
+            }
+            if done { return }
+        case let route?:
+            if OneDNN.inputGrad(ctx, g, w: w, gy: gy, gx: gx, accumulate: !fresh, bf16: route.dnnlBF16, reuseGy: reuseGy) { return }
+        case nil: break
+        }
         var fresh = fresh
         if fresh && !g.isPointwise {
             gx.update(repeating: 0, count: g.n * g.c * g.h * g.w)

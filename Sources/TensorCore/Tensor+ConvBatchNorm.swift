@@ -16,14 +16,17 @@ extension Tensor {
     /// bfloat16 under bf16, as the convolution output's gradient is in the composed ops). So the two
     /// reorders of every block, z to NCHW and its gradient back, are not done. The values are the
     /// composed ops' up to the order of the statistics' sums (pixels in order per channel, tiles of
-    /// 64 in Float32, images in double). Elsewhere (the packed GEMM, fp16 emulation, layouts the
-    /// kernels do not read) it is exactly `batchNorm2d(conv2d(...))`.
+    /// 64 in Float32, images in double). Under fp16 emulation, and under bf16 where oneDNN has no
+    /// bfloat16 convolutions (`OneDNN.Route.bf16OnF32`), the convolutions are Float32 primitives
+    /// (under bf16 on operands rounded to bfloat16) and z is kept in 16 bits, rounded from their
+    /// Float32 output. Elsewhere (the packed GEMM, layouts the kernels do not read) it is exactly
+    /// `batchNorm2d(conv2d(...))`.
     public static func convBatchNorm(_ x: Tensor, weight: Tensor, stride: Int, padding: Int, bnWeight: Tensor, bnBias: Tensor,
                                      stats: BatchNormStats, training: Bool, momentum: Float, eps: Float, silu: Bool) -> Tensor {
         let ctx = ComputeContext.current
-        // Under fp16 emulation the convolutions run in Float32 and z is kept as IEEE half.
+        // Under fp16 emulation the convolutions run in Float32 and z is kept as IEEE half; under
+        // bf16 on Float32 primitives, likewise with bfloat16 operands and z.
         let mode = ctx.precision, bf16 = mode == .bf16, f16 = mode == .fp16
-        let dnnlBytes = bf16 ? 2 : 4
         func composed() -> Tensor {
             batchNorm2d(conv2d(x, weight: weight, stride: stride, padding: padding), weight: bnWeight, bias: bnBias, stats: stats,
                         training: training, momentum: momentum, eps: eps, silu: silu)
@@ -35,18 +38,18 @@ extension Tensor {
                              o: weight.shape[0], k: weight.shape[2], s: stride, p: padding)
         let (n, c, hw) = (g.n, g.o, g.pixels)
         let m = n * hw
-        guard g.oh > 0, g.ow > 0, !(training && m <= 1), OneDNN.handles(ctx, bf16: bf16),
-              let laid = OneDNN.blockedOut(g, bf16: bf16), laid.bytes == n * c * hw * dnnlBytes
-        else { return composed() }
+        guard g.oh > 0, g.ow > 0, !(training && m <= 1), let route = OneDNN.route(ctx, bf16: bf16) else { return composed() }
+        let dnnlBF16 = route.dnnlBF16, onF32 = route == .bf16OnF32
+        guard let laid = OneDNN.blockedOut(g, bf16: dnnlBF16), laid.bytes == n * c * hw * (dnnlBF16 ? 2 : 4) else { return composed() }
         let B = laid.block, items = n * (c / B), k = ctx.k
         let grain = Swift.max(1, elementwiseGrain / Swift.max(hw * B, 1))
 
         // z [N, O, oH, oW] in the blocked layout: Float32, or bfloat16 / IEEE half words. Under
-        // fp16 oneDNN writes Float32 into a scratch buffer, rounded to half below (as the composed
-        // convolution rounds its output).
+        // fp16 (bf16 on Float32 primitives) oneDNN writes Float32 into a scratch buffer, rounded to
+        // half (bfloat16) below, as the composed convolution rounds its output.
         let zFull = mode == .fp32 ? Buffer(count: n * c * hw) : nil
         let zHalf = mode == .fp32 ? nil : HalfBuffer(count: n * c * hw)
-        let zScratch = f16 ? Buffer(count: n * c * hw) : nil
+        let zScratch = f16 || onF32 ? Buffer(count: n * c * hw) : nil
         let zRaw = zFull.map { UnsafeMutableRawPointer($0.ptr) } ?? zScratch.map { UnsafeMutableRawPointer($0.ptr) }
             ?? UnsafeMutableRawPointer(zHalf!.ptr)
         let zf = zFull.map { UnsafePointer($0.ptr) }, zh = zHalf.map { UnsafePointer($0.ptr) }
@@ -57,20 +60,25 @@ extension Tensor {
         var kept: HalfBuffer?, source: LaidRecipe?
         if needsGrad(weight) {
             if ctx.rebuildConvInputs, ctx.gradEnabled, let r = x.laidRecipe, r.matches(g, mode),
-               OneDNN.sourceBlock(g, bf16: bf16) == r.block {
+               OneDNN.sourceBlock(g, bf16: dnnlBF16) == r.block {
                 source = r
-            } else if !f16 {
-                // (Under fp16 the input is saved in half, as the composed convolution saves it.)
-                let bytes = OneDNN.keepBytes(g, bf16: bf16)
-                if bytes > 0 && bytes <= x.count * dnnlBytes { kept = HalfBuffer(count: bytes / 2) }
+            } else if !f16 && !onF32 {
+                // (Under fp16 and bf16 on Float32 primitives the input is saved in 16 bits, as the
+                // composed convolution saves it.)
+                let bytes = OneDNN.keepBytes(g, bf16: dnnlBF16)
+                if bytes > 0 && bytes <= x.count * (dnnlBF16 ? 2 : 4) { kept = HalfBuffer(count: bytes / 2) }
             }
         }
-        guard OneDNN.forwardLaid(ctx, g, x: x.data, w: weight.data, y: zRaw, bf16: bf16,
-                                 keepX: kept.map { UnsafeMutableRawPointer($0.ptr) })
-        else { return composed() }
+        let xr = onF32 ? Conv.roundedBF16(ctx, x.data, count: x.count) : nil
+        let wr = onF32 ? Conv.roundedBF16(ctx, weight.data, count: weight.count) : nil
+        let laidForward = withExtendedLifetime((xr, wr)) {
+            OneDNN.forwardLaid(ctx, g, x: xr?.ptr ?? x.data, w: wr?.ptr ?? weight.data,
+                               y: zRaw, bf16: dnnlBF16, keepX: kept.map { UnsafeMutableRawPointer($0.ptr) })
+        }
+        guard laidForward else { return composed() }
         if let zScratch, let zHalf {
-            let src = zScratch.ptr, dst = zHalf.ptr
-            Parallel.chunks(zHalf.count, grain: 1 << 16) { r in k.pointee.f32_to_f16(src + r.lowerBound, dst + r.lowerBound, r.count) }
+            let src = zScratch.ptr, dst = zHalf.ptr, convert = f16 ? k.pointee.f32_to_f16 : k.pointee.f32_to_bf16
+            Parallel.chunks(zHalf.count, grain: 1 << 16) { r in convert(src + r.lowerBound, dst + r.lowerBound, r.count) }
         }
 
         // Statistics: per-image sums from the kernels, added in image order.
@@ -163,10 +171,11 @@ extension Tensor {
                 if let ng { ng.accumulate { p in for ch in 0..<c { p[ch] += sumGX[ch] * plan.invstd[ch] } } }
                 guard nx != nil || nw != nil else { return }
                 // The convolution's output gradient, blocked: over dz in place (Float32; under fp16
-                // rounded to half values), or as bfloat16 words (rounded to nearest even), as the
-                // composed ops round the gradient of the convolution's output.
+                // rounded to half values, under bf16 on Float32 primitives to bfloat16 values), or as
+                // bfloat16 words (rounded to nearest even), as the composed ops round the gradient of
+                // the convolution's output.
                 let (ca, cb, cc) = plan.inputGradCoefficients(sumG: sumG, sumGX: sumGX, gamma: gamma, replicaSum: replicaSum)
-                let gyHalf = bf16 ? HalfBuffer(count: n * c * hw) : nil
+                let gyHalf = dnnlBF16 ? HalfBuffer(count: n * c * hw) : nil
                 ca.withUnsafeBufferPointer { ap in
                     cb.withUnsafeBufferPointer { bp in
                         cc.withUnsafeBufferPointer { cp in
@@ -178,17 +187,30 @@ extension Tensor {
                         }
                     }
                 }
-                if f16 { Conv.round(bctx, d.ptr, count: d.count, to: .fp16) }
+                if f16 || onF32 { Conv.round(bctx, d.ptr, count: d.count, to: mode) }
                 let gy = gyHalf.map { UnsafeRawPointer($0.ptr) } ?? UnsafeRawPointer(d.ptr)
                 withExtendedLifetime((d, gyHalf)) {
                     if let nw {
-                        let rebuilt = source?.rebuild(bctx)
-                        Conv.weightGradLaid(bctx, g, x: sx, kept: rebuilt ?? kept, gy: gy, mode: mode, into: nw)
+                        let rebuilt = source?.rebuild(bctx, bf16Words: dnnlBF16)
+                        Conv.weightGradLaid(bctx, g, x: sx, kept: rebuilt ?? kept, gy: gy, mode: mode, dnnlBF16: dnnlBF16, into: nw)
                     }
                     if let nx {
-                        nx.accumulateOrSet { p, fresh in
-                            guard OneDNN.inputGradLaid(bctx, g, w: wd.data, gy: gy, gx: p, accumulate: !fresh, bf16: bf16) else {
-                                preconditionFailure("convBatchNorm: oneDNN refused the input gradient of a convolution it ran forward (\(g))")
+                        let refused = "convBatchNorm: oneDNN refused the input gradient of a convolution it ran forward (\(g))"
+                        if onF32 {
+                            let wr = Conv.roundedBF16(bctx, wd.data, count: wd.count)
+                            nx.accumulateOrSet { p, fresh in
+                                let done = withExtendedLifetime(wr) {
+                                    Conv.roundedBF16Gradient(bctx, p, count: nx.count, fresh: fresh) {
+                                        OneDNN.inputGradLaid(bctx, g, w: wr.ptr, gy: gy, gx: $0, accumulate: false, bf16: false)
+                                    }
+                                }
+                                guard done else { preconditionFailure(refused) }
+                            }
+                        } else {
+                            nx.accumulateOrSet { p, fresh in
+                                guard OneDNN.inputGradLaid(bctx, g, w: wd.data, gy: gy, gx: p, accumulate: !fresh, bf16: dnnlBF16) else {
+                                    preconditionFailure(refused)
+                                }
                             }
                         }
                     }
@@ -204,16 +226,17 @@ extension Tensor {
 extension Conv {
     /// The weight gradient of `convBatchNorm` from gy in oneDNN's blocked layout: assigned into the
     /// partials slot, rounded under bf16 and fp16 (as a 16-bit convolution's backward produces it), added to
-    /// the weight's gradient. x is the saved input, or `kept` in oneDNN's layout.
+    /// the weight's gradient. x is the saved input, or `kept` in oneDNN's layout; `dnnlBF16`: the
+    /// primitive takes bfloat16 operands (else Float32 ones, under bf16 already rounded).
     static func weightGradLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: Saved?, kept: HalfBuffer?, gy: UnsafeRawPointer,
-                               mode: Precision, into node: Node) {
+                               mode: Precision, dnnlBF16: Bool, into node: Node) {
         let wCount = g.o * g.kdim
         let parts = ctx.workspace.get(0, partialSlot, count: wCount)
         let ok: Bool
         if let kept {
-            ok = OneDNN.weightGradLaid(ctx, g, x: nil, gy: gy, gw: parts, bf16: mode == .bf16, keptX: UnsafeRawPointer(kept.ptr))
+            ok = OneDNN.weightGradLaid(ctx, g, x: nil, gy: gy, gw: parts, bf16: dnnlBF16, keptX: UnsafeRawPointer(kept.ptr))
         } else if let x {
-            ok = x.withValues { OneDNN.weightGradLaid(ctx, g, x: $0, gy: gy, gw: parts, bf16: mode == .bf16, keptX: nil) }
+            ok = x.withValues { OneDNN.weightGradLaid(ctx, g, x: $0, gy: gy, gw: parts, bf16: dnnlBF16, keptX: nil) }
         } else {
             preconditionFailure("convBatchNorm: the weight gradient needs the convolution's input, which was not kept")
         }

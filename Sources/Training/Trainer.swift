@@ -89,10 +89,10 @@ public final class Trainer {
         let ctx = ComputeContext.current
         if group.isDistributed {
             log("world size \(group.size) (\(group.backend)), rank \(group.rank): global batch \(hyp.batch), \(localBatch) per rank; " +
-                "\(ctx.threads) thread\(ctx.threads == 1 ? "" : "s") per rank, kernels \(ctx.kernels), \(Trainer.convolutions(ctx)); BatchNorm statistics " +
+                "\(ctx.threads) thread\(ctx.threads == 1 ? "" : "s") per rank, kernels \(ctx.kernels), \(Trainer.convolutions(ctx, amp: hyp.amp)); BatchNorm statistics " +
                 (options.syncBN ? "of the global batch (--sync-bn)" : "per rank"))
         } else {
-            log("single process: batch \(hyp.batch), \(ctx.threads) thread\(ctx.threads == 1 ? "" : "s"), kernels \(ctx.kernels), \(Trainer.convolutions(ctx))")
+            log("single process: batch \(hyp.batch), \(ctx.threads) thread\(ctx.threads == 1 ? "" : "s"), kernels \(ctx.kernels), \(Trainer.convolutions(ctx, amp: hyp.amp))")
             if options.syncBN { log("note: --sync-bn has no effect in a single process (its batch statistics are the global batch's)") }
         }
 
@@ -250,9 +250,12 @@ public final class Trainer {
     }
 
     /// Where the convolutions run, for the header line.
-    static func convolutions(_ ctx: ComputeContext) -> String {
+    static func convolutions(_ ctx: ComputeContext, amp: Precision) -> String {
         switch ctx.gemm {
-        case .onednn: return "convolutions on oneDNN \(OneDNN.version) (\(OneDNN.isa))"
+        case .onednn:
+            // oneDNN 2.6 has bfloat16 convolutions from AVX-512 on.
+            let emulated = amp == .bf16 && !OneDNN.nativeBF16 ? ", bf16 on its Float32 primitives with operands rounded to bfloat16" : ""
+            return "convolutions on oneDNN \(OneDNN.version) (\(OneDNN.isa)\(emulated))"
         case .packed: return "convolutions on the packed GEMM"
         case .openblas: return "convolutions on OpenBLAS sgemm"
         }

@@ -15,7 +15,8 @@ func printEnvironment() {
     print("kernels: \(ctx.kernels) (cpu level \(Kernels.cpuLevel)\(Kernels.cpuHasBF16 ? ", avx512_bf16" : "")), gemm: \(ctx.gemm.rawValue), " +
           "OpenBLAS core: \(BLAS.coreName), threads: \(ctx.threads), oneDNN " +
           (OneDNN.available ? "\(OneDNN.version) (\(OneDNN.isa))" : "unavailable") +
-          (ctx.gemm == .onednn ? " for every convolution" : ctx.bf16OnOneDNN && ctx.kernels.nativeBF16 ? " for bf16 convolutions" : " unused"))
+          (ctx.gemm == .onednn ? " for every convolution" + (OneDNN.nativeBF16 ? "" : " (bf16 on its Float32 primitives, operands rounded)")
+           : ctx.bf16OnOneDNN && ctx.kernels.nativeBF16 && OneDNN.nativeBF16 ? " for bf16 convolutions" : " unused"))
 }
 
 /// `--gemm packed|openblas` and `--kernels portable|avx2|avx512` of every benchmark, applied to the current context.

@@ -209,13 +209,19 @@ extension BlockedKernelTests {
 
     static func context(bf16: Bool, fused: Bool) -> ComputeContext { context(bf16 ? .bf16 : .fp32, fused: fused) }
 
-    static func context(_ precision: Precision, fused: Bool) -> ComputeContext {
+    /// `bf16Primitives` false: bf16 on oneDNN's Float32 primitives even where it has bfloat16 ones.
+    static func context(_ precision: Precision, fused: Bool, bf16Primitives: Bool = true) -> ComputeContext {
         let ctx = ComputeContext(threads: 2)
         ctx.gemm = .onednn
         ctx.precision = precision
         ctx.fuseConvBatchNorm = fused
+        ctx.bf16Primitives = bf16Primitives
         return ctx
     }
+
+    /// Whether `ctx`'s convolutions take bfloat16 operands in oneDNN's own primitives (under bf16
+    /// where oneDNN has bfloat16 convolutions; elsewhere bf16 runs on its Float32 ones).
+    static func dnnlBF16(_ ctx: ComputeContext) -> Bool { OneDNN.route(ctx, bf16: ctx.precision == .bf16)?.dnnlBF16 ?? false }
 
     static func run(_ g: ConvGeometry, _ ctx: ComputeContext, training: Bool, silu: Bool, grad: Bool = true) -> Run {
         var rng = RandomState(seed: 21)
@@ -242,19 +248,21 @@ extension BlockedKernelTests {
         return zip(a, b).map { Double(abs($0 - $1)) }.max().map { $0 / max(m, 1e-30) } ?? 0
     }
 
-    /// (precision, silu) pairs.
-    static let modes: [(Precision, Bool)] = [(.fp32, false), (.fp32, true), (.bf16, false), (.bf16, true), (.fp16, false), (.fp16, true)]
+    /// (precision, silu, bf16Primitives): bf16 on oneDNN's own route here, and on its Float32
+    /// primitives (forced where it has bfloat16 ones).
+    static let modes: [(Precision, Bool, Bool)] = [(.fp32, false, true), (.fp32, true, true), (.bf16, false, true), (.bf16, true, true),
+                                                   (.bf16, false, false), (.bf16, true, false), (.fp16, false, true), (.fp16, true, true)]
 
     @Test(arguments: 0..<geometries.count, 0..<modes.count)
     func trainingMatchesTheComposedOps(_ gi: Int, _ mi: Int) throws {
-        let (precision, silu) = ConvBatchNormTests.modes[mi]
+        let (precision, silu, primitives) = ConvBatchNormTests.modes[mi]
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
-        let bf16 = precision == .bf16
         let g = ConvBatchNormTests.geometries[gi]
-        let fusedCtx = ConvBatchNormTests.context(precision, fused: true)
+        let fusedCtx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: primitives)
+        let bf16 = ConvBatchNormTests.dnnlBF16(fusedCtx)
         try #require(fusedCtx.run { OneDNN.blockedOut(g, bf16: bf16) } != nil, "oneDNN keeps \(g)'s output channel-blocked")
         let f = ConvBatchNormTests.run(g, fusedCtx, training: true, silu: silu)
-        let c = ConvBatchNormTests.run(g, ConvBatchNormTests.context(precision, fused: false), training: true, silu: silu)
+        let c = ConvBatchNormTests.run(g, ConvBatchNormTests.context(precision, fused: false, bf16Primitives: primitives), training: true, silu: silu)
         // The convolution's values are the same (the same primitive; a reorder is exact); only the
         // statistics' sums run in another order: measured at most 3e-7 of the largest value on an
         // AVX-512 machine, bound 2e-6.
@@ -316,15 +324,18 @@ extension BlockedKernelTests {
     /// A chain of two fused blocks: the second one's weight gradient takes its input rebuilt in
     /// backward from the first one's z. The same outputs and gradients bit for bit as with that input
     /// kept since the forward, with the kept copy's bytes fewer saved for backward.
-    @Test(arguments: [Precision.fp32, .bf16, .fp16])
-    func rebuiltInputsMatchKeptOnes(_ precision: Precision) throws {
-        let bf16 = precision == .bf16
+    /// (precision, bf16Primitives) of the rebuilding tests.
+    static let rebuildModes: [(Precision, Bool)] = [(.fp32, true), (.bf16, true), (.bf16, false), (.fp16, true)]
+
+    @Test(arguments: 0..<rebuildModes.count)
+    func rebuiltInputsMatchKeptOnes(_ mi: Int) throws {
+        let (precision, primitives) = ConvBatchNormTests.rebuildModes[mi]
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
         let g1 = ConvGeometry(n: 2, c: 16, h: 12, w: 12, o: 32, k: 3, s: 1, p: 1)
         let g2 = ConvGeometry(n: 2, c: 32, h: 12, w: 12, o: 16, k: 3, s: 2, p: 1)
         struct Chain: Equatable { var y: [UInt32], grads: [[UInt32]], saved: Int }
         func chain(rebuild: Bool) -> Chain {
-            let ctx = ConvBatchNormTests.context(precision, fused: true)
+            let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: primitives)
             ctx.rebuildConvInputs = rebuild
             var rng = RandomState(seed: 41)
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
@@ -344,7 +355,8 @@ extension BlockedKernelTests {
                 return Chain(y: y.array.map(\.bitPattern), grads: params.map { $0.grad!.array.map(\.bitPattern) }, saved: saved)
             }
         }
-        let ctx = ConvBatchNormTests.context(bf16: bf16, fused: true)
+        let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: primitives)
+        let bf16 = ConvBatchNormTests.dnnlBF16(ctx)
         try #require(ctx.run { OneDNN.blockedOut(g1, bf16: bf16) != nil && OneDNN.sourceBlock(g2, bf16: bf16) != nil })
         let rebuilt = chain(rebuild: true), kept = chain(rebuild: false)
         #expect(rebuilt.y == kept.y)
@@ -359,18 +371,22 @@ extension BlockedKernelTests {
     /// concatenation, and after a block rebuild their inputs from the blocks' z: the same outputs and
     /// gradients bit for bit as with copies kept since the forward, and those copies' bytes fewer
     /// saved for backward.
-    @Test(arguments: [Precision.fp32, .bf16, .fp16])
-    func rebuiltThroughSlicesSumsAndConcatenations(_ precision: Precision) throws {
+    @Test(arguments: 0..<rebuildModes.count)
+    func rebuiltThroughSlicesSumsAndConcatenations(_ mi: Int) throws {
+        let (precision, primitives) = ConvBatchNormTests.rebuildModes[mi]
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
-        let probe = ConvBatchNormTests.context(precision, fused: true)
-        let bf16 = precision == .bf16
-        try #require(probe.run {
-            OneDNN.sourceBlock(ConvGeometry(n: 2, c: 16, h: 12, w: 12, o: 16, k: 3, s: 1, p: 1), bf16: bf16) == 16
-                && OneDNN.sourceBlock(ConvGeometry(n: 2, c: 48, h: 12, w: 12, o: 32, k: 1, s: 1, p: 0), bf16: bf16) == 16
-        }, "these convolutions take their input in 16-channel blocks here")
+        let probe = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: primitives)
+        let bf16 = ConvBatchNormTests.dnnlBF16(probe)
+        // 16-channel blocks on AVX-512, 8 on AVX2: either way the chunk falls on block boundaries.
+        let blocks = probe.run {
+            [OneDNN.sourceBlock(ConvGeometry(n: 2, c: 16, h: 12, w: 12, o: 16, k: 3, s: 1, p: 1), bf16: bf16),
+             OneDNN.sourceBlock(ConvGeometry(n: 2, c: 48, h: 12, w: 12, o: 32, k: 1, s: 1, p: 0), bf16: bf16)]
+        }
+        try #require(blocks[0] != nil && blocks[0] == blocks[1] && 16 % blocks[0]! == 0,
+                     "these convolutions take their input in 8- or 16-channel blocks here (\(blocks))")
         struct Run: Equatable { var y: [UInt32], grads: [[UInt32]], saved: Int }
         func run(rebuild: Bool) -> Run {
-            let ctx = ConvBatchNormTests.context(precision, fused: true)
+            let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: primitives)
             ctx.rebuildConvInputs = rebuild
             var rng = RandomState(seed: 51)
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)

@@ -35,8 +35,13 @@ import _TestSupport
         return worst
     }
 
-    @Test(arguments: 0..<geometries.count, [false, true])
-    func passesMatchTheReference(_ gi: Int, bf16: Bool) throws {
+    /// Float32; bfloat16 on oneDNN's own route here; bfloat16 on its Float32 primitives (the route
+    /// where it has no bfloat16 convolutions, forced on a CPU where it has them).
+    enum Mode: CaseIterable { case fp32, bf16, bf16OnF32 }
+
+    @Test(arguments: 0..<geometries.count, Mode.allCases)
+    func passesMatchTheReference(_ gi: Int, mode: Mode) throws {
+        let bf16 = mode != .fp32
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
         let g = OneDNNConvTests.geometries[gi]
         let x = OneDNNConvTests.random(g.n * g.c * g.h * g.w, seed: 11), w = OneDNNConvTests.random(g.o * g.kdim, seed: 12)
@@ -44,6 +49,8 @@ import _TestSupport
         let ctx = ComputeContext(threads: 2)
         ctx.gemm = .onednn
         ctx.precision = bf16 ? .bf16 : .fp32
+        ctx.bf16Primitives = mode != .bf16OnF32
+        #expect(OneDNN.route(ctx, bf16: bf16) == (mode == .fp32 ? .f32 : OneDNN.nativeBF16 && mode == .bf16 ? .bf16 : .bf16OnF32))
         var y = [Float](repeating: .nan, count: gy.count), gw = [Float](repeating: 0, count: w.count)
         var gx = [Float](repeating: .nan, count: x.count)
         var gxAcc = OneDNNConvTests.random(x.count, seed: 14)
@@ -88,7 +95,7 @@ import _TestSupport
             let (dx, dw) = Tensor.conv2dNaiveGrads(g, x: xr, w: wr, gy: gyr)
             let errors = [OneDNNConvTests.bf16Error(y, ref), OneDNNConvTests.bf16Error(gx, OneDNNConvTests.bf16(dx)),
                           OneDNNConvTests.bf16Error(gw, OneDNNConvTests.bf16(dw))]
-            print("oneDNN bf16 \(g.n)x\(g.c)x\(g.h)x\(g.w) o\(g.o) k\(g.k) s\(g.s) (\(OneDNN.isa)): forward, input and weight gradient " +
+            print("oneDNN bf16\(mode == .bf16OnF32 ? " on Float32 primitives" : "") \(g.n)x\(g.c)x\(g.h)x\(g.w) o\(g.o) k\(g.k) s\(g.s) (\(OneDNN.isa)): forward, input and weight gradient " +
                   "within \(errors.map { String(format: "%.2f", $0) }.joined(separator: ", ")) of the bound")
             for (e, pass) in zip(errors, ["forward", "input gradient", "weight gradient"]) { #expect(e <= 1, "\(pass) \(g)") }
         } else {
@@ -194,15 +201,21 @@ import _TestSupport
         else { #expect(throws: GemmFlagError.self) { try GemmBackend(flag: "onednn") } }
     }
 
+    /// Where oneDNN has no bfloat16 convolutions (oneDNN 2.6 below AVX-512), `--gemm onednn` runs the
+    /// bfloat16 autocast on its Float32 primitives; the packed GEMM keeps it unless the CPU and
+    /// oneDNN both have bfloat16.
     @Test func routing() {
+        print("oneDNN \(OneDNN.version) (\(OneDNN.isa)): bfloat16 convolutions \(OneDNN.nativeBF16 ? "native" : "on Float32 primitives")")
+        if OneDNN.available { #expect(OneDNN.nativeBF16 == OneDNN.isa.hasPrefix("avx512")) }
         let ctx = ComputeContext(threads: 1)
         #expect(OneDNN.handles(ctx, bf16: false) == false)
-        #expect(OneDNN.handles(ctx, bf16: true) == (OneDNN.available && Kernels.cpuHasBF16))
+        #expect(OneDNN.route(ctx, bf16: true) == (OneDNN.nativeBF16 && Kernels.cpuHasBF16 ? .bf16 : nil))
         ctx.kernels = .portable
         #expect(OneDNN.handles(ctx, bf16: true) == false)
         ctx.gemm = .openblas
         #expect(OneDNN.handles(ctx, bf16: false) == false)
         ctx.gemm = .onednn
-        #expect(OneDNN.handles(ctx, bf16: false) == OneDNN.available)
+        #expect(OneDNN.route(ctx, bf16: false) == (OneDNN.available ? .f32 : nil))
+        #expect(OneDNN.route(ctx, bf16: true) == (!OneDNN.available ? nil : OneDNN.nativeBF16 ? .bf16 : .bf16OnF32))
     }
 }

@@ -167,7 +167,10 @@ final class LearningTests: XCTestCase {
     /// takes seeds 0-2 of each precision: the AMP mean must lie within FP32's spread over those
     /// seeds (at least 0.02) plus a margin of 0.02 of the FP32 mean, and every run must learn (>= 0.8).
     /// FP32 with the convolutions on oneDNN (train_dual's default where libdnnl runs; its own
-    /// summation order) is judged the same way. Measured 2026-11-29 (Emerald Rapids, oneDNN 2.6.3):
+    /// summation order) is judged the same way. bf16 runs as train_dual runs it (see below);
+    /// 2026-12-06, Zen 3 (AVX2, oneDNN without bfloat16 convolutions, so on its Float32 primitives):
+    /// FP32 0.9777 0.9525 0.9871; bf16 on oneDNN's Float32 primitives 0.9817 0.9557 0.9892 (on the
+    /// packed GEMM, before: 0.9671 0.9774 0.9596). Measured 2026-11-29 (Emerald Rapids, oneDNN 2.6.3):
     /// FP32 on oneDNN 0.9851 0.9726 0.9742 against packed FP32's seeds.
     func testMixedPrecisionLearnsAsFP32() throws {
         let seeds = [0, 1, 2]
@@ -175,7 +178,9 @@ final class LearningTests: XCTestCase {
         let fp32 = try finals(.fp32)
         let spread = max(fp32.max()! - fp32.min()!, 0.02)
         let mean32 = fp32.reduce(0, +) / 3
-        var variants: [(name: String, precision: Precision, gemm: GemmBackend)] = [("fp16", .fp16, .packed), ("bf16", .bf16, .packed)]
+        // bf16 as train_dual runs it: on oneDNN where libdnnl runs (its bfloat16 primitives, or where
+        // it has none its Float32 ones on rounded operands), else the packed GEMM.
+        var variants: [(name: String, precision: Precision, gemm: GemmBackend)] = [("fp16", .fp16, .packed), ("bf16", .bf16, .toolDefault)]
         if OneDNN.available { variants.append(("FP32 on oneDNN", .fp32, .onednn)) }
         for v in variants {
             let amp = try seeds.map { try XCTUnwrap(learn(v.precision, seed: $0, gemm: v.gemm).final).metrics.map50 }

@@ -19,6 +19,10 @@ int df_dnnl_available(void);
 const char *df_dnnl_isa(void);
 // Library version, e.g. "2.6.3".
 const char *df_dnnl_version(void);
+// 1 when oneDNN has bfloat16 convolutions on this CPU (oneDNN 2.6: AVX-512 and up), else 0: then
+// every bf16 call below fails, and a bfloat16 convolution runs as a Float32 one on operands rounded
+// to bfloat16 by the caller.
+int df_dnnl_bf16_native(void);
 
 // y [n,o,oh,ow] = conv(x, w). Under bf16, x and w are rounded to bfloat16 (nearest even), the
 // products accumulate in Float32 and y holds the bfloat16-rounded outputs. keep_x (or NULL): where

@@ -8,10 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-// libdnnl is opened at run time (the tools start where it is absent), after OMP_WAIT_POLICY is set
-// to passive unless the user set it: oneDNN's OpenMP threads then sleep between convolutions
-// instead of spinning on the cores the project's own threads work on (measured: a bf16 training
-// step 883-941 ms spinning, 759-768 ms passive). Each function below is looked up by name.
+// libdnnl is opened at run time (the tools start where it is absent). Its OpenMP team also runs the
+// project's own parallel loops (team.c), so its threads wait for the next piece of work by
+// spinning briefly, GOMP_SPINCOUNT 10000 (about 0.3 ms on a Zen 3), before they sleep, unless the
+// user chose OMP_WAIT_POLICY or GOMP_SPINCOUNT: waking a sleeping thread for each of the ~190
+// primitives and loops of a batch-1 inference cost a quarter of it (measured on a Zen 3 VM, dual
+// mid at 320 px: 32-44 ms sleeping at once, 28 ms spinning briefly). Spinning without end would
+// take the cores from threads outside the team (the data loader's). Each function below is looked
+// up by name.
 #define DNNL_FUNCTIONS(X) \
     X(dnnl_engine_create) X(dnnl_engine_destroy) X(dnnl_stream_create) X(dnnl_stream_wait) \
     X(dnnl_get_effective_cpu_isa) X(dnnl_version) X(dnnl_memory_desc_equal) X(dnnl_memory_desc_get_size) \
@@ -28,7 +32,7 @@ DNNL_FUNCTIONS(DECLARE)
 
 // 1 when every function was found.
 static int load_library(void) {
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+    if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) setenv("GOMP_SPINCOUNT", "10000", 1);
     void *h = dlopen("libdnnl.so.2", RTLD_NOW | RTLD_LOCAL);
     if (!h) h = dlopen("libdnnl.so", RTLD_NOW | RTLD_LOCAL);
     if (!h) return 0;
@@ -115,6 +119,7 @@ static int ready_locked(void) {
         }
         void *gomp = dlopen("libgomp.so.1", RTLD_NOW | RTLD_NOLOAD);
         setThreads = gomp ? (void (*)(int))dlsym(gomp, "omp_set_num_threads") : NULL;
+        if (state == 1) df_team_attach();
     }
     return state == 1;
 }

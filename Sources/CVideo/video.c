@@ -13,8 +13,9 @@
 
 // FFmpeg's libraries are opened at run time, on the first video opened or created: the tools start
 // where they are absent, and their dependencies (libsoxr brings libgomp) stay out of every process
-// that never touches video. OMP_WAIT_POLICY is set to passive first unless the user set it, as the
-// oneDNN loader does, so whichever loads libgomp first gives it sleeping threads.
+// that never touches video. GOMP_SPINCOUNT is set to 10000 first unless the user set it or
+// OMP_WAIT_POLICY, as the oneDNN loader does (CDNNL), so whichever loads libgomp first gives its
+// threads the same brief spin before they sleep.
 #define LIB_AVUTIL "libavutil.so." AV_STRINGIFY(LIBAVUTIL_VERSION_MAJOR)
 #define LIB_AVCODEC "libavcodec.so." AV_STRINGIFY(LIBAVCODEC_VERSION_MAJOR)
 #define LIB_AVFORMAT "libavformat.so." AV_STRINGIFY(LIBAVFORMAT_VERSION_MAJOR)
@@ -39,7 +40,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static char missing[256];   // empty when every library and function was found
 
 static void load(void) {
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+    if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) setenv("GOMP_SPINCOUNT", "10000", 1);
     const char *names[4] = {LIB_AVUTIL, LIB_AVCODEC, LIB_AVFORMAT, LIB_SWSCALE};
     void *libs[4];
     for (int i = 0; i < 4; i++) {

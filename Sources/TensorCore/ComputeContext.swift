@@ -98,6 +98,9 @@ public final class ComputeContext: @unchecked Sendable {
     /// them (`OneDNN.nativeBF16`). Off: its Float32 primitives on operands rounded to bfloat16, as
     /// where it has none (the same products; to compare the two, and to test that path on any CPU).
     public var bf16Primitives = true
+    /// Parallel loops run on oneDNN's OpenMP threads once libdnnl is loaded (one team for the
+    /// convolutions and the loops between them). Off: on libdispatch's threads.
+    public var openMPTeam = true
     /// Whether a convolution followed by batch norm (`Tensor.convBatchNorm`, the Conv block) keeps
     /// the convolution's output in oneDNN's channel-blocked layout through the batch norm where its
     /// convolutions run on oneDNN (no reorder of the output or of its gradient). Off: the two ops

@@ -1,3 +1,4 @@
+import CDNNL
 import Dispatch
 import Foundation
 
@@ -15,6 +16,10 @@ struct UncheckedSendable<T>: @unchecked Sendable {
 /// whose boundaries depend only on the problem size and the thread count, so results are
 /// deterministic for a given thread count. A loop started on a worker thread (inside another
 /// parallel loop) runs serially on that worker.
+///
+/// The chunks run on oneDNN's OpenMP team once libdnnl is loaded (`ComputeContext.openMPTeam`):
+/// the same threads then run the convolutions and every loop between them, so no second pool has
+/// to be woken around each convolution. Before that, and with the option off, on libdispatch's.
 public enum Parallel {
     /// Threads of the current context.
     public static var threads: Int { isWorker ? 1 : ComputeContext.current.threads }
@@ -25,11 +30,24 @@ public enum Parallel {
         if n <= 0 { return }
         let k = min(threads, max(1, n / max(grain, 1)))
         if k <= 1 { body(0..<n); return }
+        run(k) { i in body((n * i / k)..<(n * (i + 1) / k)) }
+    }
+
+    /// Runs body(0), ..., body(k - 1) concurrently (k >= 2), each as a worker.
+    private static func run(_ k: Int, _ body: (Int) -> Void) {
         withoutActuallyEscaping(body) { escaping in
-            let box = UncheckedSendable(escaping)
-            DispatchQueue.concurrentPerform(iterations: k) { i in
-                asWorker { box.value((n * i / k)..<(n * (i + 1) / k)) }
+            var box = UncheckedSendable(escaping)
+            if ComputeContext.current.openMPTeam && df_team_attached() != 0 {
+                let ran = withUnsafeMutablePointer(to: &box) { p in
+                    df_team_run(Int32(k), { context, i in
+                        let task = context!.assumingMemoryBound(to: UncheckedSendable<(Int) -> Void>.self).pointee
+                        Parallel.asWorker { task.value(Int(i)) }
+                    }, p) == 0
+                }
+                if ran { return }
             }
+            let shared = box
+            DispatchQueue.concurrentPerform(iterations: k) { i in asWorker { shared.value(i) } }
         }
     }
 
@@ -50,12 +68,7 @@ public enum Parallel {
         let k = workers(n, grain: grain)
         if k == 0 { return }
         if k == 1 { body(0, 0..<n); return }
-        withoutActuallyEscaping(body) { escaping in
-            let box = UncheckedSendable(escaping)
-            DispatchQueue.concurrentPerform(iterations: k) { i in
-                asWorker { box.value(i, (n * i / k)..<(n * (i + 1) / k)) }
-            }
-        }
+        run(k) { i in body(i, (n * i / k)..<(n * (i + 1) / k)) }
     }
 
     // MARK: Worker marking

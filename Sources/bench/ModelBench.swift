@@ -15,6 +15,7 @@ struct ModelBench: ParsableCommand {
     @Option(help: "IR channels (1 or 3).") var irChannels: Int?
     @Option(help: "Batch size of the training-mode forward timing.") var batch = 8
     @Option(help: "Timed runs per measurement (the median is printed).") var runs = 7
+    @Flag(help: "Time inference alone (batch 1, with and without BN folded), not the training-mode passes.") var inferenceOnly = false
     @OptionGroup var context: ContextOptions
 
     func run() throws {
@@ -31,7 +32,19 @@ struct ModelBench: ParsableCommand {
             for s in model.streams { d[s.name] = Tensor.uniform([b, s.channels, imgsz, imgsz], rng: &rng) }
             return d
         }
-        let x8 = inputs(batch)
+        if !inferenceOnly { try timeTraining(model, inputs(batch)) }
+        let x1 = inputs(1)
+        model.training = false
+        let ctx = ComputeContext.current
+        var fastest = 0.0
+        let infer = ctx.withFrozenWeights { medianTime(runs: runs) { _ = noGrad { model(x1) } } }
+        model.fuse()
+        let fused = ctx.withFrozenWeights { medianTime(runs: runs, fastest: &fastest) { _ = noGrad { model(x1) } } }
+        print(String(format: "inference, batch 1: %.1f ms; BN folded: %.1f ms (fastest %.1f)  (%d threads, median of %d)",
+                     infer * 1e3, fused * 1e3, fastest * 1e3, Parallel.threads, runs))
+    }
+
+    func timeTraining(_ model: DetectionModel, _ x8: [String: Tensor]) throws {
         model.training = true
         let train = medianTime(runs: runs) { _ = noGrad { model(x8) } }
         let trainBwd = medianTime(runs: runs) {
@@ -41,15 +54,7 @@ struct ModelBench: ParsableCommand {
             loss.backward()
             for p in model.parameters { p.tensor.zeroGrad() }
         }
-        let x1 = inputs(1)
-        model.training = false
-        let ctx = ComputeContext.current
-        let infer = ctx.withFrozenWeights { medianTime(runs: runs) { _ = noGrad { model(x1) } } }
-        model.fuse()
-        let fused = ctx.withFrozenWeights { medianTime(runs: runs) { _ = noGrad { model(x1) } } }
         print(String(format: "forward, training mode, batch %d: %.1f ms (%.1f img/s); with backward of a proxy loss: %.1f ms",
                      batch, train * 1e3, Double(batch) / train, trainBwd * 1e3))
-        print(String(format: "inference, batch 1: %.1f ms; BN folded: %.1f ms  (%d threads, median of %d)",
-                     infer * 1e3, fused * 1e3, Parallel.threads, runs))
     }
 }

@@ -1,3 +1,4 @@
+import CDNNL
 import Testing
 import _TestSupport
 @testable import TensorCore
@@ -89,14 +90,46 @@ import _TestSupport
         for _ in 0..<20 { #expect(step(true).1 == g16) }
     }
 
-    @Test func parallelChunksCoverTheRangeOnce() {
-        for n in [0, 1, 7, 1000, 100_003] {
-            var hits = [Int](repeating: 0, count: n)
-            hits.withUnsafeMutableBufferPointer { p in
-                let base = p.baseAddress
-                Parallel.chunks(n, grain: 3) { r in for i in r { base![i] += 1 } }
+    @Test(arguments: [false, true])
+    func parallelChunksCoverTheRangeOnce(openMPTeam: Bool) {
+        let ctx = ComputeContext(threads: 3)
+        ctx.openMPTeam = openMPTeam
+        ctx.run {
+            for n in [0, 1, 7, 1000, 100_003] {
+                var hits = [Int](repeating: 0, count: n)
+                hits.withUnsafeMutableBufferPointer { p in
+                    let base = p.baseAddress
+                    Parallel.chunks(n, grain: 3) { r in for i in r { base![i] += 1 } }
+                }
+                #expect(hits.allSatisfy { $0 == 1 })
             }
-            #expect(hits.allSatisfy { $0 == 1 })
+        }
+    }
+
+    /// Once libdnnl is loaded, parallel loops run on its OpenMP team (the same threads as its
+    /// convolutions): every chunk on a team thread, the calling thread as number 0, each chunk a
+    /// worker whose own loops run serially; with the option off, on libdispatch's threads.
+    @Test func parallelLoopsShareOneDNNsTeam() throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        #expect(df_team_attached() == 1)
+        for team in [true, false] {
+            let ctx = ComputeContext(threads: 2)
+            ctx.openMPTeam = team
+            var teamThreads = [Int32](repeating: -2, count: 2), nested = [Int](repeating: 0, count: 2)
+            ctx.run {
+                teamThreads.withUnsafeMutableBufferPointer { t in
+                    nested.withUnsafeMutableBufferPointer { w in
+                        let tp = t.baseAddress!, wp = w.baseAddress!
+                        Parallel.indexedChunks(2) { i, _ in
+                            tp[i] = df_team_thread()
+                            wp[i] = Parallel.threads
+                        }
+                    }
+                }
+            }
+            #expect(nested == [1, 1], "loops inside a chunk run serially (team \(team))")
+            if team { #expect(Set(teamThreads) == [0, 1], "chunks on team threads \(teamThreads)") }
+            else { #expect(teamThreads == [0, 0], "libdispatch's threads are in no team \(teamThreads)") }
         }
     }
 }

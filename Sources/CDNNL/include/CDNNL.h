@@ -73,4 +73,19 @@ int df_dnnl_conv_backward_weights_laid(const df_dnnl_conv *g, int bf16, int thre
 // Frees the cached primitives and scratch memory.
 void df_dnnl_release(void);
 
+// MARK: - oneDNN's OpenMP team (team.c)
+
+// A task of df_team_run: task index i of the job.
+typedef void (*df_team_task)(void *context, int i);
+// Looks up libgomp's entry points when libgomp is loaded (libdnnl loads it; called when it is opened).
+void df_team_attach(void);
+// 1 once df_team_run can run tasks on oneDNN's OpenMP team.
+int df_team_attached(void);
+// The calling thread's number in its OpenMP team (0 outside a team), or -1 before df_team_attach.
+int df_team_thread(void);
+// Runs task(context, i) for i in 0 ..< tasks on an OpenMP team of `tasks` threads (the calling
+// thread is one of them) and returns 0 when all have finished; -1 (nothing run) before
+// df_team_attach found libgomp.
+int df_team_run(int tasks, df_team_task task, void *context);
+
 #endif

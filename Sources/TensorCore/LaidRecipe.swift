@@ -79,7 +79,7 @@ final class LaidRecipe: @unchecked Sendable {
     /// each). A bfloat16 recipe gives words with `bf16Words` (oneDNN's bfloat16 primitives read
     /// them), else Float32 values rounded to bfloat16 (its Float32 primitives under the bfloat16
     /// autocast, `OneDNN.Route.bf16OnF32`).
-    func rebuild(_ ctx: ComputeContext, bf16Words: Bool = true) -> HalfBuffer {
+    func rebuild(_ ctx: ComputeContext, bf16Words: Bool) -> HalfBuffer {
         let count = n * c * hw
         if format == .bf16 && bf16Words {
             let out = HalfBuffer(count: count)

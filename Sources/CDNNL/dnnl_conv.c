@@ -25,6 +25,7 @@
     X(dnnl_convolution_forward_desc_init) X(dnnl_convolution_backward_data_desc_init) \
     X(dnnl_convolution_backward_weights_desc_init) \
     X(dnnl_primitive_attr_create) X(dnnl_primitive_attr_destroy) X(dnnl_primitive_attr_set_post_ops) \
+    X(dnnl_primitive_attr_set_scratchpad_mode) \
     X(dnnl_post_ops_create) X(dnnl_post_ops_destroy) X(dnnl_post_ops_append_sum)
 
 #define DECLARE(f) static __typeof__(f) *p_##f;
@@ -67,6 +68,7 @@ static int load_library(void) {
 #define dnnl_primitive_attr_create p_dnnl_primitive_attr_create
 #define dnnl_primitive_attr_destroy p_dnnl_primitive_attr_destroy
 #define dnnl_primitive_attr_set_post_ops p_dnnl_primitive_attr_set_post_ops
+#define dnnl_primitive_attr_set_scratchpad_mode p_dnnl_primitive_attr_set_scratchpad_mode
 #define dnnl_post_ops_create p_dnnl_post_ops_create
 #define dnnl_post_ops_destroy p_dnnl_post_ops_destroy
 #define dnnl_post_ops_append_sum p_dnnl_post_ops_append_sum
@@ -87,6 +89,9 @@ typedef struct entry {
     dnnl_primitive_t fromAdd;
     int addTried;
     dnnl_memory_desc_t plain0, plain1, plainOut, md0, md1, mdOut;
+    // The primitive's scratchpad (user-managed: scratch slot 5, passed at every execution).
+    dnnl_memory_desc_t mdScratch;
+    size_t scratchpadBytes;
     // Forward only: the weights wFrom points at, reordered to md1 (frozen-weight calls; see
     // df_dnnl_conv_forward_frozen). wFrom NULL: nothing cached.
     const float *wFrom;
@@ -100,9 +105,13 @@ static dnnl_engine_t engine;
 static dnnl_stream_t stream;
 static entry *cache;
 // Scratch slots: 0, 1 the reordered inputs, 2 the output in the primitive's layout, 3 the plain
-// output to add, 4 the output gradient reordered by a backward_weights call that keeps it.
-static float *scratch[5];
-static size_t scratchBytes[5];
+// output to add, 4 the output gradient reordered by a backward_weights call that keeps it, 5 the
+// convolution's own scratchpad. The scratchpad is ours (user mode), not oneDNN's global one: that
+// one is per calling thread, and a primitive run from another thread than before (the test runner
+// moves work between threads) was once handed no scratchpad memory at all (oneDNN 2.6.3, a gemm
+// backward-data convolution on AVX2 writing its im2col columns at offsets from address 0).
+static float *scratch[6];
+static size_t scratchBytes[6];
 // What slot 4 holds: the plain gradient it came from and its layout (valid until the next call).
 static const float *keptFrom;
 static dnnl_memory_desc_t keptMd;
@@ -193,6 +202,9 @@ static dnnl_status_t build(entry *e) {
     dnnl_dims_t strides = {g->s, g->s}, pad = {g->p, g->p};
     dnnl_memory_desc_t srcAny, weiAny, dstAny, weiAnyF32, srcPlain, weiPlain, dstPlain;
     dnnl_primitive_desc_t fwd = NULL, pd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    CHECK(dnnl_primitive_attr_create(&attr));
+    CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
     CHECK(dnnl_memory_desc_init_by_tag(&srcAny, 4, src, dt, dnnl_format_tag_any));
     CHECK(dnnl_memory_desc_init_by_tag(&weiAny, 4, wei, dt, dnnl_format_tag_any));
     CHECK(dnnl_memory_desc_init_by_tag(&dstAny, 4, dst, dt, dnnl_format_tag_any));
@@ -203,7 +215,7 @@ static dnnl_status_t build(entry *e) {
     dnnl_convolution_desc_t fd;
     CHECK(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &srcAny, &weiAny, NULL, &dstAny,
                                              strides, pad, pad));
-    CHECK(dnnl_primitive_desc_create(&fwd, &fd, NULL, engine, NULL));
+    CHECK(dnnl_primitive_desc_create(&fwd, &fd, attr, engine, NULL));
     dnnl_query_t q0, q1, qOut;
     if (e->pass == PASS_FORWARD) {
         // Under bf16 the outputs and input gradients are bfloat16 (the Float32 sums rounded to
@@ -214,20 +226,22 @@ static dnnl_status_t build(entry *e) {
     } else if (e->pass == PASS_DATA) {
         dnnl_convolution_desc_t bd;
         CHECK(dnnl_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, &srcAny, &weiAny, &dstAny, strides, pad, pad));
-        CHECK(dnnl_primitive_desc_create(&pd, &bd, NULL, engine, fwd));
+        CHECK(dnnl_primitive_desc_create(&pd, &bd, attr, engine, fwd));
         q0 = dnnl_query_diff_dst_md; q1 = dnnl_query_weights_md; qOut = dnnl_query_diff_src_md;
         e->plain0 = dstPlain; e->plain1 = weiPlain; e->plainOut = srcPlain;
     } else {
         dnnl_convolution_desc_t wd;
         CHECK(dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &srcAny, &weiAnyF32, NULL, &dstAny,
                                                           strides, pad, pad));
-        CHECK(dnnl_primitive_desc_create(&pd, &wd, NULL, engine, fwd));
+        CHECK(dnnl_primitive_desc_create(&pd, &wd, attr, engine, fwd));
         q0 = dnnl_query_src_md; q1 = dnnl_query_diff_dst_md; qOut = dnnl_query_diff_weights_md;
         e->plain0 = srcPlain; e->plain1 = dstPlain; e->plainOut = weiPlain;
     }
     e->md0 = *dnnl_primitive_desc_query_md(pd, q0, 0);
     e->md1 = *dnnl_primitive_desc_query_md(pd, q1, 0);
     e->mdOut = *dnnl_primitive_desc_query_md(pd, qOut, 0);
+    e->mdScratch = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    e->scratchpadBytes = dnnl_memory_desc_get_size(&e->mdScratch);
     CHECK(dnnl_primitive_create(&e->prim, pd));
     CHECK(make_reorder(&e->plain0, &e->md0, &e->to0));
     CHECK(make_reorder(&e->plain1, &e->md1, &e->to1));
@@ -235,6 +249,7 @@ static dnnl_status_t build(entry *e) {
 fail:
     if (fwd) dnnl_primitive_desc_destroy(fwd);
     if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
     return status;
 }
 
@@ -364,7 +379,7 @@ fail:
 static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const void *in0, const void *in1, void *out,
                int accumulate, int share, void *keepSrc, const void *keptSrc, int frozenW, int laid) {
     dnnl_status_t status = dnnl_success;
-    dnnl_memory_t u0 = NULL, u1 = NULL, uo = NULL, m0 = NULL, m1 = NULL, mo = NULL, tmp = NULL;
+    dnnl_memory_t u0 = NULL, u1 = NULL, uo = NULL, m0 = NULL, m1 = NULL, mo = NULL, tmp = NULL, ms = NULL;
     pthread_mutex_lock(&lock);
     if (!ready_locked()) { pthread_mutex_unlock(&lock); return dnnl_runtime_error; }
     entry *e = lookup_locked(pass, g, bf16, &status);
@@ -422,8 +437,15 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const voi
         if (pass == PASS_FORWARD) { k0 = DNNL_ARG_SRC; k1 = DNNL_ARG_WEIGHTS; kOut = DNNL_ARG_DST; }
         else if (pass == PASS_DATA) { k0 = DNNL_ARG_DIFF_DST; k1 = DNNL_ARG_WEIGHTS; kOut = DNNL_ARG_DIFF_SRC; }
         else { k0 = DNNL_ARG_SRC; k1 = DNNL_ARG_DIFF_DST; kOut = DNNL_ARG_DIFF_WEIGHTS; }
-        dnnl_exec_arg_t args[3] = {{k0, a0}, {k1, a1}, {kOut, ao}};
-        CHECK(dnnl_primitive_execute(e->prim, stream, 3, args));
+        int nargs = 3;
+        dnnl_exec_arg_t args[4] = {{k0, a0}, {k1, a1}, {kOut, ao}};
+        if (e->scratchpadBytes) {
+            float *pad = scratch_slot(5, e->scratchpadBytes);
+            if (!pad) { status = dnnl_out_of_memory; goto fail; }
+            CHECK(wrap(&ms, &e->mdScratch, pad));
+            args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, ms};
+        }
+        CHECK(dnnl_primitive_execute(e->prim, stream, nargs, args));
     }
     if (accumulate && !e->addTried) {
         e->addTried = 1;
@@ -460,6 +482,7 @@ fail:
     if (m1) dnnl_memory_destroy(m1);
     if (mo) dnnl_memory_destroy(mo);
     if (tmp) dnnl_memory_destroy(tmp);
+    if (ms) dnnl_memory_destroy(ms);
     pthread_mutex_unlock(&lock);
     return status;
 }
@@ -566,7 +589,7 @@ void df_dnnl_release(void) {
     pthread_mutex_lock(&lock);
     if (state != 1) { pthread_mutex_unlock(&lock); return; }
     while (cache) { entry *next = cache->next; destroy_entry(cache); cache = next; }
-    for (int i = 0; i < 5; i++) { free(scratch[i]); scratch[i] = NULL; scratchBytes[i] = 0; }
+    for (int i = 0; i < 6; i++) { free(scratch[i]); scratch[i] = NULL; scratchBytes[i] = 0; }
     keptValid = 0;
     pthread_mutex_unlock(&lock);
 }

@@ -107,6 +107,38 @@ import _TestSupport
         }
     }
 
+    /// A primitive run from another thread than the one that created it gets its scratchpad (ours,
+    /// not oneDNN's per-thread global one, which once handed a gemm backward-data convolution on
+    /// AVX2 no memory on a second thread: a crash in about half the runs): the same bits from
+    /// several fresh threads, for a convolution whose passes need scratch memory (5x5, stride 2).
+    @Test func samePassesFromAnyThread() throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        let g = ConvGeometry(n: 2, c: 5, h: 13, w: 10, o: 6, k: 5, s: 2, p: 2)
+        let x = OneDNNConvTests.random(g.n * g.c * g.h * g.w, seed: 61), w = OneDNNConvTests.random(g.o * g.kdim, seed: 62)
+        let gy = OneDNNConvTests.random(g.n * g.o * g.pixels, seed: 63)
+        let passes: @Sendable () -> [[Float]] = {
+            let ctx = ComputeContext(threads: 2)
+            ctx.gemm = .onednn
+            var y = [Float](repeating: 0, count: gy.count), gw = [Float](repeating: 0, count: w.count)
+            var gx = [Float](repeating: .nan, count: x.count)
+            ctx.run {
+                Tensor.convForward(g, x: x, w: w, y: &y)
+                Tensor.convWeightGrad(g, x: x, gy: gy, gw: &gw)
+                Tensor.convInputGrad(g, w: w, gy: gy, gx: &gx, fresh: true)
+            }
+            return [y, gw, gx]
+        }
+        let here = passes()
+        final class Result: @unchecked Sendable { var passes: [[Float]] = [] }
+        for _ in 0..<4 {
+            let done = DispatchSemaphore(value: 0), there = Result()
+            let t = Thread { there.passes = passes(); done.signal() }
+            t.start()
+            done.wait()
+            #expect(there.passes.map { $0.map(\.bitPattern) } == here.map { $0.map(\.bitPattern) })
+        }
+    }
+
     /// On oneDNN a convolution keeps its input for the weight gradient in oneDNN's layout, from the
     /// forward's own reorder, instead of x itself (FP32) or a 16-bit NCHW copy (bf16): the saved bytes
     /// stay those of x (of its 16-bit copy), and the weight and input gradients are the bits the same

@@ -60,21 +60,26 @@ public enum BufferPool {
 
     static func roundedSize(_ bytes: Int) -> Int { (bytes + 4095) & ~4095 }
 
-    static func allocate(_ bytes: Int) -> UnsafeMutableRawPointer {
+    /// How much larger than asked a cached block may be and still be handed out (when no block of
+    /// the exact size is cached), as a fraction of the size asked for.
+    static let reuseSlack = 0.5
+
+    /// Storage for `bytes` and the size of the block behind it (what `release` is given back).
+    static func allocate(_ bytes: Int) -> (pointer: UnsafeMutableRawPointer, block: Int) {
         if bytes >= minPooled {
             let size = roundedSize(bytes)
-            let reused = state.withLock { $0.take(size) }
-            if let reused, let p = UnsafeMutableRawPointer(bitPattern: reused) { return p }
-            return systemAllocate(size)
+            let reused = state.withLock { $0.take(size, upTo: roundedSize(size + Int(Double(size) * reuseSlack))) }
+            if let reused, let p = UnsafeMutableRawPointer(bitPattern: reused.address) { return (p, reused.size) }
+            return (systemAllocate(size), size)
         }
-        return systemAllocate(max(bytes, 1))
+        return (systemAllocate(max(bytes, 1)), bytes)
     }
 
-    static func release(_ p: UnsafeMutableRawPointer, _ bytes: Int) {
-        if bytes >= minPooled {
-            let size = roundedSize(bytes)
-            if state.withLock({ $0.put(UInt(bitPattern: p), size: size) }) { return }
-            systemFree(p, size)
+    /// Returns storage of `block` bytes (as `allocate` said) to the cache or the system.
+    static func release(_ p: UnsafeMutableRawPointer, block: Int) {
+        if block >= minPooled {
+            if state.withLock({ $0.put(UInt(bitPattern: p), size: block) }) { return }
+            systemFree(p, block)
             return
         }
         free(p)
@@ -156,19 +161,45 @@ struct PoolCache {
     init(limit: Int) { self.limit = limit }
 
     /// A cached block of exactly `size` bytes (the most recently freed), or nil.
-    mutating func take(_ size: Int) -> UInt? {
-        guard let b = free[size]?.popLast() else { return nil }
-        cachedBytes -= size
-        return b.address
+    mutating func take(_ size: Int) -> UInt? { take(size, upTo: size)?.address }
+
+    /// A cached block of `size` bytes, else the smallest cached size up to `upTo` (the most recently
+    /// freed block of that size), or nil.
+    mutating func take(_ size: Int, upTo: Int) -> Block? {
+        var i = lowerBound(size)
+        while i < sizes.count, sizes[i] <= upTo {
+            let s = sizes[i]
+            if let b = free[s]?.popLast() {
+                cachedBytes -= s
+                if free[s]!.isEmpty { free[s] = nil; sizes.remove(at: i) }
+                return Block(address: b.address, size: s)
+            }
+            i += 1
+        }
+        return nil
     }
 
     /// Caches a freed block; false (not cached) when it would pass `limit`.
     mutating func put(_ address: UInt, size: Int) -> Bool {
         guard cachedBytes + size <= limit else { return false }
+        if free[size] == nil { sizes.insert(size, at: lowerBound(size)) }
         free[size, default: []].append((address, round))
         cachedBytes += size
         return true
     }
+
+    /// The index of the first cached size >= size.
+    private func lowerBound(_ size: Int) -> Int {
+        var lo = 0, hi = sizes.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if sizes[mid] < size { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// The sizes that have cached blocks, ascending.
+    private var sizes: [Int] = []
 
     /// The blocks to give back: every block cached before the previous `collect()` and not taken
     /// since, i.e. idle for a whole round. Starts a new round.
@@ -182,6 +213,7 @@ struct PoolCache {
             cachedBytes -= idle * size
             free[size] = idle == list.count ? nil : Array(list[idle...])
         }
+        sizes.removeAll { free[$0] == nil }
         round += 1
         return out
     }
@@ -196,6 +228,7 @@ struct PoolCache {
             }
             if free[size]?.isEmpty == true { free[size] = nil }
         }
+        sizes.removeAll { free[$0] == nil }
         return out
     }
 }
@@ -205,12 +238,16 @@ struct PoolCache {
 public final class Buffer: @unchecked Sendable {
     public let count: Int
     public let ptr: UnsafeMutablePointer<Float>
+    /// Bytes of the block behind `ptr` (the pool may hand out a somewhat larger cached block).
+    let block: Int
 
     /// Uninitialised storage for `count` floats.
     public init(count: Int) {
         precondition(count >= 0, "Buffer count must be >= 0, got \(count)")
         self.count = count
-        ptr = BufferPool.allocate(count * 4).bindMemory(to: Float.self, capacity: max(count, 1))
+        let (p, block) = BufferPool.allocate(count * 4)
+        ptr = p.bindMemory(to: Float.self, capacity: max(count, 1))
+        self.block = block
         MemoryStats.add(count * 4)
     }
 
@@ -230,7 +267,7 @@ public final class Buffer: @unchecked Sendable {
 
     deinit {
         MemoryStats.sub(count * 4)
-        BufferPool.release(UnsafeMutableRawPointer(ptr), count * 4)
+        BufferPool.release(UnsafeMutableRawPointer(ptr), block: block)
     }
 
     public var bytes: Int { count * 4 }
@@ -250,16 +287,20 @@ public final class Buffer: @unchecked Sendable {
 public final class HalfBuffer: @unchecked Sendable {
     public let count: Int
     public let ptr: UnsafeMutablePointer<UInt16>
+    /// Bytes of the block behind `ptr` (see `Buffer.block`).
+    let block: Int
 
     public init(count: Int) {
         self.count = count
-        ptr = BufferPool.allocate(count * 2).bindMemory(to: UInt16.self, capacity: max(count, 1))
+        let (p, block) = BufferPool.allocate(count * 2)
+        ptr = p.bindMemory(to: UInt16.self, capacity: max(count, 1))
+        self.block = block
         MemoryStats.add(count * 2)
     }
 
     deinit {
         MemoryStats.sub(count * 2)
-        BufferPool.release(UnsafeMutableRawPointer(ptr), count * 2)
+        BufferPool.release(UnsafeMutableRawPointer(ptr), block: block)
     }
 
     public var bytes: Int { count * 2 }

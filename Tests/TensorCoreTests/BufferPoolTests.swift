@@ -57,6 +57,24 @@ import XCTest
         #expect(cache.cachedBytes == 2 * mb)
     }
 
+    @Test func aSomewhatLargerBlockServesWhenNoneOfTheSizeIsCached() {
+        var cache = PoolCache(limit: 1 << 40)
+        for (a, size) in [(UInt(0x1000), 3 * mb), (0x2000, 5 * mb), (0x3000, 4 * mb), (0x4000, 2 * mb)] {
+            #expect(Self.put(&cache, a, size: size))
+        }
+        // The exact size first, then the smallest larger size within the bound; nothing past it.
+        let exact = cache.take(2 * mb, upTo: 3 * mb); #expect(exact == PoolCache.Block(address: 0x4000, size: 2 * mb))
+        let larger = cache.take(2 * mb, upTo: 3 * mb); #expect(larger == PoolCache.Block(address: 0x1000, size: 3 * mb))
+        let none = cache.take(2 * mb, upTo: 3 * mb); #expect(none == nil, "4 and 5 MiB blocks lie past the bound")
+        let next = cache.take(3 * mb, upTo: 5 * mb); #expect(next == PoolCache.Block(address: 0x3000, size: 4 * mb))
+        #expect(cache.cachedBytes == 5 * mb)
+        // A block goes back under its own size, whatever it was taken for.
+        #expect(Self.put(&cache, 0x1000, size: 3 * mb))
+        let again = cache.take(3 * mb); #expect(again == 0x1000)
+        let rest = cache.trim(keeping: 0); #expect(rest == [PoolCache.Block(address: 0x2000, size: 5 * mb)])
+        #expect(cache.cachedBytes == 0)
+    }
+
     @Test func limitAndTrim() {
         var cache = PoolCache(limit: 3 * mb)
         #expect(Self.put(&cache, 0x1000, size: mb))

@@ -153,19 +153,25 @@ DF_VARIANTS(df_blocked_grad_sums,
 
 static inline __attribute__((always_inline)) void df_blocked_axpby_body(
     float *dz, const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *ca,
-    const float *cb, const float *cc, uint16_t *outh) {
+    const float *cb, const float *cc, uint16_t *outh, int round_to) {
     (void)N;
-#define DF_AXPBY_H(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 1, h)
-#define DF_AXPBY_F(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 0, h)
+#define DF_AXPBY_H(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 1, 0, h)
+#define DF_AXPBY_F(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 0, 0, h)
+#define DF_AXPBY_B(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 0, 1, h)
+#define DF_AXPBY_R(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 0, 2, h)
     if (outh) DF_BY_FORMAT(DF_FMT(zh, f16), DF_AXPBY_H);
+    else if (round_to == 1) DF_BY_FORMAT(DF_FMT(zh, f16), DF_AXPBY_B);
+    else if (round_to == 2) DF_BY_FORMAT(DF_FMT(zh, f16), DF_AXPBY_R);
     else DF_BY_FORMAT(DF_FMT(zh, f16), DF_AXPBY_F);
 #undef DF_AXPBY_H
 #undef DF_AXPBY_F
+#undef DF_AXPBY_B
+#undef DF_AXPBY_R
 }
 DF_VARIANTS(df_blocked_axpby,
             (float *dz, const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1,
-             const float *ca, const float *cb, const float *cc, uint16_t *outh),
-            (dz, z, zh, f16, N, C, HW, B, i0, i1, ca, cb, cc, outh))
+             const float *ca, const float *cb, const float *cc, uint16_t *outh, int round_to),
+            (dz, z, zh, f16, N, C, HW, B, i0, i1, ca, cb, cc, outh, round_to))
 
 // MARK: - Layout conversion (plain loops)
 

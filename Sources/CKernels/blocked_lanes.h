@@ -102,6 +102,31 @@ static inline __attribute__((always_inline)) void DF_N(stbf16)(uint16_t *p, V v)
     memcpy(p, &h, sizeof h);
 }
 
+/// v rounded to bfloat16 values, kept as Float32 (the values DF_N(stbf16) stores, widened).
+static inline __attribute__((always_inline)) V DF_N(rndbf16)(V v) {
+    VU u = (VU)v, ax = u & 0x7FFFFFFFu;
+    VU r = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    VU nan = (VU)(ax > 0x7F800000u), sub = (VU)((ax & 0x7F800000u) == 0);
+    r = (nan & ((u & 0xFFFF0000u) | 0x00400000u)) | (~nan & r);
+    r = (sub & (u & 0x80000000u)) | (~sub & r);
+    return (V)r;
+}
+
+/// v rounded to IEEE half values, kept as Float32: half.c's df_f16_to_f32_1(df_f32_to_f16_1(x))
+/// lane by lane (round to nearest even; past 65504 to inf; half subnormals as multiples of 2^-24,
+/// got by adding and subtracting 0.5, whose ulp is 2^-24; NaN quieted, low 13 payload bits cleared).
+static inline __attribute__((always_inline)) V DF_N(rndf16)(V v) {
+    VU u = (VU)v, sign = u & 0x80000000u, ax = u & 0x7FFFFFFFu;
+    VU normal = (ax + 0xFFFu + ((ax >> 13) & 1u)) & 0xFFFFE000u;
+    V mag = (V)ax;
+    VU small = (VU)((mag + 0.5f) - 0.5f);
+    VU nan = (VU)(ax > 0x7F800000u), big = (VU)(ax >= 0x477FF000u), tiny = (VU)(ax < 0x38800000u);
+    VU r = (tiny & small) | (~tiny & normal);
+    r = (big & 0x7F800000u) | (~big & r);
+    r = (nan & ((ax | 0x00400000u) & 0xFFFFE000u)) | (~nan & r);
+    return (V)(sign | r);
+}
+
 /// Eight lanes h*8 ..< h*8 + 8 of v.
 static inline __attribute__((always_inline)) df_f8 DF_N(part)(V v, int h) {
 #if DF_W == 8
@@ -272,7 +297,7 @@ static inline __attribute__((always_inline)) void DF_N(grad_sums_items)(
 
 static inline __attribute__((always_inline)) void DF_N(axpby_items)(
     float *dz, const float *z, const uint16_t *zh, int C, int HW, int B, int i0, int i1, const float *ca,
-    const float *cbv, const float *cc, uint16_t *outh, const int toHalf, const int half) {
+    const float *cbv, const float *cc, uint16_t *outh, const int toHalf, const int rnd, const int half) {
     int CB = C / B;
     for (int it = i0; it < i1; it++) {
         int cb = it % CB;
@@ -284,6 +309,8 @@ static inline __attribute__((always_inline)) void DF_N(axpby_items)(
                 size_t k = base + (size_t)p * B + j0;
                 V v = a * DF_N(ld)(dz + k) + b * DF_N(ldz)(z, zh, k, half) + k0;
                 if (toHalf) DF_N(stbf16)(outh + k, v);
+                else if (rnd == 1) DF_N(st)(dz + k, DF_N(rndbf16)(v));
+                else if (rnd == 2) DF_N(st)(dz + k, DF_N(rndf16)(v));
                 else DF_N(st)(dz + k, v);
             }
         }

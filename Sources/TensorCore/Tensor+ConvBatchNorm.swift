@@ -176,18 +176,18 @@ extension Tensor {
                 // the convolution's output.
                 let (ca, cb, cc) = plan.inputGradCoefficients(sumG: sumG, sumGX: sumGX, gamma: gamma, replicaSum: replicaSum)
                 let gyHalf = dnnlBF16 ? HalfBuffer(count: n * c * hw) : nil
+                let roundTo: Int32 = f16 ? 2 : onF32 ? 1 : 0
                 ca.withUnsafeBufferPointer { ap in
                     cb.withUnsafeBufferPointer { bp in
                         cc.withUnsafeBufferPointer { cp in
                             let app = ap.baseAddress!, bpp = bp.baseAddress!, cpp = cp.baseAddress!
                             Parallel.chunks(items, grain: grain) { r in
                                 kb.pointee.blocked_axpby(d.ptr, zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
-                                                         Int32(r.upperBound), app, bpp, cpp, gyHalf?.ptr)
+                                                         Int32(r.upperBound), app, bpp, cpp, gyHalf?.ptr, roundTo)
                             }
                         }
                     }
                 }
-                if f16 || onF32 { Conv.round(bctx, d.ptr, count: d.count, to: mode) }
                 let gy = gyHalf.map { UnsafeRawPointer($0.ptr) } ?? UnsafeRawPointer(d.ptr)
                 withExtendedLifetime((d, gyHalf)) {
                     if let nw {

@@ -45,7 +45,7 @@ import _TestSupport
     struct Outputs: Equatable {
         var mean: [Double] = [], sq: [Double] = [], affine: [Float] = [], silu: [Float] = []
         var dz: [Float] = [], dzPlain: [Float] = [], sumG: [Double] = [], sumGX: [Double] = []
-        var gx: [Float] = [], gxHalf: [UInt16] = []
+        var gx: [Float] = [], gxHalf: [UInt16] = [], gxBF16Values: [Float] = [], gxF16Values: [Float] = []
         var laid: [Float] = [], laidHalf: [UInt16] = [], laidAdded: [Float] = []
 
         /// Bit-equal (NaN-free inputs, so Equatable on values is bit equality up to ±0, which the
@@ -55,6 +55,7 @@ import _TestSupport
             func sameD(_ x: [Double], _ y: [Double]) -> Bool { x.count == y.count && zip(x, y).allSatisfy { $0.bitPattern == $1.bitPattern } }
             return sameD(a.mean, b.mean) && sameD(a.sq, b.sq) && same(a.affine, b.affine) && same(a.silu, b.silu) && same(a.dz, b.dz)
                 && same(a.dzPlain, b.dzPlain) && sameD(a.sumG, b.sumG) && sameD(a.sumGX, b.sumGX) && same(a.gx, b.gx) && a.gxHalf == b.gxHalf
+                && same(a.gxBF16Values, b.gxBF16Values) && same(a.gxF16Values, b.gxF16Values)
                 && same(a.laid, b.laid) && a.laidHalf == b.laidHalf && same(a.laidAdded, b.laidAdded)
         }
     }
@@ -94,9 +95,14 @@ import _TestSupport
             var sg = o.sumG, sgx = o.sumGX
             k.blocked_grad_sums(zf, zhp, f, g, mean, nil, nil, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, &o.dzPlain, &sg, &sgx)
             var d = o.dz
-            k.blocked_axpby(&d, zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, ca, cb, cc, &half)
+            k.blocked_axpby(&d, zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, ca, cb, cc, &half, 0)
             o.gxHalf = half
-            k.blocked_axpby(&d, zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, ca, cb, cc, nil)
+            for (roundTo, result) in [(Int32(1), \Outputs.gxBF16Values), (2, \Outputs.gxF16Values)] {
+                var r = o.dz
+                k.blocked_axpby(&r, zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, ca, cb, cc, nil, roundTo)
+                o[keyPath: result] = r
+            }
+            k.blocked_axpby(&d, zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, ca, cb, cc, nil, 0)
             o.gx = d
         }
         return o
@@ -170,6 +176,10 @@ import _TestSupport
         k.channel_axpby(gFused, z, nil, Int32(n), Int32(c), Int32(hw), 0, Int32(c), ca, cb, cc, &gx, 0)
         #expect(BlockedKernelTests.nchw(o.gx, s) == gx, "input gradient \(s)")
         #expect(o.gxHalf == BlockedKernelTests.bf16Words(BlockedKernelTests.blocked(gx, s)), "input gradient as bfloat16 \(s)")
+        #expect(o.gxBF16Values == BlockedKernelTests.blocked(BlockedKernelTests.stored(gx, .bf16).values, s),
+                "input gradient rounded to bfloat16 values \(s)")
+        #expect(o.gxF16Values == BlockedKernelTests.blocked(BlockedKernelTests.stored(gx, .f16).values, s),
+                "input gradient rounded to half values \(s)")
     }
 }
 
@@ -177,20 +187,34 @@ extension BlockedKernelTests {
     /// The vector bfloat16 rounding of the blocked kernels on the values where rounding is delicate
     /// (ties, overflow to inf, subnormals to signed zero, NaNs quieted with their payload), against
     /// the scalar oracle, on every level: the input-gradient pass with ca = 1, cb = cc = 0 passes dz
-    /// through (-0 becomes +0 on the way: -0 + 0 is +0).
+    /// through (-0 becomes +0 on the way: -0 + 0 is +0). Likewise the rounding to bfloat16 and to
+    /// IEEE half values kept as Float32 (half: 65504 and the inf threshold 65520, ties, the half
+    /// subnormals down to the 2^-25 tie that goes to zero, Float32 subnormals).
     @Test func bfloat16RoundingOfSpecialValues() {
         let specials: [Float] = [.nan, Float(bitPattern: 0xFFC1_2345), Float(bitPattern: 0x7F80_0001), .infinity, -.infinity,
                                  Float(bitPattern: 0x0001_1C71), Float(bitPattern: 0x8001_1C71), .greatestFiniteMagnitude, -.greatestFiniteMagnitude, 0, -0.0,
                                  Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000), Float(bitPattern: 0x3F80_8001),
-                                 Float(bitPattern: 0x7F7F_8000), 1, -3.5]
-        let (n, c, hw, b) = (1, 16, 2, 16)
+                                 Float(bitPattern: 0x7F7F_8000), 1, -3.5,
+                                 65504, 65519.99, 65520, -65536, Float(bitPattern: 0x477F_EFFF), Float(bitPattern: 0x3F80_1000),
+                                 Float(bitPattern: 0x3F80_3000), Float(bitPattern: 0x3F80_1001), Float(bitPattern: 0x3300_0000),
+                                 Float(bitPattern: 0x3300_0001), Float(bitPattern: 0xB3C0_0000), Float(bitPattern: 0x3420_0000),
+                                 Float(bitPattern: 0x387F_FFFF), Float(bitPattern: 0x3880_0000), Float(bitPattern: 0x387F_E000),
+                                 Float(bitPattern: 0x0000_0001), Float(bitPattern: 0x7FC0_1FFF)]
+        let (n, c, hw, b) = (1, 16, 3, 16)
         let dz = (0..<(n * c * hw)).map { specials[$0 % specials.count] }
         let z = [Float](repeating: 1, count: dz.count)
         let ones = [Float](repeating: 1, count: c), zeros = [Float](repeating: 0, count: c)
         for k in [KernelLevelTests.p] + KernelLevelTests.fast.map({ $0.table.pointee }) {
             var d = dz, out = [UInt16](repeating: 0, count: dz.count)
-            k.blocked_axpby(&d, z, nil, 0, Int32(n), Int32(c), Int32(hw), Int32(b), 0, 1, ones, zeros, zeros, &out)
+            k.blocked_axpby(&d, z, nil, 0, Int32(n), Int32(c), Int32(hw), Int32(b), 0, 1, ones, zeros, zeros, &out, 0)
             #expect(out == dz.map { df_f32_to_bf16_1((1 * $0 + 0 * 1) + 0) }, "\(String(cString: k.name))")
+            let through = dz.map { (1 * $0 + 0 * 1) + 0 }
+            for (roundTo, oracle) in [(Int32(1), { (x: Float) in df_bf16_to_f32_1(df_f32_to_bf16_1(x)) }),
+                                      (2, { (x: Float) in df_f16_to_f32_1(df_f32_to_f16_1(x)) })] {
+                var r = dz
+                k.blocked_axpby(&r, z, nil, 0, Int32(n), Int32(c), Int32(hw), Int32(b), 0, 1, ones, zeros, zeros, nil, roundTo)
+                #expect(r.map(\.bitPattern) == through.map { oracle($0).bitPattern }, "round_to \(roundTo) \(String(cString: k.name))")
+            }
         }
     }
 }

@@ -119,9 +119,11 @@ typedef struct df_kernels {
     void (*blocked_grad_sums)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, const float *g, const float *mean,
                               const float *_Nullable scale, const float *_Nullable shift, int N, int C, int HW, int B,
                               int i0, int i1, float *dz, double *sum_g, double *sum_gx);
-    /// v = ca[c] * dz + cb[c] * z + cc[c]: into dz in place, or as bfloat16 words into outh when given
+    /// v = ca[c] * dz + cb[c] * z + cc[c]: as bfloat16 words into outh when given, else into dz in
+    /// place, there rounded to bfloat16 values when round_to is 1 and to IEEE half values when 2
     void (*blocked_axpby)(float *dz, const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B,
-                          int i0, int i1, const float *ca, const float *cb, const float *cc, uint16_t *_Nullable outh);
+                          int i0, int i1, const float *ca, const float *cb, const float *cc, uint16_t *_Nullable outh,
+                          int round_to);
 
     /// Max pooling of `planes` planes [H, W] -> y [oH, oW] (window k, stride s, padding p; padding
     /// never wins). arg (may be NULL) gets each output's input index within its plane: the first

@@ -375,7 +375,8 @@ fail:
 // frozenW (forward): the weights do not change between such calls; their reordered copy is cached per
 // shape and pointer.
 // laid: the output gradient is already in the primitive's layout (backward data: in0; backward
-// weights: in1), or the forward writes its output in the primitive's layout (out), with no reorder.
+// weights: in1), or the forward writes its output in the primitive's layout (out), with no reorder;
+// 2 (backward data): and the input gradient is written in the primitive's layout (out).
 static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const void *in0, const void *in1, void *out,
                int accumulate, int share, void *keepSrc, const void *keptSrc, int frozenW, int laid) {
     dnnl_status_t status = dnnl_success;
@@ -428,7 +429,7 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const voi
     }
     // The result goes to the plain output directly when the layouts agree and nothing is added.
     size_t outBytes = dnnl_memory_desc_get_size(&e->plainOut);
-    int laidOut = laid && pass == PASS_FORWARD;
+    int laidOut = (laid && pass == PASS_FORWARD) || (laid == 2 && pass == PASS_DATA && !accumulate);
     if (laidOut) CHECK(wrap(&mo, &e->mdOut, out));
     else if (e->from || accumulate) CHECK(wrap(&mo, &e->mdOut, scratch_slot(2, dnnl_memory_desc_get_size(&e->mdOut))));
     {
@@ -583,6 +584,23 @@ int df_dnnl_conv_backward_data_laid(const df_dnnl_conv *g, int bf16, int threads
 int df_dnnl_conv_backward_weights_laid(const df_dnnl_conv *g, int bf16, int threads, const float *x, const void *gy,
                                        float *gw, const void *kept_x) {
     return run(PASS_WEIGHTS, g, bf16, threads, x, gy, gw, 0, 0, NULL, kept_x, 0, 1);
+}
+
+int df_dnnl_conv_diff_src_block(const df_dnnl_conv *g, int bf16) {
+    dnnl_status_t status = dnnl_success;
+    int B = 0;
+    if (bf16) return 0;
+    pthread_mutex_lock(&lock);
+    if (ready_locked()) {
+        entry *d = lookup_locked(PASS_DATA, g, 0, &status);
+        if (d && d->mdOut.data_type == dnnl_f32) B = channel_block(&d->mdOut);
+    }
+    pthread_mutex_unlock(&lock);
+    return B;
+}
+
+int df_dnnl_conv_backward_data_laid_out(const df_dnnl_conv *g, int threads, const float *w, const void *gy, float *gx) {
+    return run(PASS_DATA, g, 0, threads, gy, w, gx, 0, 0, NULL, NULL, 0, 2);
 }
 
 void df_dnnl_release(void) {

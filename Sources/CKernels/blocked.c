@@ -131,23 +131,34 @@ DF_VARIANTS(df_blocked_affine_laid,
              const float *scale, const float *shift, int silu, float *out, uint16_t *outh, int outC, int outC0, int accumulate),
             (z, zh, f16, N, C, HW, B, c0, count, i0, i1, scale, shift, silu, out, outh, outC, outC0, accumulate))
 
-// MARK: - Gradient sums from an NCHW output gradient
+// MARK: - Gradient sums from an NCHW output gradient (or one in the blocked layout: g_laid)
 
 static inline __attribute__((always_inline)) void df_blocked_grad_sums_body(
-    const float *z, const uint16_t *zh, int f16, const float *g, const float *mean, const float *scale, const float *shift,
-    int N, int C, int HW, int B, int i0, int i1, float *dz, double *sum_g, double *sum_gx) {
+    const float *z, const uint16_t *zh, int f16, const float *g, int g_laid, int g_round, const float *mean,
+    const float *scale, const float *shift, int N, int C, int HW, int B, int i0, int i1, float *dz, double *sum_g,
+    double *sum_gx) {
     (void)N;
-#define DF_GRAD_F(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 1, h)
-#define DF_GRAD_P(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 0, h)
-    if (scale && shift) DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_F);
-    else DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_P);
+#define DF_GRAD_F(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 1, h, 0, g_round)
+#define DF_GRAD_P(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 0, h, 0, g_round)
+#define DF_GRAD_LF(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 1, h, 1, g_round)
+#define DF_GRAD_LP(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 0, h, 1, g_round)
+    if (g_laid) {
+        if (scale && shift) DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_LF);
+        else DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_LP);
+    } else {
+        if (scale && shift) DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_F);
+        else DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_P);
+    }
 #undef DF_GRAD_F
 #undef DF_GRAD_P
+#undef DF_GRAD_LF
+#undef DF_GRAD_LP
 }
 DF_VARIANTS(df_blocked_grad_sums,
-            (const float *z, const uint16_t *zh, int f16, const float *g, const float *mean, const float *scale,
-             const float *shift, int N, int C, int HW, int B, int i0, int i1, float *dz, double *sum_g, double *sum_gx),
-            (z, zh, f16, g, mean, scale, shift, N, C, HW, B, i0, i1, dz, sum_g, sum_gx))
+            (const float *z, const uint16_t *zh, int f16, const float *g, int g_laid, int g_round, const float *mean,
+             const float *scale, const float *shift, int N, int C, int HW, int B, int i0, int i1, float *dz, double *sum_g,
+             double *sum_gx),
+            (z, zh, f16, g, g_laid, g_round, mean, scale, shift, N, C, HW, B, i0, i1, dz, sum_g, sum_gx))
 
 // MARK: - Input gradient, blocked
 
@@ -172,6 +183,56 @@ DF_VARIANTS(df_blocked_axpby,
             (float *dz, const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1,
              const float *ca, const float *cb, const float *cc, uint16_t *outh, int round_to),
             (dz, z, zh, f16, N, C, HW, B, i0, i1, ca, cb, cc, outh, round_to))
+
+// MARK: - Weight gradient of a 3 x 3 convolution with one input channel
+
+/// part[(n - n0) * O * 9 + o * 9 + kh * 3 + kw] = the sum over image n's output pixels of
+/// gy[n, o, oh, ow] * x[n, 0, oh * S + kh - P, ow * S + kw - P] (x zero outside the image), for
+/// images n0 <= n < n1. gy in the blocked layout (block B, a multiple of 8), x NCHW. Each output
+/// row's products add up in Float32 pixel by pixel, the rows in double. pad: scratch of
+/// ((OH - 1) * S + 3) * ((OW - 1) * S + 3) floats (the image with its zero border).
+static inline __attribute__((always_inline)) void df_conv1_wgrad3_body(const float *x, const float *gy, int H, int W, int O,
+                                                                       int B, int S, int P, int OH, int OW, int n0, int n1,
+                                                                       float *pad, double *part) {
+    int PH = (OH - 1) * S + 3, PW = (OW - 1) * S + 3, OB = O / B;
+    for (int n = n0; n < n1; n++) {
+        const float *xi = x + (size_t)n * H * W;
+        for (int r = 0; r < PH; r++) {
+            int ih = r - P;
+            for (int c = 0; c < PW; c++) {
+                int iw = c - P;
+                pad[(size_t)r * PW + c] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? xi[(size_t)ih * W + iw] : 0.0f;
+            }
+        }
+        double *out = part + (size_t)(n - n0) * O * 9;
+        for (int ob = 0; ob < OB; ob++) {
+            const float *g = gy + ((size_t)n * OB + ob) * OH * OW * B;
+            for (int j0 = 0; j0 < B; j0 += 8) {
+                double tot[9][8];
+                for (int t = 0; t < 9; t++) for (int j = 0; j < 8; j++) tot[t][j] = 0;
+                for (int oh = 0; oh < OH; oh++) {
+                    const float *r0 = pad + (size_t)oh * S * PW, *r1 = r0 + PW, *r2 = r1 + PW;
+                    const float *gr = g + (size_t)oh * OW * B + j0;
+                    df_f8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0}, a8 = {0};
+                    for (int ow = 0; ow < OW; ow++) {
+                        df_f8 gv = df_ld8(gr + (size_t)ow * B);
+                        int c = ow * S;
+                        a0 += gv * r0[c]; a1 += gv * r0[c + 1]; a2 += gv * r0[c + 2];
+                        a3 += gv * r1[c]; a4 += gv * r1[c + 1]; a5 += gv * r1[c + 2];
+                        a6 += gv * r2[c]; a7 += gv * r2[c + 1]; a8 += gv * r2[c + 2];
+                    }
+                    df_f8 a[9] = {a0, a1, a2, a3, a4, a5, a6, a7, a8};
+                    for (int t = 0; t < 9; t++) for (int j = 0; j < 8; j++) tot[t][j] += a[t][j];
+                }
+                for (int t = 0; t < 9; t++) for (int j = 0; j < 8; j++) out[(size_t)(ob * B + j0 + j) * 9 + t] = tot[t][j];
+            }
+        }
+    }
+}
+DF_VARIANTS(df_conv1_wgrad3,
+            (const float *x, const float *gy, int H, int W, int O, int B, int S, int P, int OH, int OW, int n0, int n1,
+             float *pad, double *part),
+            (x, gy, H, W, O, B, S, P, OH, OW, n0, n1, pad, part))
 
 // MARK: - Layout conversion (plain loops)
 

@@ -235,10 +235,12 @@ static inline __attribute__((always_inline)) void DF_N(affine_laid_items)(
     }
 }
 
-// MARK: Gradient sums from an NCHW output gradient
+// MARK: Gradient sums from an NCHW (or blocked: glaid) output gradient, read rounded to bfloat16 (gr 1) or half (gr 2) values
 
 static inline __attribute__((always_inline)) void DF_N(grad_pixel)(V gv, V x, V m, V sc, V sh, float *dzp, V *a, V *b,
-                                                                   const int fused) {
+                                                                   const int fused, int gr) {
+    if (gr == 1) gv = DF_N(rndbf16)(gv);
+    else if (gr == 2) gv = DF_N(rndf16)(gv);
     V d = fused ? DF_N(bdz)(gv, x, sc, sh) : gv;
     DF_N(st)(dzp, d);
     *a += d;
@@ -247,7 +249,8 @@ static inline __attribute__((always_inline)) void DF_N(grad_pixel)(V gv, V x, V 
 
 static inline __attribute__((always_inline)) void DF_N(grad_sums_items)(
     const float *z, const uint16_t *zh, const float *g, const float *mean, const float *scale, const float *shift,
-    int C, int HW, int B, int i0, int i1, float *dz, double *sum_g, double *sum_gx, const int fused, const int half) {
+    int C, int HW, int B, int i0, int i1, float *dz, double *sum_g, double *sum_gx, const int fused, const int half,
+    const int glaid, int gr) {
     int CB = C / B;
     for (int it = i0; it < i1; it++) {
         int n = it / CB, cb = it % CB;
@@ -263,6 +266,13 @@ static inline __attribute__((always_inline)) void DF_N(grad_sums_items)(
                 int end = HW - p0 < DF_BTILE ? HW : p0 + DF_BTILE;
                 V a = DF_N(splat)(0), b = DF_N(splat)(0);
                 int p = p0;
+                if (glaid) {
+                    // The gradient in the blocked layout too: read where dz is written (may be dz itself).
+                    for (; p < end; p++) {
+                        size_t k = base + (size_t)p * B + j0;
+                        DF_N(grad_pixel)(DF_N(ld)(g + k), DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused, gr);
+                    }
+                }
                 for (; p + 8 <= end; p += 8) {
                     // The gradient's 8 pixels of these DF_W channels, transposed 8 x 8 at a time.
                     df_f8 q[DF_W / 8][8];
@@ -274,14 +284,14 @@ static inline __attribute__((always_inline)) void DF_N(grad_sums_items)(
                         df_f8 parts[DF_W / 8];
                         for (int h = 0; h < DF_W / 8; h++) parts[h] = q[h][t];
                         size_t k = base + (size_t)(p + t) * B + j0;
-                        DF_N(grad_pixel)(DF_N(join)(parts), DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused);
+                        DF_N(grad_pixel)(DF_N(join)(parts), DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused, gr);
                     }
                 }
                 for (; p < end; p++) {
                     V gv;
                     for (int j = 0; j < DF_W; j++) gv[j] = planes[(size_t)j * HW + p];
                     size_t k = base + (size_t)p * B + j0;
-                    DF_N(grad_pixel)(gv, DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused);
+                    DF_N(grad_pixel)(gv, DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused, gr);
                 }
                 for (int j = 0; j < DF_W; j++) { sg[j] += a[j]; sgx[j] += b[j]; }
             }

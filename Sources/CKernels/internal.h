@@ -102,9 +102,12 @@ DF_DECLARE(df_blocked_affine, (const float *z, const uint16_t *zh, int f16, int 
 DF_DECLARE(df_blocked_affine_laid, (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int c0,
                                     int count, int i0, int i1, const float *scale, const float *shift, int silu, float *out,
                                     uint16_t *outh, int outC, int outC0, int accumulate))
-DF_DECLARE(df_blocked_grad_sums, (const float *z, const uint16_t *zh, int f16, const float *g, const float *mean,
+DF_DECLARE(df_blocked_grad_sums, (const float *z, const uint16_t *zh, int f16, const float *g, int g_laid, int g_round,
+                                  const float *mean,
                                   const float *scale, const float *shift, int N, int C, int HW, int B, int i0, int i1,
                                   float *dz, double *sum_g, double *sum_gx))
+DF_DECLARE(df_conv1_wgrad3, (const float *x, const float *gy, int H, int W, int O, int B, int S, int P, int OH, int OW,
+                             int n0, int n1, float *pad, double *part))
 DF_DECLARE(df_blocked_axpby, (float *dz, const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0,
                               int i1, const float *ca, const float *cb, const float *cc, uint16_t *outh,
                               int round_to))

@@ -11,12 +11,23 @@ public final class Node: @unchecked Sendable {
     /// True for parameters and other tensors created with `requiresGrad`; their grad survives backward.
     public let isLeaf: Bool
     /// Accumulated gradient (same element count as the tensor), allocated on first use.
-    public var grad: Buffer?
+    public var grad: Buffer? { didSet { gradIsLaid = false } }
     var parents: [Node]
     var backwardFn: ((Buffer) -> Void)?
     /// Created in an fp16 or bf16 autocast region: this activation's gradient is rounded to that
     /// format before it is used (`.fp32`: kept as is).
     let gradFormat: Precision
+    /// Ops recorded so far that take this tensor as an input (an op taking it twice counts twice).
+    var uses = 0
+    /// Set by an op whose backward can also take its output gradient in a channel-blocked layout
+    /// (element (n, c, p) at ((n * C/B + c/B) * HW + p) * B + c % B, B = `block`): that backward.
+    var laid: (block: Int, n: Int, c: Int, hw: Int, backward: (Buffer) -> Void)?
+    /// The op's backward rounds the gradient to `gradFormat` itself as it reads it (so backward
+    /// does not round it in a pass of its own).
+    var roundsOwnGradient = false
+    /// `grad` holds the gradient in that layout (`setLaidGradient`); anything else that touches the
+    /// gradient turns it to NCHW first.
+    private(set) var gradIsLaid = false
 
     init(count: Int, isLeaf: Bool, parents: [Node] = [], backward: ((Buffer) -> Void)? = nil) {
         self.count = count
@@ -30,14 +41,40 @@ public final class Node: @unchecked Sendable {
     /// (zeros on first use) and must `+=` its contribution.
     @inline(__always)
     public func accumulate(_ body: (UnsafeMutablePointer<Float>) -> Void) {
+        if gradIsLaid { unlayGradient() }
         if grad == nil { grad = Buffer(count: count, repeating: 0) }
         body(grad!.ptr)
+    }
+
+    /// Whether the gradient can be handed over in the channel-blocked layout with block `block`:
+    /// the op that made this tensor reads that layout, nothing has contributed to the gradient yet,
+    /// and the caller's op is the only one that takes this tensor (so nothing else will).
+    func takesLaidGradient(block: Int) -> Bool {
+        guard let laid, laid.block == block, grad == nil, uses == 1 else { return false }
+        return laid.n * laid.c * laid.hw == count
+    }
+
+    /// The whole gradient, in the layout `takesLaidGradient(block:)` agreed to.
+    func setLaidGradient(_ g: Buffer) {
+        precondition(laid != nil && grad == nil && g.count == count, "a laid gradient needs an op that reads it and no gradient yet")
+        grad = g
+        gradIsLaid = true
+    }
+
+    /// The gradient turned from the channel-blocked layout to NCHW.
+    func unlayGradient() {
+        guard gradIsLaid, let g = grad, let laid else { return }
+        let plain = Buffer(count: count)
+        df_blocked_to_nchw(g.ptr, Int32(laid.n), Int32(laid.c), Int32(laid.hw), Int32(laid.block), plain.ptr)
+        grad = plain
+        gradIsLaid = false
     }
 
     /// Like `accumulate`, but on first use hands over uninitialised storage with `fresh == true`:
     /// then `body` must assign (`=`) every element instead of adding. Lets kernels skip a zero fill.
     @inline(__always)
     public func accumulateOrSet(_ body: (UnsafeMutablePointer<Float>, _ fresh: Bool) -> Void) {
+        if gradIsLaid { unlayGradient() }
         if let g = grad { body(g.ptr, false); return }
         let g = Buffer(count: count)
         grad = g
@@ -139,7 +176,7 @@ extension Tensor {
     public func recording(_ inputs: [Tensor], _ backward: @escaping (Buffer) -> Void) -> Tensor {
         guard ComputeContext.current.gradEnabled else { return self }
         var parents: [Node] = []
-        for t in inputs { if let n = t.node { parents.append(n) } }
+        for t in inputs { if let n = t.node { parents.append(n); n.uses += 1 } }
         if parents.isEmpty { return self }
         node = Node(count: count, isLeaf: false, parents: parents, backward: backward)
         return self
@@ -160,13 +197,14 @@ extension Tensor {
         for n in order.reversed() {
             guard let fn = n.backwardFn else { continue }
             if let g = n.grad {
-                if n.gradFormat != .fp32 {
+                if n.gradFormat != .fp32 && !n.roundsOwnGradient {
                     let p = g.ptr, round = n.gradFormat == .bf16 ? roundBF16 : roundF16
                     Parallel.chunks(g.count, grain: 1 << 16) { r in round(p + r.lowerBound, r.count) }
                 }
-                fn(g)
+                if n.gradIsLaid, let laid = n.laid { laid.backward(g) } else { fn(g) }
             }
             n.backwardFn = nil
+            n.laid = nil
             n.parents = []
             if !n.isLeaf { n.grad = nil }
         }

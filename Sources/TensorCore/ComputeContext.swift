@@ -111,6 +111,12 @@ public final class ComputeContext: @unchecked Sendable {
     /// affine + SiLU pass) instead of a copy kept since the forward, so a chain of Conv blocks keeps
     /// one tensor per block for backward instead of two. Off: the copy is kept (same values).
     public var rebuildConvInputs = true
+    /// With `fuseConvBatchNorm`: when a fused block's input is another fused block's output and
+    /// nothing else takes it, the input gradient stays in the convolution's channel-blocked layout,
+    /// which the other block's backward reads (no reorder to NCHW and back). Off: NCHW (same values).
+    public var laidInputGradients = true
+    /// Input gradients handed over in that layout since the context was made (for tests).
+    public internal(set) var laidGradients = 0
     /// Synchronised batch statistics (data parallelism with `--sync-bn`): sums `count` Doubles in
     /// place over every replica of the job. Batch norm in training calls it once in the forward
     /// (the channels' sums and sums of squares, and the count) and once in the backward (the sums

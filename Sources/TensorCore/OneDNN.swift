@@ -175,6 +175,22 @@ extension OneDNN {
         return df_dnnl_conv_backward_data_laid(&s, bf16 ? 1 : 0, Int32(ctx.threads), w, gy, gx, accumulate ? 1 : 0) == 0
     }
 
+    /// The channel block of the Float32 layout the input gradient comes out in, when channel-blocked
+    /// (`inputGradLaidOut` writes gx in it), or nil (also under bf16).
+    static func inputGradBlock(_ g: ConvGeometry, bf16: Bool) -> Int? {
+        var s = shape(g)
+        let b = Int(df_dnnl_conv_diff_src_block(&s, bf16 ? 1 : 0))
+        return b > 0 ? b : nil
+    }
+
+    /// gx = the input gradient (assigned, Float32) from gy in the output's layout, written in the
+    /// primitive's channel-blocked layout (`inputGradBlock`) instead of NCHW.
+    static func inputGradLaidOut(_ ctx: ComputeContext, _ g: ConvGeometry, w: UnsafePointer<Float>, gy: UnsafeRawPointer,
+                                 gx: UnsafeMutablePointer<Float>) -> Bool {
+        var s = shape(g)
+        return df_dnnl_conv_backward_data_laid_out(&s, Int32(ctx.threads), w, gy, gx) == 0
+    }
+
     /// gw = the weight gradient (assigned) from gy in that layout; x, or keptX from `forward(keepX:)`.
     static func weightGradLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>?, gy: UnsafeRawPointer,
                                gw: UnsafeMutablePointer<Float>, bf16: Bool, keptX: UnsafeRawPointer?) -> Bool {

@@ -140,13 +140,19 @@ extension Tensor {
         let (nx, nw, ng, nb) = (x.node, weight.node, bnWeight.node, bnBias.node)
         let wd = weight.detached()
         let gamma = bnWeight.data
-        out.recording([x, weight, bnWeight, bnBias]) { gout in
+        // gout: NCHW, or with goutLaid in z's blocked layout (handed over by the one op that takes
+        // this output, a fused block whose input gradient comes out in that layout). Under fp16 and
+        // bf16 the gradient sums read gout rounded to half (bfloat16) values, as backward would have
+        // rounded this node's gradient in a pass of its own (`Node.roundsOwnGradient`).
+        let gRound: Int32 = mode == .fp16 ? 2 : mode == .bf16 ? 1 : 0
+        func backward(_ gout: Buffer, goutLaid: Bool) {
             let bctx = ComputeContext.current
             let kb = bctx.k
             withExtendedLifetime((zFull, zHalf)) {
                 // dz (blocked, Float32): the gradient at the batch-norm output (before SiLU), and the
-                // per-image sums of dz and dz * (z - mean).
-                let d = Buffer(count: n * c * hw)
+                // per-image sums of dz and dz * (z - mean). A blocked gout becomes dz in place (the
+                // node's own gradient buffer, which backward hands over as scratch).
+                let d = goutLaid ? gout : Buffer(count: n * c * hw)
                 var sg = [Double](repeating: 0, count: n * c), sgx = sg
                 sg.withUnsafeMutableBufferPointer { gp in
                     sgx.withUnsafeMutableBufferPointer { xgp in
@@ -156,7 +162,8 @@ extension Tensor {
                                     let gpp = gp.baseAddress!, xgpp = xgp.baseAddress!, mpp = mp.baseAddress!
                                     let spp = silu ? sp.baseAddress : nil, hpp = silu ? hp.baseAddress : nil
                                     Parallel.chunks(items, grain: grain) { r in
-                                        kb.pointee.blocked_grad_sums(zf, zh, zF16, gout.ptr, mpp, spp, hpp, Int32(n), Int32(c), Int32(hw),
+                                        kb.pointee.blocked_grad_sums(zf, zh, zF16, gout.ptr, goutLaid ? 1 : 0, gRound, mpp, spp, hpp,
+                                                                     Int32(n), Int32(c), Int32(hw),
                                                                      Int32(B), Int32(r.lowerBound), Int32(r.upperBound), d.ptr,
                                                                      gpp, xgpp)
                                     }
@@ -192,11 +199,26 @@ extension Tensor {
                 withExtendedLifetime((d, gyHalf)) {
                     if let nw {
                         let rebuilt = source?.rebuild(bctx, bf16Words: dnnlBF16)
-                        Conv.weightGradLaid(bctx, g, x: sx, kept: rebuilt ?? kept, gy: gy, mode: mode, dnnlBF16: dnnlBF16, into: nw)
+                        Conv.weightGradLaid(bctx, g, x: sx, kept: rebuilt ?? kept, gy: gy, block: B, mode: mode, dnnlBF16: dnnlBF16,
+                                            into: nw)
                     }
                     if let nx {
                         let refused = "convBatchNorm: oneDNN refused the input gradient of a convolution it ran forward (\(g))"
-                        if onF32 {
+                        if !dnnlBF16, bctx.laidInputGradients, let b = OneDNN.inputGradBlock(g, bf16: false),
+                           nx.takesLaidGradient(block: b) {
+                            // x's only consumer, and x a fused block's output that reads this layout:
+                            // its gradient stays in the primitive's layout (no reorder to NCHW).
+                            // Under bf16 on Float32 primitives: rounded weights, the result rounded.
+                            let gx = Buffer(count: nx.count)
+                            let wr = onF32 ? Conv.roundedBF16(bctx, wd.data, count: wd.count) : nil
+                            let done = withExtendedLifetime(wr) {
+                                OneDNN.inputGradLaidOut(bctx, g, w: wr?.ptr ?? wd.data, gy: gy, gx: gx.ptr)
+                            }
+                            guard done else { preconditionFailure(refused) }
+                            if onF32 { Conv.round(bctx, gx.ptr, count: gx.count, to: .bf16) }
+                            nx.setLaidGradient(gx)
+                            bctx.laidGradients += 1
+                        } else if onF32 {
                             let wr = Conv.roundedBF16(bctx, wd.data, count: wd.count)
                             nx.accumulateOrSet { p, fresh in
                                 let done = withExtendedLifetime(wr) {
@@ -218,7 +240,12 @@ extension Tensor {
             }
             withExtendedLifetime(gout) {}
         }
-        if out.node != nil { out.laidRecipe = recipe }
+        out.recording([x, weight, bnWeight, bnBias]) { backward($0, goutLaid: false) }
+        if let node = out.node {
+            out.laidRecipe = recipe
+            node.roundsOwnGradient = node.gradFormat == mode
+            node.laid = (block: B, n: n, c: c, hw: hw, backward: { backward($0, goutLaid: true) })
+        }
         return out
     }
 }
@@ -229,11 +256,16 @@ extension Conv {
     /// the weight's gradient. x is the saved input, or `kept` in oneDNN's layout; `dnnlBF16`: the
     /// primitive takes bfloat16 operands (else Float32 ones, under bf16 already rounded).
     static func weightGradLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: Saved?, kept: HalfBuffer?, gy: UnsafeRawPointer,
-                               mode: Precision, dnnlBF16: Bool, into node: Node) {
+                               block: Int, mode: Precision, dnnlBF16: Bool, into node: Node) {
         let wCount = g.o * g.kdim
         let parts = ctx.workspace.get(0, partialSlot, count: wCount)
         let ok: Bool
-        if let kept {
+        if g.c == 1, g.k == 3, !dnnlBF16, kept == nil, let x {
+            // One input channel (the infrared stem): oneDNN would take x padded to a channel block
+            // (a reorder writing B times x's bytes, then B times the work); this kernel reads x as it is.
+            x.withValues { oneChannelWeightGrad(ctx, g, x: $0, gy: gy.assumingMemoryBound(to: Float.self), block: block, into: parts) }
+            ok = true
+        } else if let kept {
             ok = OneDNN.weightGradLaid(ctx, g, x: nil, gy: gy, gw: parts, bf16: dnnlBF16, keptX: UnsafeRawPointer(kept.ptr))
         } else if let x {
             ok = x.withValues { OneDNN.weightGradLaid(ctx, g, x: $0, gy: gy, gw: parts, bf16: dnnlBF16, keptX: nil) }
@@ -244,5 +276,28 @@ extension Conv {
         if mode != .fp32 { round(ctx, parts, count: wCount, to: mode) }
         node.accumulate { d in for j in 0..<wCount { d[j] += parts[j] } }
     }
-}
 
+    /// gw [O, 1, 3, 3] (assigned) of a 3 x 3 convolution with one input channel: x NCHW, gy in the
+    /// blocked layout with channel block `block`. Per-image sums (CKernels' conv1_wgrad3) added in
+    /// image order in double.
+    static func oneChannelWeightGrad(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, gy: UnsafePointer<Float>,
+                                     block: Int, into gw: UnsafeMutablePointer<Float>) {
+        precondition(g.c == 1 && g.k == 3 && block % 8 == 0 && g.o % block == 0, "conv1_wgrad3 takes one input channel, 3 x 3, whole blocks of 8")
+        let perImage = g.o * 9, k = ctx.k
+        let padCount = ((g.oh - 1) * g.s + 3) * ((g.ow - 1) * g.s + 3)
+        var part = [Double](repeating: 0, count: g.n * perImage)
+        part.withUnsafeMutableBufferPointer { pp in
+            let base = pp.baseAddress!
+            Parallel.chunks(g.n, grain: 1) { r in
+                let pad = Buffer(count: padCount)
+                k.pointee.conv1_wgrad3(x, gy, Int32(g.h), Int32(g.w), Int32(g.o), Int32(block), Int32(g.s), Int32(g.p), Int32(g.oh),
+                                       Int32(g.ow), Int32(r.lowerBound), Int32(r.upperBound), pad.ptr, base + r.lowerBound * perImage)
+            }
+        }
+        for j in 0..<perImage {
+            var s = 0.0
+            for i in 0..<g.n { s += part[i * perImage + j] }
+            gw[j] = Float(s)
+        }
+    }
+}

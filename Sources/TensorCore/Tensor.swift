@@ -100,6 +100,7 @@ public final class Tensor: @unchecked Sendable {
 
     /// The accumulated gradient of a leaf (nil before any backward, or after `zeroGrad()`).
     public var grad: Tensor? {
+        node?.unlayGradient()
         guard let g = node?.grad else { return nil }
         return Tensor(shape: shape, buffer: g)
     }

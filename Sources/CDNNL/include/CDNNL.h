@@ -70,6 +70,12 @@ int df_dnnl_conv_backward_data_laid(const df_dnnl_conv *g, int bf16, int threads
 // The weight gradient (assigned) from gy in that layout; x, or kept_x as a forward's keep_x wrote it.
 int df_dnnl_conv_backward_weights_laid(const df_dnnl_conv *g, int bf16, int threads, const float *x, const void *gy,
                                        float *gw, const void *kept_x);
+// B when the input gradient comes out of the primitive in a channel-blocked Float32 layout (as
+// above; not under bf16): df_dnnl_conv_backward_data_laid_out can write gx in it. 0 otherwise.
+int df_dnnl_conv_diff_src_block(const df_dnnl_conv *g, int bf16);
+// The input gradient (assigned) from gy in the output's layout, written in the primitive's own
+// channel-blocked layout (no reorder; the layout df_dnnl_conv_diff_src_block names).
+int df_dnnl_conv_backward_data_laid_out(const df_dnnl_conv *g, int threads, const float *w, const void *gy, float *gx);
 // Frees the cached primitives and scratch memory.
 void df_dnnl_release(void);
 

@@ -114,9 +114,12 @@ typedef struct df_kernels {
     void (*blocked_affine_laid)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B,
                                 int c0, int count, int i0, int i1, const float *scale, const float *shift, int silu,
                                 float *_Nullable out, uint16_t *_Nullable outh, int outC, int outC0, int accumulate);
-    /// dz (blocked, Float32) = g (NCHW), or with scale and shift g * silu'(z * scale[c] + shift[c]);
-    /// sum_g and sum_gx get the per-image sums of dz and of dz * (z - mean[c])
-    void (*blocked_grad_sums)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, const float *g, const float *mean,
+    /// dz (blocked, Float32) = g (NCHW; with g_laid in the blocked layout, where dz may be g itself;
+    /// g_round 1 or 2: g's values rounded to bfloat16 or IEEE half values as they are read), or with
+    /// scale and shift g * silu'(z * scale[c] + shift[c]); sum_g and sum_gx get the per-image sums
+    /// of dz and of dz * (z - mean[c]) (the same values from either layout of g)
+    void (*blocked_grad_sums)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, const float *g, int g_laid,
+                              int g_round, const float *mean,
                               const float *_Nullable scale, const float *_Nullable shift, int N, int C, int HW, int B,
                               int i0, int i1, float *dz, double *sum_g, double *sum_gx);
     /// v = ca[c] * dz + cb[c] * z + cc[c]: as bfloat16 words into outh when given, else into dz in
@@ -124,6 +127,12 @@ typedef struct df_kernels {
     void (*blocked_axpby)(float *dz, const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B,
                           int i0, int i1, const float *ca, const float *cb, const float *cc, uint16_t *_Nullable outh,
                           int round_to);
+    /// The weight gradient [O, 1, 3, 3] of a 3 x 3 convolution with one input channel (stride S,
+    /// padding P), per image n0 <= n < n1 into part[(n - n0) * O * 9 ...] (double): x [N, 1, H, W]
+    /// NCHW, gy [N, O, OH, OW] channel-blocked (B a multiple of 8). Each output row sums in Float32,
+    /// rows in double. pad: scratch of ((OH - 1) * S + 3) * ((OW - 1) * S + 3) floats.
+    void (*conv1_wgrad3)(const float *x, const float *gy, int H, int W, int O, int B, int S, int P, int OH, int OW,
+                         int n0, int n1, float *pad, double *part);
 
     /// Max pooling of `planes` planes [H, W] -> y [oH, oW] (window k, stride s, padding p; padding
     /// never wins). arg (may be NULL) gets each output's input index within its plane: the first

@@ -62,16 +62,30 @@ static inline __attribute__((always_inline)) void df_transpose8(df_f8 r[8]) {
 /// The element format of z: 0 Float32, 1 bfloat16 words, 2 IEEE half words.
 #define DF_FMT(zh, f16) ((zh) ? ((f16) ? 2 : 1) : 0)
 /// Calls X(fmt) with the format as a constant.
-#define DF_BY_FORMAT(fmt, X) do { if ((fmt) == 0) X(0); else if ((fmt) == 1) X(1); else X(2); } while (0)
+/// IEEE half words are widened by the lanes' integer ops in the portable variants and by F16C
+/// (format 3, the same values) in the others: `hw` is each body's last parameter, a constant.
+#define DF_BY_FORMAT(fmt, X) do { if ((fmt) == 0) X(0); else if ((fmt) == 1) X(1); else if (hw) X(3); else X(2); } while (0)
+
+#define DF_UNPAREN(...) __VA_ARGS__
+/// DF_VARIANTS for these bodies: `hw` 1 where the variant's target has F16C.
+#ifdef DF_X86
+#define DF_VARIANTS_HW(name, params, args)                                           \
+    DF_TARGET_AVX512 void name##_avx512 params { name##_body(DF_UNPAREN args, 1); } \
+    DF_TARGET_AVX2 void name##_avx2 params { name##_body(DF_UNPAREN args, 1); }     \
+    void name##_portable params { name##_body(DF_UNPAREN args, 0); }
+#else
+#define DF_VARIANTS_HW(name, params, args) \
+    void name##_portable params { name##_body(DF_UNPAREN args, 0); }
+#endif
 
 static inline __attribute__((always_inline)) void df_blocked_sums_body(
-    const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *mean, double *out) {
+    const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *mean, double *out, const int hw) {
     (void)N;
 #define DF_SUMS(h) DF_WIDTH(sums_items, B, z, zh, C, HW, B, i0, i1, mean, out, h)
     DF_BY_FORMAT(DF_FMT(zh, f16), DF_SUMS);
 #undef DF_SUMS
 }
-DF_VARIANTS(df_blocked_sums,
+DF_VARIANTS_HW(df_blocked_sums,
             (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *mean,
              double *out),
             (z, zh, f16, N, C, HW, B, i0, i1, mean, out))
@@ -80,7 +94,7 @@ DF_VARIANTS(df_blocked_sums,
 
 static inline __attribute__((always_inline)) void df_blocked_affine_body(
     const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *scale,
-    const float *shift, float *out, int silu) {
+    const float *shift, float *out, int silu, const int hw) {
     (void)N;
 #define DF_AFFINE_S(h) DF_WIDTH(affine_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, 1, h)
 #define DF_AFFINE_P(h) DF_WIDTH(affine_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, 0, h)
@@ -89,7 +103,7 @@ static inline __attribute__((always_inline)) void df_blocked_affine_body(
 #undef DF_AFFINE_S
 #undef DF_AFFINE_P
 }
-DF_VARIANTS(df_blocked_affine,
+DF_VARIANTS_HW(df_blocked_affine,
             (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *scale,
              const float *shift, float *out, int silu),
             (z, zh, f16, N, C, HW, B, i0, i1, scale, shift, out, silu))
@@ -98,7 +112,7 @@ DF_VARIANTS(df_blocked_affine,
 
 static inline __attribute__((always_inline)) void df_blocked_affine_laid_body(
     const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int c0, int count, int i0, int i1,
-    const float *scale, const float *shift, int silu, float *out, uint16_t *outh, int outC, int outC0, int accumulate) {
+    const float *scale, const float *shift, int silu, float *out, uint16_t *outh, int outC, int outC0, int accumulate, const int hw) {
     (void)N;
 #define DF_LAID(a, s, t, h) DF_WIDTH(affine_laid_items, B, z, zh, C, HW, B, c0, count, i0, i1, scale, shift, out, outh, outC, \
                                      outC0, a, s, h, t)
@@ -126,7 +140,7 @@ static inline __attribute__((always_inline)) void df_blocked_affine_laid_body(
 #undef DF_LAID_PF
 #undef DF_LAID_PA
 }
-DF_VARIANTS(df_blocked_affine_laid,
+DF_VARIANTS_HW(df_blocked_affine_laid,
             (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int c0, int count, int i0, int i1,
              const float *scale, const float *shift, int silu, float *out, uint16_t *outh, int outC, int outC0, int accumulate),
             (z, zh, f16, N, C, HW, B, c0, count, i0, i1, scale, shift, silu, out, outh, outC, outC0, accumulate))
@@ -136,12 +150,12 @@ DF_VARIANTS(df_blocked_affine_laid,
 static inline __attribute__((always_inline)) void df_blocked_grad_sums_body(
     const float *z, const uint16_t *zh, int f16, const float *g, int g_laid, int g_round, const float *mean,
     const float *scale, const float *shift, int N, int C, int HW, int B, int i0, int i1, float *dz, double *sum_g,
-    double *sum_gx) {
+    double *sum_gx, const int hw) {
     (void)N;
-#define DF_GRAD_F(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 1, h, 0, g_round)
-#define DF_GRAD_P(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 0, h, 0, g_round)
-#define DF_GRAD_LF(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 1, h, 1, g_round)
-#define DF_GRAD_LP(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 0, h, 1, g_round)
+#define DF_GRAD_F(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 1, h, 0, g_round, hw)
+#define DF_GRAD_P(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 0, h, 0, g_round, hw)
+#define DF_GRAD_LF(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 1, h, 1, g_round, hw)
+#define DF_GRAD_LP(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 0, h, 1, g_round, hw)
     if (g_laid) {
         if (scale && shift) DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_LF);
         else DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_LP);
@@ -154,7 +168,7 @@ static inline __attribute__((always_inline)) void df_blocked_grad_sums_body(
 #undef DF_GRAD_LF
 #undef DF_GRAD_LP
 }
-DF_VARIANTS(df_blocked_grad_sums,
+DF_VARIANTS_HW(df_blocked_grad_sums,
             (const float *z, const uint16_t *zh, int f16, const float *g, int g_laid, int g_round, const float *mean,
              const float *scale, const float *shift, int N, int C, int HW, int B, int i0, int i1, float *dz, double *sum_g,
              double *sum_gx),
@@ -164,12 +178,12 @@ DF_VARIANTS(df_blocked_grad_sums,
 
 static inline __attribute__((always_inline)) void df_blocked_axpby_body(
     float *dz, const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *ca,
-    const float *cb, const float *cc, uint16_t *outh, int round_to) {
+    const float *cb, const float *cc, uint16_t *outh, int round_to, const int hw) {
     (void)N;
-#define DF_AXPBY_H(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 1, 0, h)
-#define DF_AXPBY_F(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 0, 0, h)
-#define DF_AXPBY_B(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 0, 1, h)
-#define DF_AXPBY_R(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 0, 2, h)
+#define DF_AXPBY_H(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 1, 0, h, hw)
+#define DF_AXPBY_F(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 0, 0, h, hw)
+#define DF_AXPBY_B(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 0, 1, h, hw)
+#define DF_AXPBY_R(h) DF_WIDTH(axpby_items, B, dz, z, zh, C, HW, B, i0, i1, ca, cb, cc, outh, 0, 2, h, hw)
     if (outh) DF_BY_FORMAT(DF_FMT(zh, f16), DF_AXPBY_H);
     else if (round_to == 1) DF_BY_FORMAT(DF_FMT(zh, f16), DF_AXPBY_B);
     else if (round_to == 2) DF_BY_FORMAT(DF_FMT(zh, f16), DF_AXPBY_R);
@@ -179,7 +193,7 @@ static inline __attribute__((always_inline)) void df_blocked_axpby_body(
 #undef DF_AXPBY_B
 #undef DF_AXPBY_R
 }
-DF_VARIANTS(df_blocked_axpby,
+DF_VARIANTS_HW(df_blocked_axpby,
             (float *dz, const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1,
              const float *ca, const float *cb, const float *cc, uint16_t *outh, int round_to),
             (dz, z, zh, f16, N, C, HW, B, i0, i1, ca, cb, cc, outh, round_to))

@@ -14,6 +14,7 @@ typedef float DF_N(df_v) __attribute__((vector_size(DF_W * 4)));
 typedef int32_t DF_N(df_vi) __attribute__((vector_size(DF_W * 4)));
 typedef uint32_t DF_N(df_vu) __attribute__((vector_size(DF_W * 4)));
 typedef uint16_t DF_N(df_vh) __attribute__((vector_size(DF_W * 2)));
+typedef _Float16 DF_N(df_vf16) __attribute__((vector_size(DF_W * 2)));
 #define V DF_N(df_v)
 #define VI DF_N(df_vi)
 #define VU DF_N(df_vu)
@@ -50,10 +51,17 @@ static inline __attribute__((always_inline)) V DF_N(widen_f16)(VU h) {
 }
 
 /// DF_W values of the blocked tensor from element k, as Float32: `half` 0 Float32, 1 bfloat16
-/// words, 2 IEEE half words (widened exactly; a constant at every call, so each loop compiles once
-/// per element type).
+/// words, 2 IEEE half words (widened exactly by integer ops), 3 IEEE half words converted as
+/// _Float16 (F16C's vcvtph2ps where the function's target has it: the same values, NaN quieted
+/// with its payload kept, as widen_f16). A constant at every call, so each loop compiles once per
+/// element type.
 static inline __attribute__((always_inline)) V DF_N(ldz)(const float *z, const uint16_t *zh, size_t k, const int half) {
     if (!half) return DF_N(ld)(z + k);
+    if (half == 3) {
+        DF_N(df_vf16) f;
+        memcpy(&f, zh + k, sizeof f);
+        return __builtin_convertvector(f, V);
+    }
     VH h;
     memcpy(&h, zh + k, sizeof h);
     VU u = __builtin_convertvector(h, VU);
@@ -125,6 +133,13 @@ static inline __attribute__((always_inline)) V DF_N(rndf16)(V v) {
     r = (big & 0x7F800000u) | (~big & r);
     r = (nan & ((ax | 0x00400000u) & 0xFFFFE000u)) | (~nan & r);
     return (V)(sign | r);
+}
+
+/// The same values by _Float16 conversions (F16C's vcvtps2ph, round to nearest even, and vcvtph2ps
+/// where the function's target has it; only the variants with F16C call this).
+static inline __attribute__((always_inline)) V DF_N(rndf16_hw)(V v) {
+    DF_N(df_vf16) h = __builtin_convertvector(v, DF_N(df_vf16));
+    return __builtin_convertvector(h, V);
 }
 
 /// Eight lanes h*8 ..< h*8 + 8 of v.
@@ -238,9 +253,9 @@ static inline __attribute__((always_inline)) void DF_N(affine_laid_items)(
 // MARK: Gradient sums from an NCHW (or blocked: glaid) output gradient, read rounded to bfloat16 (gr 1) or half (gr 2) values
 
 static inline __attribute__((always_inline)) void DF_N(grad_pixel)(V gv, V x, V m, V sc, V sh, float *dzp, V *a, V *b,
-                                                                   const int fused, int gr) {
+                                                                   const int fused, int gr, const int hw) {
     if (gr == 1) gv = DF_N(rndbf16)(gv);
-    else if (gr == 2) gv = DF_N(rndf16)(gv);
+    else if (gr == 2) gv = hw ? DF_N(rndf16_hw)(gv) : DF_N(rndf16)(gv);
     V d = fused ? DF_N(bdz)(gv, x, sc, sh) : gv;
     DF_N(st)(dzp, d);
     *a += d;
@@ -250,7 +265,7 @@ static inline __attribute__((always_inline)) void DF_N(grad_pixel)(V gv, V x, V 
 static inline __attribute__((always_inline)) void DF_N(grad_sums_items)(
     const float *z, const uint16_t *zh, const float *g, const float *mean, const float *scale, const float *shift,
     int C, int HW, int B, int i0, int i1, float *dz, double *sum_g, double *sum_gx, const int fused, const int half,
-    const int glaid, int gr) {
+    const int glaid, int gr, const int hw) {
     int CB = C / B;
     for (int it = i0; it < i1; it++) {
         int n = it / CB, cb = it % CB;
@@ -270,7 +285,7 @@ static inline __attribute__((always_inline)) void DF_N(grad_sums_items)(
                     // The gradient in the blocked layout too: read where dz is written (may be dz itself).
                     for (; p < end; p++) {
                         size_t k = base + (size_t)p * B + j0;
-                        DF_N(grad_pixel)(DF_N(ld)(g + k), DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused, gr);
+                        DF_N(grad_pixel)(DF_N(ld)(g + k), DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused, gr, hw);
                     }
                 }
                 for (; p + 8 <= end; p += 8) {
@@ -284,14 +299,14 @@ static inline __attribute__((always_inline)) void DF_N(grad_sums_items)(
                         df_f8 parts[DF_W / 8];
                         for (int h = 0; h < DF_W / 8; h++) parts[h] = q[h][t];
                         size_t k = base + (size_t)(p + t) * B + j0;
-                        DF_N(grad_pixel)(DF_N(join)(parts), DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused, gr);
+                        DF_N(grad_pixel)(DF_N(join)(parts), DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused, gr, hw);
                     }
                 }
                 for (; p < end; p++) {
                     V gv;
                     for (int j = 0; j < DF_W; j++) gv[j] = planes[(size_t)j * HW + p];
                     size_t k = base + (size_t)p * B + j0;
-                    DF_N(grad_pixel)(gv, DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused, gr);
+                    DF_N(grad_pixel)(gv, DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused, gr, hw);
                 }
                 for (int j = 0; j < DF_W; j++) { sg[j] += a[j]; sgx[j] += b[j]; }
             }
@@ -307,7 +322,7 @@ static inline __attribute__((always_inline)) void DF_N(grad_sums_items)(
 
 static inline __attribute__((always_inline)) void DF_N(axpby_items)(
     float *dz, const float *z, const uint16_t *zh, int C, int HW, int B, int i0, int i1, const float *ca,
-    const float *cbv, const float *cc, uint16_t *outh, const int toHalf, const int rnd, const int half) {
+    const float *cbv, const float *cc, uint16_t *outh, const int toHalf, const int rnd, const int half, const int hw) {
     int CB = C / B;
     for (int it = i0; it < i1; it++) {
         int cb = it % CB;
@@ -320,7 +335,7 @@ static inline __attribute__((always_inline)) void DF_N(axpby_items)(
                 V v = a * DF_N(ld)(dz + k) + b * DF_N(ldz)(z, zh, k, half) + k0;
                 if (toHalf) DF_N(stbf16)(outh + k, v);
                 else if (rnd == 1) DF_N(st)(dz + k, DF_N(rndbf16)(v));
-                else if (rnd == 2) DF_N(st)(dz + k, DF_N(rndf16)(v));
+                else if (rnd == 2) DF_N(st)(dz + k, hw ? DF_N(rndf16_hw)(v) : DF_N(rndf16)(v));
                 else DF_N(st)(dz + k, v);
             }
         }

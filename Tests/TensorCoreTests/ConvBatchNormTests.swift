@@ -134,6 +134,27 @@ import _TestSupport
         return o
     }
 
+    /// z as IEEE half words of every kind but NaN (subnormals, zeros of both signs, infinities,
+    /// normals; random bit patterns): the fast levels widen them with F16C, portable with integer
+    /// ops, and every kernel gives the same bits.
+    @Test(arguments: [0, 2])
+    func halfWordsOfEveryKindWidenAlike(_ si: Int) {
+        let s = BlockedKernelTests.shapes[si]
+        let count = s.0 * s.1 * s.2
+        var rng = RandomState(seed: 61)
+        var words = (0..<count).map { _ -> UInt16 in
+            let w = UInt16(truncatingIfNeeded: rng.next())
+            return (w & 0x7C00) == 0x7C00 && (w & 0x03FF) != 0 ? w & 0x83FF : w   // a NaN becomes a subnormal
+        }
+        // Infinities, zeros, the smallest and largest subnormals and normals, in the first pixels.
+        for (i, w) in [UInt16(0x7C00), 0xFC00, 0x0000, 0x8000, 0x0001, 0x83FF, 0x7BFF, 0x0400].enumerated() { words[i * 3] = w }
+        let zb = words.map { df_f16_to_f32_1($0) }, g = BlockedKernelTests.random(count, seed: 2)
+        let ref = BlockedKernelTests.run(KernelLevelTests.p, s, zb: zb, zh: words, f16: true, g: g)
+        for k in KernelLevelTests.fast {
+            #expect(BlockedKernelTests.run(k.table.pointee, s, zb: zb, zh: words, f16: true, g: g) == ref, "\(k) shape \(s)")
+        }
+    }
+
     /// grad_sums reading the gradient rounded to bfloat16 / half values gives what it gives for the
     /// gradient rounded beforehand (as backward rounds an autocast activation's gradient), from
     /// either layout, at every level.

@@ -50,8 +50,8 @@ public final class Node: @unchecked Sendable {
     /// the op that made this tensor reads that layout, nothing has contributed to the gradient yet,
     /// and the caller's op is the only one that takes this tensor (so nothing else will).
     func takesLaidGradient(block: Int) -> Bool {
-        guard let laid, laid.block == block, grad == nil, uses == 1 else { return false }
-        return laid.n * laid.c * laid.hw == count
+        guard let laid else { return false }
+        return laid.block == block && grad == nil && uses == 1
     }
 
     /// The whole gradient, in the layout `takesLaidGradient(block:)` agreed to.

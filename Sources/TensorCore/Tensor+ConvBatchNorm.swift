@@ -210,12 +210,18 @@ extension Tensor {
                             // its gradient stays in the primitive's layout (no reorder to NCHW).
                             // Under bf16 on Float32 primitives: rounded weights, the result rounded.
                             let gx = Buffer(count: nx.count)
-                            let wr = onF32 ? Conv.roundedBF16(bctx, wd.data, count: wd.count) : nil
-                            let done = withExtendedLifetime(wr) {
-                                OneDNN.inputGradLaidOut(bctx, g, w: wr?.ptr ?? wd.data, gy: gy, gx: gx.ptr)
+                            let done: Bool
+                            if onF32 {
+                                let wr = Conv.roundedBF16(bctx, wd.data, count: wd.count)
+                                done = withExtendedLifetime(wr) {
+                                    Conv.roundedBF16Gradient(bctx, gx.ptr, count: gx.count, fresh: true) {
+                                        OneDNN.inputGradLaidOut(bctx, g, w: wr.ptr, gy: gy, gx: $0)
+                                    }
+                                }
+                            } else {
+                                done = OneDNN.inputGradLaidOut(bctx, g, w: wd.data, gy: gy, gx: gx.ptr)
                             }
                             guard done else { preconditionFailure(refused) }
-                            if onF32 { Conv.round(bctx, gx.ptr, count: gx.count, to: .bf16) }
                             nx.setLaidGradient(gx)
                             bctx.laidGradients += 1
                         } else if onF32 {

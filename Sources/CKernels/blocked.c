@@ -114,8 +114,11 @@ static inline __attribute__((always_inline)) void df_blocked_affine_laid_body(
     const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int c0, int count, int i0, int i1,
     const float *scale, const float *shift, int silu, float *out, uint16_t *outh, int outC, int outC0, int accumulate, const int hw) {
     (void)N;
+    // accumulate: bit 0 add (else assign), bits 1-2 the rounding after (1 bfloat16, 2 IEEE half values).
+    int rnd = accumulate >> 1;
+    accumulate &= 1;
 #define DF_LAID(a, s, t, h) DF_WIDTH(affine_laid_items, B, z, zh, C, HW, B, c0, count, i0, i1, scale, shift, out, outh, outC, \
-                                     outC0, a, s, h, t)
+                                     outC0, a, s, h, t, rnd, hw)
 #define DF_LAID_SH(h) DF_LAID(0, 1, 1, h)
 #define DF_LAID_SF(h) DF_LAID(0, 1, 0, h)
 #define DF_LAID_SA(h) DF_LAID(1, 1, 0, h)

@@ -96,49 +96,56 @@ final class LaidRecipe: @unchecked Sendable {
         }
         let out = HalfBuffer(count: count * 2)
         let f = UnsafeMutableRawPointer(out.ptr).assumingMemoryBound(to: Float.self)
-        write(ctx, into: f, dstC: c, to: 0, start: 0, count: c, accumulate: false)
-        if format != .fp32 { Conv.round(ctx, f, count: count, to: format) }
+        // Rounded (fp16, bf16 on Float32 primitives) as each final value is stored.
+        write(ctx, into: f, dstC: c, to: 0, start: 0, count: c, accumulate: false, rounded: format != .fp32)
         return out
     }
 
     /// Channels start ..< start + count of this tensor into channels to ..< to + count of dst
-    /// ([n, dstC, hw] Float32, blocked), assigned or (accumulate) added.
+    /// ([n, dstC, hw] Float32, blocked), assigned or (accumulate) added; with `rounded`, the final
+    /// values rounded to this recipe's format (half or bfloat16 values), as one pass after would.
     func write(_ ctx: ComputeContext, into dst: UnsafeMutablePointer<Float>, dstC: Int, to: Int, start: Int, count: Int,
-               accumulate: Bool) {
+               accumulate: Bool, rounded: Bool = false) {
         switch kind {
         case .block(let s):
-            leaf(ctx, s, f32: dst, bf16: nil, dstC: dstC, to: to, start: start, count: count, accumulate: accumulate)
+            leaf(ctx, s, f32: dst, bf16: nil, dstC: dstC, to: to, start: start, count: count, accumulate: accumulate, rounded: rounded)
         case .slice(let r, let offset):
-            r.write(ctx, into: dst, dstC: dstC, to: to, start: offset + start, count: count, accumulate: accumulate)
+            r.write(ctx, into: dst, dstC: dstC, to: to, start: offset + start, count: count, accumulate: accumulate, rounded: rounded)
         case .concat(let parts):
             var base = 0
             for p in parts {
                 let lo = Swift.max(start, base), hi = Swift.min(start + count, base + p.c)
-                if lo < hi { p.write(ctx, into: dst, dstC: dstC, to: to + lo - start, start: lo - base, count: hi - lo, accumulate: accumulate) }
+                if lo < hi {
+                    p.write(ctx, into: dst, dstC: dstC, to: to + lo - start, start: lo - base, count: hi - lo, accumulate: accumulate,
+                            rounded: rounded)
+                }
                 base += p.c
             }
         case .sum(let a, let b):
             precondition(!accumulate, "LaidRecipe: a sum is never added into another (b of a sum is not a sum)")
+            // a unrounded; the sum rounded as b is added.
             a.write(ctx, into: dst, dstC: dstC, to: to, start: start, count: count, accumulate: false)
-            b.write(ctx, into: dst, dstC: dstC, to: to, start: start, count: count, accumulate: true)
+            b.write(ctx, into: dst, dstC: dstC, to: to, start: start, count: count, accumulate: true, rounded: rounded)
         }
     }
 
     private func leaf(_ ctx: ComputeContext, _ s: Source, f32: UnsafeMutablePointer<Float>?, bf16: UnsafeMutablePointer<UInt16>?,
-                      dstC: Int, to: Int, start: Int, count: Int, accumulate: Bool) {
+                      dstC: Int, to: Int, start: Int, count: Int, accumulate: Bool, rounded: Bool = false) {
         let zFull = s.zFull, zHalf = s.zHalf
         precondition(zFull != nil || zHalf != nil, "LaidRecipe: a block's z was released before a backward that reads its output")
         withExtendedLifetime((zFull, zHalf)) {
             let zf = zFull.map { UnsafePointer($0.ptr) }, zh = zHalf.map { UnsafePointer($0.ptr) }
             let k = ctx.k, (n, c, hw, block) = (n, c, hw, block)
             let f16: Int32 = format == .fp16 ? 1 : 0
+            // The kernel's store mode: bit 0 add, bits 1-2 the rounding (1 bfloat16, 2 IEEE half values).
+            let store = Int32(accumulate ? 1 : 0) | (rounded ? (format == .fp16 ? 4 : format == .bf16 ? 2 : 0) : 0)
             s.scale.withUnsafeBufferPointer { sp in
                 s.shift.withUnsafeBufferPointer { hp in
                     let spp = sp.baseAddress!, hpp = hp.baseAddress!
                     Parallel.chunks(n * (count / block), grain: Swift.max(1, elementwiseGrain / Swift.max(hw * block, 1))) { r in
                         k.pointee.blocked_affine_laid(zf, zh, f16, Int32(n), Int32(c), Int32(hw), Int32(block), Int32(start), Int32(count),
                                                       Int32(r.lowerBound), Int32(r.upperBound), spp, hpp, s.silu ? 1 : 0, f32, bf16,
-                                                      Int32(dstC), Int32(to), accumulate ? 1 : 0)
+                                                      Int32(dstC), Int32(to), store)
                     }
                 }
             }

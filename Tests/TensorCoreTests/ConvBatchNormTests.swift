@@ -8,7 +8,7 @@ import _TestSupport
 /// kernels they stand in for, and every kernel level against portable.
 @Suite struct BlockedKernelTests {
     /// (N, C, HW, B): blocks of 16 and 8, nhwc (B = C), pixel counts with and without a tail of 8.
-    static let shapes: [(Int, Int, Int, Int)] = [(2, 16, 37, 16), (3, 32, 64, 16), (2, 16, 5, 8), (2, 32, 9, 32), (1, 48, 100, 16)]
+    static let shapes: [(Int, Int, Int, Int)] = [(2, 16, 37, 16), (3, 32, 64, 16), (2, 16, 5, 8), (2, 32, 9, 32), (1, 48, 100, 16), (2, 16, 21, 8)]
 
     static func random(_ n: Int, seed: UInt64, scale: Float = 2, offset: Float = 0) -> [Float] {
         var rng = RandomState(seed: seed)
@@ -47,6 +47,8 @@ import _TestSupport
         var dz: [Float] = [], dzPlain: [Float] = [], sumG: [Double] = [], sumGX: [Double] = []
         var gx: [Float] = [], gxHalf: [UInt16] = [], gxBF16Values: [Float] = [], gxF16Values: [Float] = []
         var laid: [Float] = [], laidHalf: [UInt16] = [], laidAdded: [Float] = []
+        /// affine_laid stored rounded: assigned then added (as laidAdded), to bfloat16 then half values.
+        var laidRounded: [[Float]] = []
         /// grad_sums from the gradient in the blocked layout, dz written over it in place.
         var dzLaid: [Float] = [], sumGLaid: [Double] = [], sumGXLaid: [Double] = []
         /// grad_sums reading g rounded to bfloat16 then half values: dz from NCHW g and from blocked
@@ -62,6 +64,7 @@ import _TestSupport
                 && same(a.dzPlain, b.dzPlain) && sameD(a.sumG, b.sumG) && sameD(a.sumGX, b.sumGX) && same(a.gx, b.gx) && a.gxHalf == b.gxHalf
                 && same(a.gxBF16Values, b.gxBF16Values) && same(a.gxF16Values, b.gxF16Values)
                 && same(a.laid, b.laid) && a.laidHalf == b.laidHalf && same(a.laidAdded, b.laidAdded)
+                && a.laidRounded.count == b.laidRounded.count && zip(a.laidRounded, b.laidRounded).allSatisfy { same($0, $1) }
                 && same(a.dzLaid, b.dzLaid) && sameD(a.sumGLaid, b.sumGLaid) && sameD(a.sumGXLaid, b.sumGXLaid)
                 && a.roundedDz.count == b.roundedDz.count && zip(a.roundedDz, b.roundedDz).allSatisfy { same($0, $1) }
                 && a.roundedSums.count == b.roundedSums.count && zip(a.roundedSums, b.roundedSums).allSatisfy { sameD($0, $1) }
@@ -99,6 +102,14 @@ import _TestSupport
             o.laidAdded = o.laid
             k.blocked_affine_laid(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, Int32(b), 0, Int32(n), scale, shift, 1,
                                   &o.laidAdded, nil, Int32(c), Int32(c - b), 1)
+            for rnd in [Int32(1), 2] {
+                var assigned = o.affine, added = o.laid
+                k.blocked_affine_laid(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, Int32(c), 0, items, scale, shift, 1,
+                                      &assigned, nil, Int32(c), 0, rnd << 1)
+                k.blocked_affine_laid(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, Int32(b), 0, Int32(n), scale, shift, 1,
+                                      &added, nil, Int32(c), Int32(c - b), 1 | rnd << 1)
+                o.laidRounded += [assigned, added]
+            }
             k.blocked_grad_sums(zf, zhp, f, g, 0, 0, mean, scale, shift, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, &o.dz, &o.sumG, &o.sumGX)
             var sg = o.sumG, sgx = o.sumGX
             k.blocked_grad_sums(zf, zhp, f, g, 0, 0, mean, nil, nil, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, &o.dzPlain, &sg, &sgx)
@@ -173,6 +184,28 @@ import _TestSupport
                 for (j, sums) in o.roundedSums[4 * i..<4 * i + 4].enumerated() {
                     #expect(sums.map(\.bitPattern) == (j % 2 == 0 ? want.sumG : want.sumGX).map(\.bitPattern), "shape \(s) rounding \(i) sums \(j)")
                 }
+            }
+        }
+    }
+
+    /// affine_laid's rounded stores give the values of its plain stores rounded in a pass after
+    /// (bfloat16, then IEEE half values), assigned and added (only the added channels rounded).
+    @Test(arguments: 0..<shapes.count)
+    func laidStoresRoundAsAPassAfter(_ si: Int) {
+        let s = BlockedKernelTests.shapes[si]
+        let count = s.0 * s.1 * s.2, (_, c, hw, b) = s
+        let zb = BlockedKernelTests.blocked(BlockedKernelTests.random(count, seed: 1), s), g = BlockedKernelTests.random(count, seed: 2)
+        let rounds: [(Float) -> Float] = [{ df_bf16_to_f32_1(df_f32_to_bf16_1($0)) }, { df_f16_to_f32_1(df_f32_to_f16_1($0)) }]
+        for k in [KernelLevelTests.p] + KernelLevelTests.fast.map(\.table.pointee) {
+            let o = BlockedKernelTests.run(k, s, zb: zb, zh: nil, g: g)
+            for (i, round) in rounds.enumerated() {
+                #expect(o.laidRounded[2 * i].map(\.bitPattern) == o.laid.map { round($0).bitPattern }, "shape \(s) rounding \(i)")
+                // Added: channels c - b ..< c of every image take the sum, rounded; the rest stay as they were.
+                let want = o.laidAdded.enumerated().map { j, v -> UInt32 in
+                    let blockIndex = (j / (hw * b)) % (c / b)
+                    return (blockIndex == c / b - 1 ? round(v) : v).bitPattern
+                }
+                #expect(o.laidRounded[2 * i + 1].map(\.bitPattern) == want, "shape \(s) rounding \(i) added")
             }
         }
     }

@@ -110,7 +110,8 @@ typedef struct df_kernels {
                            int i1, const float *scale, const float *shift, float *out, int silu);
     /// The same values in the blocked layout, for channels [c0, c0 + count) (c0 and count multiples
     /// of B; items over N x count/B), into channels [outC0, outC0 + count) of an [N, outC, HW] blocked
-    /// tensor: Float32 (=, or += when accumulate), or as bfloat16 words into outh when given
+    /// tensor: Float32 (=, or += when accumulate & 1; then rounded to bfloat16 values when accumulate >> 1
+    /// is 1, to IEEE half values when 2), or as bfloat16 words into outh when given
     void (*blocked_affine_laid)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B,
                                 int c0, int count, int i0, int i1, const float *scale, const float *shift, int silu,
                                 float *_Nullable out, uint16_t *_Nullable outh, int outC, int outC0, int accumulate);

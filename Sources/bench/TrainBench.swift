@@ -16,7 +16,9 @@ struct TrainBench: ParsableCommand {
         the first step (the buffer pool collected after every step as train_dual collects it after every iteration:
         blocks a step did not take again go back to the system), with the most tensor storage alive at once and what
         the pool holds at the end.
-        --amp fp16 | bf16 | all times FP32 and the named precisions (in this order, one process).
+        --amp fp16 | bf16 | all times FP32 and the named precisions (in this order, one process), then takes their steps in
+        turn (FP32, fp16, bf16, FP32, ...) for the ratios: `AMP fp16/FP32: time 1.13x (steps in turn: 1.04x, rounds
+        0.97-1.10)`, the first from the two medians, the second the median of the rounds' ratios.
         """)
 
     @Option(help: "Model YAML.") var cfg = "configs/models/dual_yolov8n_mid.yaml"
@@ -28,6 +30,11 @@ struct TrainBench: ParsableCommand {
     @Option(help: "A ceiling on the buffer pool in MB after the first step (default: none beyond the pool's own, as train_dual).") var poolMb: Int?
     @Flag(help: "Time only the --amp precisions, not FP32 first (to profile one precision alone).") var skipFp32 = false
     @OptionGroup var context: ContextOptions
+
+    func validate() throws {
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1, got \(steps)") }
+        guard warmup >= 0 else { throw ValidationError("--warmup must be 0 or more, got \(warmup)") }
+    }
 
     func run() throws {
         try context.apply()
@@ -46,24 +53,30 @@ struct TrainBench: ParsableCommand {
         } }
         let targets = BatchTargets(batchIndex: bi, classes: [Int](repeating: 0, count: bi.count), boxes: bx)
         model.training = true
+        /// One training step: its times in ns (total, forward, loss, backward, optimizer) and the
+        /// bytes saved for backward.
+        func step(_ precision: Precision, _ scaler: inout LossScaler) -> (row: [Double], saved: Int) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let outs = Autocast.with(precision) { model(inputs) }
+            let saved = ComputeContext.current.saved.bytes
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            var total = loss(outs[0], targets).total
+            for o in outs.dropFirst() { total = total + loss(o, targets).total }
+            let t2 = DispatchTime.now().uptimeNanoseconds
+            total.backward(seed: Float(scaler.scale))
+            let t3 = DispatchTime.now().uptimeNanoseconds
+            _ = OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, scaled: precision == .fp16, maxNorm: 10)
+            let t4 = DispatchTime.now().uptimeNanoseconds
+            return ([Double(t4 - t0), Double(t1 - t0), Double(t2 - t1), Double(t3 - t2), Double(t4 - t3)], saved)
+        }
         func measure(_ precision: Precision) -> (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int, fastest: Double) {
-            let scaled = precision == .fp16
-            var scaler = LossScaler(initial: scaled ? 1024 : 1)
+            var scaler = LossScaler(initial: precision == .fp16 ? 1024 : 1)
             var rows: [[Double]] = []   // total, forward, loss, backward, optimizer
             var saved = 0
             for i in 0..<(warmup + steps) {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                let outs = Autocast.with(precision) { model(inputs) }
-                saved = ComputeContext.current.saved.bytes
-                let t1 = DispatchTime.now().uptimeNanoseconds
-                var total = loss(outs[0], targets).total
-                for o in outs.dropFirst() { total = total + loss(o, targets).total }
-                let t2 = DispatchTime.now().uptimeNanoseconds
-                total.backward(seed: Float(scaler.scale))
-                let t3 = DispatchTime.now().uptimeNanoseconds
-                _ = OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, scaled: scaled, maxNorm: 10)
-                let t4 = DispatchTime.now().uptimeNanoseconds
-                if i >= warmup { rows.append([Double(t4 - t0), Double(t1 - t0), Double(t2 - t1), Double(t3 - t2), Double(t4 - t3)]) }
+                let (row, bytes) = step(precision, &scaler)
+                saved = bytes
+                if i >= warmup { rows.append(row) }
                 BufferPool.collect()   // as train_dual after every iteration
                 if i == 0 {
                     // An optional ceiling on the pool, and the peaks from here on.
@@ -96,12 +109,31 @@ struct TrainBench: ParsableCommand {
         if skipFp32 && precisions.isEmpty { throw ValidationError("--skip-fp32 needs --amp fp16, bf16 or all") }
         let fp32 = skipFp32 ? nil : measure(.fp32)
         if let fp32 { report("FP32", fp32) }
+        var results: [(Precision, (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int, fastest: Double))] = []
         for p in precisions {
             let r = measure(p)
             report("AMP \(p.rawValue)", r)
-            if let fp32 {
-                print(String(format: "AMP %@/FP32: time %.2fx, saved activations %.2fx", p.rawValue, r.total / fp32.total, Double(r.saved) / Double(fp32.saved)))
-            }
+            results.append((p, r))
+        }
+        guard let fp32, !results.isEmpty else { return }
+        // The ratios again from steps taken in turn (FP32, then each --amp precision, `steps` rounds
+        // after one round of warm-up; the pool collected once a round): a slow phase of a shared
+        // machine then slows every precision of a round alike, where the medians above may each
+        // fall in another phase.
+        let order: [Precision] = [.fp32] + precisions
+        var scalers = order.map { LossScaler(initial: $0 == .fp16 ? 1024 : 1) }
+        var ratios = [[Double]](repeating: [], count: precisions.count)
+        for round in 0..<(1 + steps) {
+            var times: [Double] = []
+            for (j, p) in order.enumerated() { times.append(step(p, &scalers[j]).row[0]) }
+            BufferPool.collect()
+            if round > 0 { for j in 0..<precisions.count { ratios[j].append(times[j + 1] / times[0]) } }
+        }
+        BufferPool.trim()
+        for (j, (p, r)) in results.enumerated() {
+            let v = ratios[j].sorted()
+            print(String(format: "AMP %@/FP32: time %.2fx (steps in turn: %.2fx, rounds %.2f-%.2f), saved activations %.2fx", p.rawValue,
+                         r.total / fp32.total, v[v.count / 2], v.first!, v.last!, Double(r.saved) / Double(fp32.saved)))
         }
 
     }

@@ -75,6 +75,10 @@ static int load_library(void) {
 
 enum { PASS_FORWARD = 0, PASS_DATA = 1, PASS_WEIGHTS = 2 };
 
+// An entry's operand type (its bf16 field): 0 Float32, 1 bfloat16 (Float32 weight gradients),
+// BF16_F32_DIFF_SRC backward data on bfloat16 operands writing a Float32 input gradient.
+enum { BF16_F32_DIFF_SRC = 2 };
+
 typedef struct entry {
     int pass, bf16;
     df_dnnl_conv g;
@@ -209,6 +213,8 @@ static dnnl_status_t build(entry *e) {
     CHECK(dnnl_memory_desc_init_by_tag(&weiAny, 4, wei, dt, dnnl_format_tag_any));
     CHECK(dnnl_memory_desc_init_by_tag(&dstAny, 4, dst, dt, dnnl_format_tag_any));
     CHECK(dnnl_memory_desc_init_by_tag(&weiAnyF32, 4, wei, dnnl_f32, dnnl_format_tag_any));
+    dnnl_memory_desc_t srcAnyF32;
+    CHECK(dnnl_memory_desc_init_by_tag(&srcAnyF32, 4, src, dnnl_f32, dnnl_format_tag_any));
     CHECK(dnnl_memory_desc_init_by_tag(&srcPlain, 4, src, dnnl_f32, dnnl_nchw));
     CHECK(dnnl_memory_desc_init_by_tag(&weiPlain, 4, wei, dnnl_f32, dnnl_oihw));
     CHECK(dnnl_memory_desc_init_by_tag(&dstPlain, 4, dst, dnnl_f32, dnnl_nchw));
@@ -225,7 +231,9 @@ static dnnl_status_t build(entry *e) {
         e->plain0 = srcPlain; e->plain1 = weiPlain; e->plainOut = dstPlain;
     } else if (e->pass == PASS_DATA) {
         dnnl_convolution_desc_t bd;
-        CHECK(dnnl_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, &srcAny, &weiAny, &dstAny, strides, pad, pad));
+        // BF16_F32_DIFF_SRC: the Float32 sums of the input gradient as they are, not rounded to bfloat16.
+        CHECK(dnnl_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, e->bf16 == BF16_F32_DIFF_SRC ? &srcAnyF32 : &srcAny,
+                                                       &weiAny, &dstAny, strides, pad, pad));
         CHECK(dnnl_primitive_desc_create(&pd, &bd, attr, engine, fwd));
         q0 = dnnl_query_diff_dst_md; q1 = dnnl_query_weights_md; qOut = dnnl_query_diff_src_md;
         e->plain0 = dstPlain; e->plain1 = weiPlain; e->plainOut = srcPlain;
@@ -589,18 +597,21 @@ int df_dnnl_conv_backward_weights_laid(const df_dnnl_conv *g, int bf16, int thre
 int df_dnnl_conv_diff_src_block(const df_dnnl_conv *g, int bf16) {
     dnnl_status_t status = dnnl_success;
     int B = 0;
-    if (bf16) return 0;
     pthread_mutex_lock(&lock);
     if (ready_locked()) {
-        entry *d = lookup_locked(PASS_DATA, g, 0, &status);
-        if (d && d->mdOut.data_type == dnnl_f32) B = channel_block(&d->mdOut);
+        entry *d = lookup_locked(PASS_DATA, g, bf16 ? BF16_F32_DIFF_SRC : 0, &status);
+        // Under bf16 the primitive must also take the output gradient where the bfloat16 forward
+        // writes its output (the layout that output's gradient is laid in).
+        entry *f = d && bf16 ? lookup_locked(PASS_FORWARD, g, 1, &status) : NULL;
+        if (d && d->mdOut.data_type == dnnl_f32 && (!bf16 || (f && dnnl_memory_desc_equal(&f->mdOut, &d->md0))))
+            B = channel_block(&d->mdOut);
     }
     pthread_mutex_unlock(&lock);
     return B;
 }
 
-int df_dnnl_conv_backward_data_laid_out(const df_dnnl_conv *g, int threads, const float *w, const void *gy, float *gx) {
-    return run(PASS_DATA, g, 0, threads, gy, w, gx, 0, 0, NULL, NULL, 0, 2);
+int df_dnnl_conv_backward_data_laid_out(const df_dnnl_conv *g, int bf16, int threads, const float *w, const void *gy, float *gx) {
+    return run(PASS_DATA, g, bf16 ? BF16_F32_DIFF_SRC : 0, threads, gy, w, gx, 0, 0, NULL, NULL, 0, 2);
 }
 
 void df_dnnl_release(void) {

@@ -176,19 +176,21 @@ extension OneDNN {
     }
 
     /// The channel block of the Float32 layout the input gradient comes out in, when channel-blocked
-    /// (`inputGradLaidOut` writes gx in it), or nil (also under bf16).
+    /// (`inputGradLaidOut` writes gx in it), or nil. Under bf16: of a primitive on bfloat16 operands
+    /// whose input gradient is Float32 (its sums not rounded to bfloat16).
     static func inputGradBlock(_ g: ConvGeometry, bf16: Bool) -> Int? {
         var s = shape(g)
         let b = Int(df_dnnl_conv_diff_src_block(&s, bf16 ? 1 : 0))
         return b > 0 ? b : nil
     }
 
-    /// gx = the input gradient (assigned, Float32) from gy in the output's layout, written in the
-    /// primitive's channel-blocked layout (`inputGradBlock`) instead of NCHW.
+    /// gx = the input gradient (assigned, Float32) from gy in the output's layout (bfloat16 words
+    /// under bf16), written in the primitive's channel-blocked layout (`inputGradBlock`) instead of
+    /// NCHW; under bf16 not rounded to bfloat16 (the reader rounds it).
     static func inputGradLaidOut(_ ctx: ComputeContext, _ g: ConvGeometry, w: UnsafePointer<Float>, gy: UnsafeRawPointer,
-                                 gx: UnsafeMutablePointer<Float>) -> Bool {
+                                 gx: UnsafeMutablePointer<Float>, bf16: Bool = false) -> Bool {
         var s = shape(g)
-        return df_dnnl_conv_backward_data_laid_out(&s, Int32(ctx.threads), w, gy, gx) == 0
+        return df_dnnl_conv_backward_data_laid_out(&s, bf16 ? 1 : 0, Int32(ctx.threads), w, gy, gx) == 0
     }
 
     /// gw = the weight gradient (assigned) from gy in that layout; x, or keptX from `forward(keepX:)`.

@@ -204,14 +204,19 @@ extension Tensor {
                     }
                     if let nx {
                         let refused = "convBatchNorm: oneDNN refused the input gradient of a convolution it ran forward (\(g))"
-                        if !dnnlBF16, bctx.laidInputGradients, let b = OneDNN.inputGradBlock(g, bf16: false),
+                        if bctx.laidInputGradients, let b = OneDNN.inputGradBlock(g, bf16: dnnlBF16),
                            nx.takesLaidGradient(block: b) {
                             // x's only consumer, and x a fused block's output that reads this layout:
                             // its gradient stays in the primitive's layout (no reorder to NCHW).
                             // Under bf16 on Float32 primitives: rounded weights, the result rounded.
+                            // On bfloat16 primitives the Float32 sums as they come: the block that
+                            // reads them rounds them to bfloat16 as it reads (`roundsOwnGradient`),
+                            // as the primitive would have rounded them.
                             let gx = Buffer(count: nx.count)
                             let done: Bool
-                            if onF32 {
+                            if dnnlBF16 {
+                                done = OneDNN.inputGradLaidOut(bctx, g, w: wd.data, gy: gy, gx: gx.ptr, bf16: true)
+                            } else if onF32 {
                                 let wr = Conv.roundedBF16(bctx, wd.data, count: wd.count)
                                 done = withExtendedLifetime(wr) {
                                     Conv.roundedBF16Gradient(bctx, gx.ptr, count: gx.count, fresh: true) {

@@ -550,7 +550,8 @@ extension BlockedKernelTests {
     /// A chain of three fused blocks: the input gradients of the second and third blocks' inputs
     /// (fused blocks' outputs taken by nothing else) stay in the convolutions' blocked layout and the
     /// blocks before read them there. The same outputs and gradients bit for bit as through NCHW;
-    /// under bf16 with bfloat16 primitives (whose gradients are bfloat16 words) nothing is handed over.
+    /// under bf16 with bfloat16 primitives the handed-over gradient is the primitive's Float32 sums,
+    /// rounded to bfloat16 by the block that reads them: the bits of the primitive's own rounding.
     @Test(arguments: 0..<rebuildModes.count)
     func laidInputGradientsMatchNCHWOnes(_ mi: Int) throws {
         let (precision, primitives) = ConvBatchNormTests.rebuildModes[mi]
@@ -594,9 +595,12 @@ extension BlockedKernelTests {
                 (OneDNN.blockedOut(geometries[i], bf16: bf16)?.block, OneDNN.inputGradBlock(geometries[i + 1], bf16: bf16))
             }
         }
-        let expected = bf16 ? 0 : blocks.filter { $0.0 != nil && $0.0 == $0.1 }.count
+        let expected = blocks.filter { $0.0 != nil && $0.0 == $0.1 }.count
         #expect(laid.handed == expected, "handed over \(laid.handed), blocks \(blocks)")
-        if !bf16 { #expect(laid.handed > 0, "oneDNN's Float32 input gradients come out blocked here (\(blocks))") }
+        // (Float32 everywhere; bfloat16 checked on AVX512_BF16 JIT kernels, where it was measured.)
+        if !bf16 || OneDNN.isa == "avx512_core_bf16" {
+            #expect(laid.handed > 0, "oneDNN's input gradients come out blocked here (\(blocks), bfloat16 primitives: \(bf16))")
+        }
     }
 
     /// C2f's shape: cv1, chunk in two, a bottleneck (two blocks and a residual sum) on the second

@@ -71,11 +71,14 @@ int df_dnnl_conv_backward_data_laid(const df_dnnl_conv *g, int bf16, int threads
 int df_dnnl_conv_backward_weights_laid(const df_dnnl_conv *g, int bf16, int threads, const float *x, const void *gy,
                                        float *gw, const void *kept_x);
 // B when the input gradient comes out of the primitive in a channel-blocked Float32 layout (as
-// above; not under bf16): df_dnnl_conv_backward_data_laid_out can write gx in it. 0 otherwise.
+// above): df_dnnl_conv_backward_data_laid_out can write gx in it. 0 otherwise. Under bf16 this is
+// a backward-data primitive of its own: bfloat16 operands, the input gradient's Float32 sums not
+// rounded to bfloat16 (the reader rounds them as it reads).
 int df_dnnl_conv_diff_src_block(const df_dnnl_conv *g, int bf16);
-// The input gradient (assigned) from gy in the output's layout, written in the primitive's own
-// channel-blocked layout (no reorder; the layout df_dnnl_conv_diff_src_block names).
-int df_dnnl_conv_backward_data_laid_out(const df_dnnl_conv *g, int threads, const float *w, const void *gy, float *gx);
+// The input gradient (assigned, Float32) from gy in the output's layout (bfloat16 words under
+// bf16), written in the primitive's own channel-blocked layout (no reorder; the layout
+// df_dnnl_conv_diff_src_block names).
+int df_dnnl_conv_backward_data_laid_out(const df_dnnl_conv *g, int bf16, int threads, const float *w, const void *gy, float *gx);
 // Frees the cached primitives and scratch memory.
 void df_dnnl_release(void);
 

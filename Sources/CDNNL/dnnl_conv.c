@@ -384,7 +384,8 @@ fail:
 // shape and pointer.
 // laid: the output gradient is already in the primitive's layout (backward data: in0; backward
 // weights: in1), or the forward writes its output in the primitive's layout (out), with no reorder;
-// 2 (backward data): and the input gradient is written in the primitive's layout (out).
+// 2 (backward data): and the input gradient is written in the primitive's layout (out); 3 (forward):
+// and the input is already in the primitive's layout (in0).
 static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const void *in0, const void *in1, void *out,
                int accumulate, int share, void *keepSrc, const void *keptSrc, int frozenW, int laid) {
     dnnl_status_t status = dnnl_success;
@@ -403,7 +404,7 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const voi
     CHECK(wrap(&u0, &e->plain0, in0));
     CHECK(wrap(&u1, &e->plain1, in1));
     CHECK(wrap(&uo, &e->plainOut, out));
-    if (laid && pass == PASS_DATA) {
+    if ((laid && pass == PASS_DATA) || (laid == 3 && pass == PASS_FORWARD)) {
         CHECK(wrap(&m0, &e->md0, in0));
     } else if (reuse0) {
         CHECK(wrap(&m0, &e->md0, scratch[4]));
@@ -580,8 +581,22 @@ int df_dnnl_conv_src_block(const df_dnnl_conv *g, int bf16) {
 }
 
 int df_dnnl_conv_forward_laid(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, void *y,
-                              void *keep_x, int frozen_w) {
+                              void *keep_x, int frozen_w, const void *x_laid) {
+    if (x_laid && keep_x) return dnnl_invalid_arguments;
+    if (x_laid) return run(PASS_FORWARD, g, bf16, threads, x_laid, w, y, 0, 0, NULL, NULL, frozen_w, 3);
     return run(PASS_FORWARD, g, bf16, threads, x, w, y, 0, 0, keep_x, NULL, frozen_w, 1);
+}
+
+int df_dnnl_conv_forward_src_block(const df_dnnl_conv *g, int bf16) {
+    dnnl_status_t status = dnnl_success;
+    int B = 0;
+    pthread_mutex_lock(&lock);
+    if (ready_locked()) {
+        entry *f = lookup_locked(PASS_FORWARD, g, bf16, &status);
+        if (f && f->to0 && f->md0.data_type == (bf16 ? dnnl_bf16 : dnnl_f32)) B = channel_block(&f->md0);
+    }
+    pthread_mutex_unlock(&lock);
+    return B;
 }
 
 int df_dnnl_conv_backward_data_laid(const df_dnnl_conv *g, int bf16, int threads, const float *w, const void *gy,

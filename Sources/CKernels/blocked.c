@@ -94,10 +94,10 @@ DF_VARIANTS_HW(df_blocked_sums,
 
 static inline __attribute__((always_inline)) void df_blocked_affine_body(
     const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *scale,
-    const float *shift, float *out, int silu, const int hw) {
+    const float *shift, float *out, uint16_t *outh, int silu, const int hw) {
     (void)N;
-#define DF_AFFINE_S(h) DF_WIDTH(affine_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, 1, h)
-#define DF_AFFINE_P(h) DF_WIDTH(affine_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, 0, h)
+#define DF_AFFINE_S(h) DF_WIDTH(affine_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, outh, 1, h)
+#define DF_AFFINE_P(h) DF_WIDTH(affine_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, outh, 0, h)
     if (silu) DF_BY_FORMAT(DF_FMT(zh, f16), DF_AFFINE_S);
     else DF_BY_FORMAT(DF_FMT(zh, f16), DF_AFFINE_P);
 #undef DF_AFFINE_S
@@ -105,8 +105,8 @@ static inline __attribute__((always_inline)) void df_blocked_affine_body(
 }
 DF_VARIANTS_HW(df_blocked_affine,
             (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *scale,
-             const float *shift, float *out, int silu),
-            (z, zh, f16, N, C, HW, B, i0, i1, scale, shift, out, silu))
+             const float *shift, float *out, uint16_t *outh, int silu),
+            (z, zh, f16, N, C, HW, B, i0, i1, scale, shift, out, outh, silu))
 
 // MARK: - Affine (+ SiLU) in the blocked layout
 

@@ -98,7 +98,7 @@ DF_DECLARE(df_col2im, (const float *col, int C, int H, int W, int k, int s, int 
 DF_DECLARE(df_blocked_sums, (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1,
                               const float *mean, double *out))
 DF_DECLARE(df_blocked_affine, (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1,
-                               const float *scale, const float *shift, float *out, int silu))
+                               const float *scale, const float *shift, float *out, uint16_t *outh, int silu))
 DF_DECLARE(df_blocked_affine_laid, (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int c0,
                                     int count, int i0, int i1, const float *scale, const float *shift, int silu, float *out,
                                     uint16_t *outh, int outC, int outC0, int accumulate))

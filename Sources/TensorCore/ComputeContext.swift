@@ -117,6 +117,14 @@ public final class ComputeContext: @unchecked Sendable {
     public var laidInputGradients = true
     /// Input gradients handed over in that layout since the context was made (for tests).
     public internal(set) var laidGradients = 0
+    /// With `fuseConvBatchNorm`, on oneDNN's bfloat16 primitives: a fused block writes its output
+    /// also as bfloat16 words in its convolution's channel-blocked layout (in the same pass), and a
+    /// convolution whose input is made of such outputs (directly, or through channel slices and
+    /// concatenations) takes those words instead of reordering the NCHW input. Off: the reorder
+    /// (same words).
+    public var laidInputs = true
+    /// Convolutions that took their input so since the context was made (for tests).
+    public internal(set) var laidInputsTaken = 0
     /// Synchronised batch statistics (data parallelism with `--sync-bn`): sums `count` Doubles in
     /// place over every replica of the job. Batch norm in training calls it once in the forward
     /// (the channels' sums and sums of squares, and the count) and once in the backward (the sums

@@ -152,3 +152,68 @@ final class LaidRecipe: @unchecked Sendable {
         }
     }
 }
+
+/// A tensor's values as bfloat16 words in oneDNN's channel-blocked layout, written beside its NCHW
+/// values by the op that made it (a fused Conv block on bfloat16 primitives: its affine + SiLU pass
+/// stores both) and carried through channel slices and concatenations, so that a convolution on
+/// bfloat16 primitives reading the tensor takes these words as its input instead of reordering the
+/// NCHW values (the same rounding, so the same words). The tensor holds them and they go with it.
+///
+/// The channels are `parts` in order, each channels start ..< start + count of a blocked [n, c, hw]
+/// buffer; every part shares n, hw and the channel block, and starts and counts are multiples of it.
+struct LaidWords {
+    struct Part {
+        let buffer: HalfBuffer
+        let c, start, count: Int
+    }
+
+    let parts: [Part]
+    let n, hw, block: Int
+
+    /// A whole blocked [n, c, hw] buffer.
+    init(_ buffer: HalfBuffer, n: Int, c: Int, hw: Int, block: Int) {
+        self.init(parts: [Part(buffer: buffer, c: c, start: 0, count: c)], n: n, hw: hw, block: block)
+    }
+
+    private init(parts: [Part], n: Int, hw: Int, block: Int) {
+        (self.parts, self.n, self.hw, self.block) = (parts, n, hw, block)
+    }
+
+    var channels: Int { parts.reduce(0) { $0 + $1.count } }
+
+    /// Channels start ..< start + length, or nil when they do not fall on channel blocks.
+    func slice(start: Int, length: Int) -> LaidWords? {
+        guard start % block == 0, length % block == 0, length > 0, start + length <= channels else { return nil }
+        var out: [Part] = [], base = 0
+        for p in parts {
+            let lo = Swift.max(start, base), hi = Swift.min(start + length, base + p.count)
+            if lo < hi { out.append(Part(buffer: p.buffer, c: p.c, start: p.start + lo - base, count: hi - lo)) }
+            base += p.count
+        }
+        return LaidWords(parts: out, n: n, hw: hw, block: block)
+    }
+
+    /// The concatenation along channels, or nil when the parts do not share n, hw and the block.
+    static func concat(_ all: [LaidWords]) -> LaidWords? {
+        guard let w0 = all.first, all.allSatisfy({ $0.n == w0.n && $0.hw == w0.hw && $0.block == w0.block }) else { return nil }
+        return LaidWords(parts: all.flatMap(\.parts), n: w0.n, hw: w0.hw, block: w0.block)
+    }
+
+    /// All channels in one blocked [n, channels, hw] buffer: the one part's own buffer when it is
+    /// all of it, else the parts copied together (one contiguous run per image and part).
+    func gathered() -> HalfBuffer {
+        if parts.count == 1, let p = parts.first, p.start == 0, p.count == p.c { return p.buffer }
+        let c = channels, hw = hw
+        let out = HalfBuffer(count: n * c * hw)
+        var offsets: [Int] = [], off = 0
+        for p in parts { offsets.append(off); off += p.count }
+        let parts = parts, dst = out.ptr
+        Parallel.chunks(n * parts.count, grain: 1) { r in
+            for item in r {
+                let i = item / parts.count, j = item % parts.count, p = parts[j]
+                (dst + (i * c + offsets[j]) * hw).update(from: p.buffer.ptr + (i * p.c + p.start) * hw, count: p.count * hw)
+            }
+        }
+        return out
+    }
+}

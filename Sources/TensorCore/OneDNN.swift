@@ -161,11 +161,21 @@ extension OneDNN {
     }
 
     /// y in that layout (Float32, or bfloat16 words under bf16); keepX as in `forward`; `frozen`:
-    /// the weights do not change (as `forwardFrozen`).
+    /// the weights do not change (as `forwardFrozen`); xLaid: x already in the layout the forward
+    /// takes it in (`forwardSourceBlock`; then x is not read and keepX must be nil).
     static func forwardLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                            y: UnsafeMutableRawPointer, bf16: Bool, keepX: UnsafeMutableRawPointer?, frozen: Bool = false) -> Bool {
+                            y: UnsafeMutableRawPointer, bf16: Bool, keepX: UnsafeMutableRawPointer?, frozen: Bool = false,
+                            xLaid: UnsafeRawPointer? = nil) -> Bool {
         var s = shape(g)
-        return df_dnnl_conv_forward_laid(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, w, y, keepX, frozen ? 1 : 0) == 0
+        return df_dnnl_conv_forward_laid(&s, bf16 ? 1 : 0, Int32(ctx.threads), x, w, y, keepX, frozen ? 1 : 0, xLaid) == 0
+    }
+
+    /// The channel block of the layout the forward takes x in, when channel-blocked (x in it can be
+    /// passed as `xLaid`), or nil.
+    static func forwardSourceBlock(_ g: ConvGeometry, bf16: Bool) -> Int? {
+        var s = shape(g)
+        let b = Int(df_dnnl_conv_forward_src_block(&s, bf16 ? 1 : 0))
+        return b > 0 ? b : nil
     }
 
     /// gx (+= when accumulate) from gy in that layout.

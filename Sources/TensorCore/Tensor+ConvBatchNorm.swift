@@ -71,10 +71,19 @@ extension Tensor {
         }
         let xr = onF32 ? Conv.roundedBF16(ctx, x.data, count: x.count) : nil
         let wr = onF32 ? Conv.roundedBF16(ctx, weight.data, count: weight.count) : nil
-        let laidForward = withExtendedLifetime((xr, wr)) {
-            OneDNN.forwardLaid(ctx, g, x: xr?.ptr ?? x.data, w: wr?.ptr ?? weight.data,
-                               y: zRaw, bf16: dnnlBF16, keepX: kept.map { UnsafeMutableRawPointer($0.ptr) })
+        // On bfloat16 primitives: x's bfloat16 words in the layout the forward takes, where the ops
+        // that made x wrote them (no reorder of x).
+        var xWords: HalfBuffer? = nil
+        if dnnlBF16, ctx.laidInputs, kept == nil, let w = x.laidWords, w.n == g.n, w.hw == g.h * g.w, w.channels == g.c,
+           OneDNN.forwardSourceBlock(g, bf16: true) == w.block {
+            xWords = w.gathered()
         }
+        let laidForward = withExtendedLifetime((xr, wr, xWords)) {
+            OneDNN.forwardLaid(ctx, g, x: xr?.ptr ?? x.data, w: wr?.ptr ?? weight.data,
+                               y: zRaw, bf16: dnnlBF16, keepX: kept.map { UnsafeMutableRawPointer($0.ptr) },
+                               xLaid: xWords.map { UnsafeRawPointer($0.ptr) })
+        }
+        if laidForward && xWords != nil { ctx.laidInputsTaken += 1 }
         guard laidForward else { return composed() }
         if let zScratch, let zHalf {
             let src = zScratch.ptr, dst = zHalf.ptr, convert = f16 ? k.pointee.f32_to_f16 : k.pointee.f32_to_bf16
@@ -119,15 +128,20 @@ extension Tensor {
                                  momentum: momentum, eps: eps, weight: bnWeight, bias: bnBias, replicaSum: replicaSum)
         let out = Tensor(uninitialized: [n, c, g.oh, g.ow])
         let po = out.data
+        // On bfloat16 primitives the output also as bfloat16 words in z's layout, for the
+        // convolutions that read it (`LaidWords`).
+        let words = dnnlBF16 && ctx.laidInputs ? HalfBuffer(count: n * c * hw) : nil
+        let pw = words?.ptr
         plan.scale.withUnsafeBufferPointer { sp in
             plan.shift.withUnsafeBufferPointer { hp in
                 let spp = sp.baseAddress!, hpp = hp.baseAddress!
                 Parallel.chunks(items, grain: grain) { r in
                     k.pointee.blocked_affine(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
-                                             Int32(r.upperBound), spp, hpp, po, silu ? 1 : 0)
+                                             Int32(r.upperBound), spp, hpp, po, pw, silu ? 1 : 0)
                 }
             }
         }
+        if let words { out.laidWords = LaidWords(words, n: n, c: c, hw: hw, block: B) }
         guard needsGrad(x, weight, bnWeight, bnBias) else { return out }
 
         ctx.saved.count(bytes: (zFull?.bytes ?? 0) + (zHalf?.bytes ?? 0))

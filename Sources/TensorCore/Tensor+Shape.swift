@@ -94,6 +94,7 @@ extension Tensor {
             // A channel slice of a tensor backward can rebuild in oneDNN's layout can be rebuilt too.
             if out.node != nil, rank == 4, a == 1, let r = laidRecipe { out.laidRecipe = r.slice(start: start, length: length) }
         }
+        if rank == 4, a == 1, let w = laidWords { out.laidWords = w.slice(start: start, length: length) }
         return out
     }
 
@@ -170,6 +171,10 @@ extension Tensor {
                 let recipes = parts.compactMap(\.laidRecipe)
                 if recipes.count == parts.count { out.laidRecipe = LaidRecipe.concat(recipes) }
             }
+        }
+        if outShape.count == 4, a == 1 {
+            let words = parts.compactMap(\.laidWords)
+            if words.count == parts.count { out.laidWords = LaidWords.concat(words) }
         }
         return out
     }

@@ -15,6 +15,9 @@ public final class Tensor: @unchecked Sendable {
     /// `convBatchNorm` on its output, and carried through channel slices, concatenations and sums
     /// of such tensors (see `LaidRecipe`).
     var laidRecipe: LaidRecipe?
+    /// This tensor's values as bfloat16 words in oneDNN's channel-blocked layout, when the op that
+    /// made it wrote them (see `LaidWords`).
+    var laidWords: LaidWords?
 
     /// Wraps `buffer` (its count must equal the shape's product).
     public init(shape: [Int], buffer: Buffer) {

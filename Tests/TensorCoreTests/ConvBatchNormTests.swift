@@ -47,6 +47,8 @@ import _TestSupport
         var dz: [Float] = [], dzPlain: [Float] = [], sumG: [Double] = [], sumGX: [Double] = []
         var gx: [Float] = [], gxHalf: [UInt16] = [], gxBF16Values: [Float] = [], gxF16Values: [Float] = []
         var laid: [Float] = [], laidHalf: [UInt16] = [], laidAdded: [Float] = []
+        /// blocked_affine's bfloat16 words of its SiLU values in the blocked layout (beside `silu`).
+        var siluWords: [UInt16] = []
         /// affine_laid stored rounded: assigned then added (as laidAdded), to bfloat16 then half values.
         var laidRounded: [[Float]] = []
         /// grad_sums from the gradient in the blocked layout, dz written over it in place.
@@ -63,7 +65,7 @@ import _TestSupport
             return sameD(a.mean, b.mean) && sameD(a.sq, b.sq) && same(a.affine, b.affine) && same(a.silu, b.silu) && same(a.dz, b.dz)
                 && same(a.dzPlain, b.dzPlain) && sameD(a.sumG, b.sumG) && sameD(a.sumGX, b.sumGX) && same(a.gx, b.gx) && a.gxHalf == b.gxHalf
                 && same(a.gxBF16Values, b.gxBF16Values) && same(a.gxF16Values, b.gxF16Values)
-                && same(a.laid, b.laid) && a.laidHalf == b.laidHalf && same(a.laidAdded, b.laidAdded)
+                && same(a.laid, b.laid) && a.laidHalf == b.laidHalf && a.siluWords == b.siluWords && same(a.laidAdded, b.laidAdded)
                 && a.laidRounded.count == b.laidRounded.count && zip(a.laidRounded, b.laidRounded).allSatisfy { same($0, $1) }
                 && same(a.dzLaid, b.dzLaid) && sameD(a.sumGLaid, b.sumGLaid) && sameD(a.sumGXLaid, b.sumGXLaid)
                 && a.roundedDz.count == b.roundedDz.count && zip(a.roundedDz, b.roundedDz).allSatisfy { same($0, $1) }
@@ -90,8 +92,9 @@ import _TestSupport
         call { zf, zhp in
             k.blocked_sums(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, nil, &o.mean)
             k.blocked_sums(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, mean, &o.sq)
-            k.blocked_affine(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, &o.affine, 0)
-            k.blocked_affine(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, &o.silu, 1)
+            k.blocked_affine(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, &o.affine, nil, 0)
+            o.siluWords = [UInt16](repeating: 0, count: zb.count)
+            k.blocked_affine(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, &o.silu, &o.siluWords, 1)
             o.laid = o.affine
             o.laidHalf = half
             k.blocked_affine_laid(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, Int32(c), 0, items, scale, shift, 1,
@@ -315,6 +318,7 @@ import _TestSupport
         #expect(o.silu == zs, "affine + SiLU \(s)")
         #expect(o.laid == BlockedKernelTests.blocked(zs, s), "affine + SiLU in the blocked layout \(s)")
         #expect(o.laidHalf == BlockedKernelTests.bf16Words(BlockedKernelTests.blocked(zs, s)), "the same as bfloat16 \(s)")
+        #expect(o.siluWords == o.laidHalf, "the NCHW pass's bfloat16 words in the blocked layout \(s)")
         var added = zs
         let b = s.3
         for i in 0..<n { for j in 0..<b { for p in 0..<hw { added[(i * c + c - b + j) * hw + p] += zs[(i * c + j) * hw + p] } } }
@@ -652,6 +656,45 @@ extension BlockedKernelTests {
         // Not kept: the slice (16 channels), the first bottleneck block's output (16), the concatenation (48).
         let copies = (16 + 16 + 48) * 2 * 144 * (precision == .fp32 ? 4 : 2)
         #expect(kept.saved - rebuilt.saved == copies, "saved \(kept.saved) with copies kept, \(rebuilt.saved) rebuilt")
+    }
+
+    /// On bfloat16 primitives, blocks write their outputs also as bfloat16 words in the blocked
+    /// layout, and a block whose input is such an output (through a chunk, a concatenation of
+    /// chunks and a block, or directly) takes those words instead of reordering its NCHW input:
+    /// the same outputs and gradients bit for bit as with the reorders.
+    @Test func laidInputsMatchReorderedOnes() throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        struct Run: Equatable { var y: [UInt32], grads: [[UInt32]], taken: Int }
+        func run(laid: Bool) -> Run {
+            let ctx = ConvBatchNormTests.context(.bf16, fused: true, bf16Primitives: true)
+            ctx.laidInputs = laid
+            var rng = RandomState(seed: 61)
+            let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
+            let wa = Tensor.normal([32, 16, 3, 3], std: 0.2, rng: &rng), wb = Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng)
+            let wc = Tensor.normal([32, 48, 1, 1], std: 0.2, rng: &rng), wd = Tensor.normal([32, 32, 3, 3], std: 0.2, rng: &rng)
+            let r = Tensor.normal([2, 32, 6, 6], rng: &rng)
+            let params = [x, wa, wb, wc, wd]
+            for t in params { t.requiresGrad = true }
+            func block(_ t: Tensor, _ w: Tensor, stride: Int = 1) -> Tensor {
+                let c = w.shape[0]
+                return Tensor.convBatchNorm(t, weight: w, stride: stride, padding: w.shape[2] / 2,
+                                            bnWeight: Tensor(repeating: 1, shape: [c]), bnBias: Tensor(zeros: [c]),
+                                            stats: BatchNormStats(channels: c), training: true, momentum: 0.03, eps: 1e-3, silu: true)
+            }
+            return ctx.run {
+                let y = block(x, wa).chunk(2, axis: 1)
+                let b = block(y[1], wb)
+                let out = block(block(Tensor.concat([y[0], y[1], b], axis: 1), wc), wd, stride: 2)
+                (out * r).sum().backward()
+                return Run(y: out.array.map(\.bitPattern), grads: params.map { $0.grad!.array.map(\.bitPattern) }, taken: ctx.laidInputsTaken)
+            }
+        }
+        let laid = run(laid: true), reordered = run(laid: false)
+        #expect(laid.y == reordered.y)
+        for (i, (a, b)) in zip(laid.grads, reordered.grads).enumerated() { #expect(a == b, "gradient \(i)") }
+        #expect(reordered.taken == 0)
+        // The chunk, the concatenation and the direct edge (checked on AVX512_BF16 JIT kernels, where it was measured).
+        if OneDNN.isa == "avx512_core_bf16" { #expect(laid.taken == 3, "taken \(laid.taken)") }
     }
 
     /// Central differences through the fused op (Float32 on oneDNN), every input.

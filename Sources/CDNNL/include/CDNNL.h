@@ -61,9 +61,14 @@ size_t df_dnnl_conv_blocked_out(const df_dnnl_conv *g, int bf16, int *block);
 // rebuilt in that layout (Float32, or bfloat16 words under bf16) can be its kept_x. 0 otherwise.
 int df_dnnl_conv_src_block(const df_dnnl_conv *g, int bf16);
 // The forward writing y in that layout (Float32, or bfloat16 words under bf16); keep_x as above;
-// frozen_w: the weights' reordered copy cached as in df_dnnl_conv_forward_frozen.
+// frozen_w: the weights' reordered copy cached as in df_dnnl_conv_forward_frozen. With x_laid, x is
+// not read: x_laid holds it already in the layout the forward takes it in (see
+// df_dnnl_conv_forward_src_block; keep_x must then be NULL).
 int df_dnnl_conv_forward_laid(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, void *y,
-                              void *keep_x, int frozen_w);
+                              void *keep_x, int frozen_w, const void *x_laid);
+// B when the forward takes x in a channel-blocked layout other than NCHW (Float32, or bfloat16
+// words under bf16), which x_laid above may be given in. 0 otherwise.
+int df_dnnl_conv_forward_src_block(const df_dnnl_conv *g, int bf16);
 // The input gradient from gy in that layout (+= when accumulate).
 int df_dnnl_conv_backward_data_laid(const df_dnnl_conv *g, int bf16, int threads, const float *w, const void *gy,
                                     float *gx, int accumulate);

@@ -100,7 +100,8 @@ typedef struct entry {
     // df_dnnl_conv_forward_frozen). wFrom NULL: nothing cached.
     const float *wFrom;
     void *wBuf;
-    struct entry *next;
+    struct entry *next;    // every entry (cache)
+    struct entry *chain;   // the entries of the same hash bucket (buckets)
 } entry;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -108,6 +109,10 @@ static int state;                 // 0 not tried, 1 ready, -1 unavailable
 static dnnl_engine_t engine;
 static dnnl_stream_t stream;
 static entry *cache;
+// The entries by hash of (pass, type, shape): a training step asks for a few hundred of them, each
+// several times (the primitive, and the layout queries of the fused Conv block).
+#define BUCKETS 512
+static entry *buckets[BUCKETS];
 // Scratch slots: 0, 1 the reordered inputs, 2 the output in the primitive's layout, 3 the plain
 // output to add, 4 the output gradient reordered by a backward_weights call that keeps it, 5 the
 // convolution's own scratchpad. The scratchpad is ours (user mode), not oneDNN's global one: that
@@ -299,11 +304,20 @@ static dnnl_status_t reorder(dnnl_primitive_t r, dnnl_memory_t from, dnnl_memory
     return dnnl_primitive_execute(r, stream, 2, args);
 }
 
+// The bucket of (pass, shape, type): FNV-1a over the key's ints.
+static unsigned bucket_of(int pass, const df_dnnl_conv *g, int bf16) {
+    const int key[10] = {pass, bf16, g->n, g->c, g->h, g->w, g->o, g->k, g->s, g->p};
+    unsigned h = 2166136261u;
+    for (int i = 0; i < 10; i++) h = (h ^ (unsigned)key[i]) * 16777619u;
+    return h % BUCKETS;
+}
+
 // The cached entry of (pass, shape, type), built on first use; NULL with *status set on failure
 // (remembered: a refused combination is not built again).
 static entry *lookup_locked(int pass, const df_dnnl_conv *g, int bf16, dnnl_status_t *status) {
-    entry *e = cache;
-    while (e && !(e->pass == pass && e->bf16 == bf16 && same_shape(&e->g, g))) e = e->next;
+    unsigned b = bucket_of(pass, g, bf16);
+    entry *e = buckets[b];
+    while (e && !(e->pass == pass && e->bf16 == bf16 && same_shape(&e->g, g))) e = e->chain;
     if (!e) {
         e = calloc(1, sizeof *e);
         if (!e) { *status = dnnl_out_of_memory; return NULL; }
@@ -318,6 +332,7 @@ static entry *lookup_locked(int pass, const df_dnnl_conv *g, int bf16, dnnl_stat
             *e = key;
         }
         e->next = cache; cache = e;
+        e->chain = buckets[b]; buckets[b] = e;
     }
     if (e->refused != dnnl_success) { *status = e->refused; return NULL; }
     return e;
@@ -633,6 +648,7 @@ void df_dnnl_release(void) {
     pthread_mutex_lock(&lock);
     if (state != 1) { pthread_mutex_unlock(&lock); return; }
     while (cache) { entry *next = cache->next; destroy_entry(cache); cache = next; }
+    memset(buckets, 0, sizeof buckets);
     for (int i = 0; i < 6; i++) { free(scratch[i]); scratch[i] = NULL; scratchBytes[i] = 0; }
     keptValid = 0;
     pthread_mutex_unlock(&lock);

@@ -49,7 +49,7 @@ extension Tensor {
         let out = clone()
         Half.round(out.data, count: count)
         if Tensor.needsGrad(self), let nx = node {
-            out.recording([self]) { g in nx.accumulate { d in addInto(d, g.ptr, g.count) } }
+            out.recording([self]) { g in nx.addGradient(g.ptr) }
         }
         return out
     }

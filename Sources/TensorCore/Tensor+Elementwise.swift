@@ -67,7 +67,7 @@ extension Tensor {
                         src = Buffer(count: g.count)
                         for i in 0..<g.count { src.ptr[i] = s * g.ptr[i] }
                     }
-                    if shape == so { node.accumulate { d in addInto(d, src.ptr, src.count) } }
+                    if shape == so { node.addGradient(src.ptr) }
                     else { node.accumulate { d in Tensor.reduce(src.ptr, from: so, to: shape, into: d) } }
                 }
             }
@@ -148,6 +148,21 @@ extension Tensor {
 func addInto(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
     let add = ComputeContext.current.k.pointee.add_into
     Parallel.chunks(n, grain: elementwiseGrain) { r in add(dst + r.lowerBound, src + r.lowerBound, r.count) }
+}
+
+extension Node {
+    /// The gradient += src (count elements, the whole gradient); on a fresh gradient src is copied
+    /// instead of added to zeros (no zero fill; a -0 stays -0).
+    func addGradient(_ src: UnsafePointer<Float>) {
+        let n = count
+        accumulateOrSet { d, fresh in
+            if fresh {
+                Parallel.chunks(n, grain: elementwiseGrain) { r in (d + r.lowerBound).update(from: src + r.lowerBound, count: r.count) }
+            } else {
+                addInto(d, src, n)
+            }
+        }
+    }
 }
 
 // MARK: - Unary ops

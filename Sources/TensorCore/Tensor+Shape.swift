@@ -12,7 +12,7 @@ extension Tensor {
         precondition(Tensor.product(s) == count, "cannot reshape \(shape) (\(count) elements) to \(newShape)")
         let out = Tensor(shape: s, buffer: buffer)
         if Tensor.needsGrad(self), let nx = node {
-            out.recording([self]) { g in nx.accumulate { d in addInto(d, g.ptr, g.count) } }
+            out.recording([self]) { g in nx.addGradient(g.ptr) }
         }
         return out
     }
@@ -84,10 +84,21 @@ extension Tensor {
         }
         if Tensor.needsGrad(self), let nx = node {
             out.recording([self]) { g in
-                nx.accumulate { d in
-                    for o in 0..<outer {
-                        let dst = d + (o * n + start) * inner, src = g.ptr + o * block
-                        for i in 0..<block { dst[i] += src[i] }
+                // The slice's gradient added (or, on a fresh gradient, copied with zeros around it),
+                // rows in parallel.
+                let k = ComputeContext.current.k
+                nx.accumulateOrSet { d, fresh in
+                    Parallel.chunks(outer, grain: Swift.max(1, elementwiseGrain / Swift.max(n * inner, 1))) { r in
+                        for o in r {
+                            let row = d + o * n * inner, dst = row + start * inner, src = g.ptr + o * block
+                            if fresh {
+                                row.update(repeating: 0, count: start * inner)
+                                dst.update(from: src, count: block)
+                                (dst + block).update(repeating: 0, count: (n - start - length) * inner)
+                            } else {
+                                k.pointee.add_into(dst, src, block)
+                            }
+                        }
                     }
                 }
             }

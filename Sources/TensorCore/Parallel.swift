@@ -71,6 +71,21 @@ public enum Parallel {
         run(k) { i in body(i, (n * i / k)..<(n * (i + 1) / k)) }
     }
 
+    /// Calls `body(i)` once for every piece `i` of work whose size is `sizes[i]` (e.g. a model's
+    /// tensors, of very uneven lengths), in one parallel loop: the pieces are cut into up to
+    /// `threads` contiguous runs of about equal total size, a piece going to the run that holds
+    /// its first item. Runs hold at least `grain` items. Pieces must be independent.
+    public static func pieces(_ sizes: [Int], grain: Int = 1 << 15, _ body: (Int) -> Void) {
+        var starts: [Int] = []
+        starts.reserveCapacity(sizes.count)
+        var total = 0
+        for s in sizes { starts.append(total); total += max(s, 0) }
+        if total == 0 { for i in sizes.indices { body(i) }; return }
+        chunks(total, grain: grain) { r in
+            for (i, s) in starts.enumerated() where r.contains(min(s, total - 1)) { body(i) }
+        }
+    }
+
     // MARK: Worker marking
 
     private static let workerKey: pthread_key_t = {

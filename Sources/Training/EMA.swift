@@ -24,9 +24,10 @@ public final class EMA {
     public func update() {
         updates += 1
         let d = Float(EMA.decay(decay, tau: tau, updates: updates))
-        for (_, live, ema) in pairs {
-            let l = live.data, e = ema.data
-            for i in 0..<live.count { e[i] = d * e[i] + (1 - d) * l[i] }
+        let pairs = pairs
+        Parallel.pieces(pairs.map { $0.live.count }) { k in
+            let l = pairs[k].live.data, e = pairs[k].ema.data
+            for i in 0..<pairs[k].live.count { e[i] = d * e[i] + (1 - d) * l[i] }
         }
     }
 

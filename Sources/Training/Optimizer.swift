@@ -45,31 +45,48 @@ public final class Optimizer {
         parameterSteps = [Int](repeating: 0, count: table.count)
     }
 
-    /// One update of every parameter that has a gradient.
-    public func step() {
+    /// One update of every parameter that has a gradient. `gradScale` (the clipping factor), when
+    /// given, first multiplies each gradient in place, as a separate scaling pass would. The
+    /// tensors are updated in one parallel loop (each element's arithmetic is the same on any
+    /// thread count); state is allocated and step counts advanced before it.
+    public func step(gradScale: Float? = nil) {
         steps += 1
-        for (i, p) in table.params.enumerated() {
-            guard let g = p.tensor.node?.grad else { continue }
-            let s = groups[p.group]
-            let w = p.tensor.data, gp = g.ptr, n = g.count
+        let k = ComputeContext.current.kernels
+        let grads: [Buffer?] = table.params.map { $0.tensor.node?.grad }
+        // SGD's momentum buffer takes the first gradient as it is (torch's buffer starts empty).
+        var firstSteps = [Bool](repeating: false, count: grads.count)
+        for (i, g) in grads.enumerated() {
+            guard let g else { continue }
+            parameterSteps[i] += 1
+            if m[i] == nil {
+                firstSteps[i] = true
+                switch kind {
+                case .sgd: m[i] = Buffer(count: g.count)   // the first step writes it whole
+                case .adamw: m[i] = Buffer(count: g.count, repeating: 0); v[i] = Buffer(count: g.count, repeating: 0)
+                }
+            }
+        }
+        let kind = kind, nesterov = nesterov, b1 = Float(beta1)
+        let settings = table.params.map { groups[$0.group] }
+        let params = table.params, m = m, v = v, parameterSteps = parameterSteps
+        Parallel.pieces(grads.map { $0?.count ?? 0 }) { i in
+            guard let g = grads[i] else { return }
+            let n = g.count
+            if let gradScale { k.scale(g.ptr, gradScale, count: n) }
+            let s = settings[i], w = params[i].tensor.data, gp = g.ptr
             let lr = Float(s.lr), mom = Float(s.momentum), wd = Float(s.weightDecay)
-            if kind == .sgd { parameterSteps[i] += 1 }
             switch kind {
             case .sgd:
-                let first = m[i] == nil
-                if first { m[i] = Buffer(count: n) }
-                let buf = m[i]!.ptr
+                let first = firstSteps[i], buf = m[i]!.ptr
                 for j in 0..<n {
                     let d = gp[j] + wd * w[j]
                     buf[j] = first ? d : mom * buf[j] + d
                     w[j] -= lr * (nesterov ? d + mom * buf[j] : buf[j])
                 }
             case .adamw:
-                if m[i] == nil { m[i] = Buffer(count: n, repeating: 0); v[i] = Buffer(count: n, repeating: 0) }
                 let mb = m[i]!.ptr, vb = v[i]!.ptr
-                parameterSteps[i] += 1
                 let t = Double(parameterSteps[i])
-                let b1 = Float(beta1), b2: Float = 0.999, eps: Float = 1e-8
+                let b2: Float = 0.999, eps: Float = 1e-8
                 let bc1 = 1 - Foundation.pow(Double(b1), t), bc2 = 1 - Foundation.pow(Double(b2), t)
                 let stepSize = Float(Double(lr) / bc1), bc2s = Float(bc2.squareRoot())
                 for j in 0..<n {

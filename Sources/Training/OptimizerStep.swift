@@ -18,24 +18,37 @@ public enum OptimizerStep {
     /// Runs the sequence on gradients accumulated with the loss multiplied by `scaler.scale`
     /// (`scaled`: dynamic loss scaling, the fp16 AMP default) or by 1. `lossFinite` false (a loss
     /// that overflowed in the forward pass) skips the step like an overflowing gradient.
-    /// `maxNorm` nil or 0 leaves the gradient unclipped.
+    /// `maxNorm` nil or 0 leaves the gradient unclipped. `squares`, when given, receives each
+    /// parameter's sum of squares of the unscaled gradient (table order) before the step.
     ///
     /// As Ultralytics (scaler.step, scaler.update, zero_grad, then ema.update unconditionally), the
     /// EMA is updated after a step skipped for a loss-scale overflow too, so its update count and
     /// decay ramp follow the optimizer calls.
     public static func run(table: ParamTable, optimizer: Optimizer, ema: EMA?, scaler: inout LossScaler,
-                           scaled: Bool, maxNorm: Double?, lossFinite: Bool = true) -> Outcome {
-        if scaled && lossFinite { table.scaleGrads(Float(1 / scaler.scale)) }
-        guard lossFinite && table.gradsFinite() else {
+                           scaled: Bool, maxNorm: Double?, lossFinite: Bool = true,
+                           squares: (([Double]) -> Void)? = nil) -> Outcome {
+        // Unscaling and the per-tensor squares in one visit of each gradient. A finite sum of
+        // squares means every gradient is finite (an inf or NaN carries through); when it is not,
+        // the elements are checked (finite values whose squares overflow Float lanes still step).
+        let perTensor = lossFinite ? table.gradSquares(unscale: scaled ? Float(1 / scaler.scale) : nil) : []
+        let norm = perTensor.reduce(0, +).squareRoot()
+        guard lossFinite && (norm.isFinite || table.gradsFinite()) else {
             table.zeroGrad()
             guard scaled else { return .nonFinite }
             let event = scaler.update(foundInf: true)
             ema?.update()
             return .overflow(event)
         }
-        var norm = 0.0, clipped = false
-        if let maxNorm, maxNorm > 0 { (norm, clipped) = table.clipGradNorm(maxNorm) } else { norm = table.gradNorm() }
-        optimizer.step()
+        squares?(perTensor)
+        // torch.nn.utils.clip_grad_norm_: scaled by maxNorm / (norm + 1e-6) when that is below 1
+        // (the factor applied in the optimizer's pass over each gradient).
+        var clip: Float? = nil
+        if let maxNorm, maxNorm > 0, norm.isFinite {
+            let coef = maxNorm / (norm + 1e-6)
+            if coef < 1 { clip = Float(coef) }
+        }
+        let clipped = clip != nil
+        optimizer.step(gradScale: clip)
         if scaled { scaler.update(foundInf: false) }
         table.zeroGrad()
         ema?.update()

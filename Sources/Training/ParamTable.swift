@@ -51,6 +51,22 @@ public struct ParamTable: @unchecked Sendable {
         return true
     }
 
+    /// Each parameter's gradient sum of squares (0 where it has none), in one parallel loop over
+    /// the tensors; with `unscale`, each gradient is first multiplied by it (the loss scale
+    /// removed) in the same visit. Summed in table order they give `gradNorm()`'s square exactly.
+    public func gradSquares(unscale: Float? = nil) -> [Double] {
+        let k = ComputeContext.current.kernels
+        var out = [Double](repeating: 0, count: params.count)
+        out.withUnsafeMutableBufferPointer { o in
+            Parallel.pieces(params.map { $0.tensor.count }) { i in
+                guard let g = params[i].tensor.node?.grad else { return }
+                if let unscale { k.scale(g.ptr, unscale, count: g.count) }
+                o[i] = k.sumSquares(g.ptr, count: g.count)
+            }
+        }
+        return out
+    }
+
     /// Global L2 norm of the gradients of the parameters accepted by `filter` (per tensor in 16
     /// Float lanes, summed in Double).
     public func gradNorm(_ filter: (Param) -> Bool = { _ in true }) -> Double {

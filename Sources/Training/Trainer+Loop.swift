@@ -208,13 +208,20 @@ extension Trainer {
         // Data parallelism: the ranks' gradients summed before anything reads them (unscale, norms, clip).
         if lossFinite { try reduceGradients() }
         let dumpGradients = options.debugStepDump != nil && stepIndex == 0 ? snapshotGradients() : nil
-        // Per-stream norms of the unscaled gradient, before clipping (read before the step zeroes them).
-        let unscale = hyp.usesLossScale ? 1 / state.scaler.scale : 1
-        let rgb = table.gradNorm { $0.stream == "rgb" } * unscale, ir = table.gradNorm { $0.stream == "ir" } * unscale
-        let rest = table.gradNorm { $0.stream != "rgb" && $0.stream != "ir" } * unscale
-        let probing = state.probeNorms.count < hyp.grad_probe
+        // Per-stream norms of the unscaled gradient, before clipping, from the step's own sums of squares.
+        var rgb = 0.0, ir = 0.0, rest = 0.0
+        let probing = state.probeNorms.count < hyp.grad_probe, params = table.params
         let outcome = OptimizerStep.run(table: table, optimizer: optimizer, ema: ema, scaler: &state.scaler, scaled: hyp.usesLossScale,
-                                        maxNorm: probing ? nil : hyp.max_norm, lossFinite: lossFinite)
+                                        maxNorm: probing ? nil : hyp.max_norm, lossFinite: lossFinite) { squares in
+            for (p, s) in zip(params, squares) {
+                switch p.stream {
+                case "rgb": rgb += s
+                case "ir": ir += s
+                default: rest += s
+                }
+            }
+            (rgb, ir, rest) = (rgb.squareRoot(), ir.squareRoot(), rest.squareRoot())
+        }
         state.emaUpdates = ema.updates
         if let dumpGradients, let path = options.debugStepDump {
             try writeStepDump(gradients: dumpGradients, to: path)

@@ -286,6 +286,92 @@ private let root: String = {
         #expect(ema.updates == 2)
     }
 
+    /// The optimizer sequence runs its passes over the tensors on several threads (the clipping
+    /// factor applied in the optimizer's own pass, the norm from per-tensor sums): the parameters,
+    /// momentum and EMA it gives equal, bit for bit, the one-tensor-at-a-time sequence (clip
+    /// in place, then SGD / AdamW by the formula, then EMA) on tensors of very uneven sizes.
+    @Test(arguments: [Optimizer.Kind.sgd, .adamw], [1, 2, 3])
+    func parallelStepEqualsSerialSequence(kind: Optimizer.Kind, threads: Int) {
+        let sizes = [1, 70_001, 3, 5, 40_000, 130_003, 2, 9_999]
+        var rng = RandomState(seed: 7)
+        func tensors() -> [NamedTensor] {
+            var r = RandomState(seed: 3)
+            return sizes.enumerated().map { i, n in
+                let t = Tensor.uniform([n], rng: &r)
+                t.requiresGrad = true
+                return NamedTensor("t\(i)", t, i % 3 == 0 ? .bias : .weight)
+            }
+        }
+        let grads = sizes.map { n in (0..<n).map { _ in Float(rng.uniform() * 2 - 1) } }
+        func setGrads(_ named: [NamedTensor]) {
+            for (t, g) in zip(named, grads) { (t.tensor * Tensor(g, shape: [g.count])).sum().backward() }   // grad = g
+        }
+        // The sequence as it was: norm, scale every gradient, then each tensor's formula, then EMA.
+        let refNamed = tensors(), refTable = ParamTable(refNamed)
+        var m = sizes.map { [Float](repeating: 0, count: $0) }, v = m
+        var refEma = refNamed.map { $0.tensor.array }
+        let ctx = ComputeContext(threads: threads)
+        let named = tensors(), table = ParamTable(named)
+        let opt = Optimizer(kind: kind, table: table, lr: 0.01, momentum: 0.9, weightDecay: 0.05)
+        let ema = EMA(named, decay: 0.9, tau: 1)
+        var scaler = LossScaler(initial: 1)
+        for t in 1...3 {
+            setGrads(refNamed)
+            let (refNorm, clipped) = refTable.clipGradNorm(50)
+            #expect(clipped)
+            for (i, p) in refTable.params.enumerated() {
+                let w = p.tensor.data, g = p.tensor.node!.grad!.ptr
+                let lr: Float = 0.01, wd: Float = p.group == 1 ? 0.05 : 0, b1: Float = 0.9, b2: Float = 0.999, eps: Float = 1e-8
+                let bc1 = 1 - Foundation.pow(Double(b1), Double(t)), bc2 = 1 - Foundation.pow(Double(b2), Double(t))
+                let stepSize = Float(Double(lr) / bc1), bc2s = Float(bc2.squareRoot())
+                for j in 0..<sizes[i] {
+                    switch kind {
+                    case .sgd:
+                        let d = g[j] + wd * w[j]
+                        m[i][j] = t == 1 ? d : 0.9 * m[i][j] + d
+                        w[j] -= lr * (d + 0.9 * m[i][j])
+                    case .adamw:
+                        w[j] *= 1 - lr * wd
+                        m[i][j] = b1 * m[i][j] + (1 - b1) * g[j]
+                        v[i][j] = b2 * v[i][j] + (1 - b2) * g[j] * g[j]
+                        w[j] -= stepSize * m[i][j] / (v[i][j].squareRoot() / bc2s + eps)
+                    }
+                }
+            }
+            refTable.zeroGrad()
+            let d = Float(EMA.decay(0.9, tau: 1, updates: t))
+            for i in sizes.indices {
+                let w = refNamed[i].tensor.data
+                for j in 0..<sizes[i] { refEma[i][j] = d * refEma[i][j] + (1 - d) * w[j] }
+            }
+            var squares: [Double] = []
+            let outcome = ctx.run {
+                setGrads(named)
+                return OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, scaled: false, maxNorm: 50) { squares = $0 }
+            }
+            #expect(outcome == .stepped(norm: refNorm, clipped: true))
+            #expect(squares.count == sizes.count && squares.reduce(0, +).squareRoot() == refNorm)
+            for i in sizes.indices {
+                #expect(named[i].tensor.array == refNamed[i].tensor.array, "step \(t), tensor \(i)")
+                #expect(ema.pairs[i].ema.array == refEma[i], "EMA, step \(t), tensor \(i)")
+            }
+        }
+    }
+
+    /// Every piece is visited once, whatever the sizes (zeros included) and thread count.
+    @Test func piecesVisitEachOnce() {
+        for threads in [1, 2, 3, 8] {
+            for sizes in [[], [0], [0, 0, 5], [1 << 20, 1, 0, 1 << 16, 3], Array(repeating: 40_000, count: 9), [7, 0]] {
+                let ctx = ComputeContext(threads: threads)
+                let counts = UnsafeMutablePointer<Int>.allocate(capacity: max(sizes.count, 1))
+                counts.initialize(repeating: 0, count: max(sizes.count, 1))
+                defer { counts.deallocate() }
+                ctx.run { Parallel.pieces(sizes, grain: 1 << 12) { i in counts[i] += 1 } }
+                #expect((0..<sizes.count).allSatisfy { counts[$0] == 1 }, "sizes \(sizes), \(threads) threads")
+            }
+        }
+    }
+
     @Test func autoOptimizerRule() {
         #expect(Optimizer.auto(nc: 1, iterations: 500) == (.adamw, 0.002, 0.9))
         #expect(Optimizer.auto(nc: 80, iterations: 500).lr == 0.000119)

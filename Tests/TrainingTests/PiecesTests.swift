@@ -352,8 +352,10 @@ private let root: String = {
             #expect(outcome == .stepped(norm: refNorm, clipped: true))
             #expect(squares.count == sizes.count && squares.reduce(0, +).squareRoot() == refNorm)
             for i in sizes.indices {
-                #expect(named[i].tensor.array == refNamed[i].tensor.array, "step \(t), tensor \(i)")
-                #expect(ema.pairs[i].ema.array == refEma[i], "EMA, step \(t), tensor \(i)")
+                // Compared outside #expect: a failing comparison of long arrays would print their diff.
+                let same = named[i].tensor.array == refNamed[i].tensor.array, sameEma = ema.pairs[i].ema.array == refEma[i]
+                #expect(same, "step \(t), tensor \(i)")
+                #expect(sameEma, "EMA, step \(t), tensor \(i)")
             }
         }
     }

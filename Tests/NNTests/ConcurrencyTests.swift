@@ -38,19 +38,24 @@ import TensorCore
         let a = try tinyModel(seed: 1), b = try tinyModel(seed: 2)
         a.training = false
         let xa = inputs(3, size: 96), xb = inputs(4, size: 128)
-        let aloneA = predict(a, xa)
-        let aloneB = trainStep(b, xb)      // b trains while a predicts
+        // Every run in a fresh context with the defaults: a pooled test thread's own context may
+        // carry another test's settings (a Trainer sets the GEMM of the thread it is made on).
+        let alone = ComputeContext()
+        let aloneA = alone.run { predict(a, xa) }
+        let aloneB = alone.run { trainStep(b, xb) }      // b trains while a predicts
         b.training = true
-        let aloneB2 = trainStep(b, xb)
+        let aloneB2 = alone.run { trainStep(b, xb) }
         #expect(differs(aloneB, aloneB2) == nil, "a training step is repeatable")
         let shared = Shared(a: a, b: b, xa: xa, xb: xb)
         let group = DispatchGroup()
         for which in 0..<2 {
             group.enter()
             let t = Thread {
-                for _ in 0..<4 {
-                    if which == 0 { let r = self.predict(shared.a, shared.xa); shared.lock.withLock { shared.gotA.append(r) } }
-                    else { let r = self.trainStep(shared.b, shared.xb); shared.lock.withLock { shared.gotB.append(r) } }
+                ComputeContext().run {
+                    for _ in 0..<4 {
+                        if which == 0 { let r = self.predict(shared.a, shared.xa); shared.lock.withLock { shared.gotA.append(r) } }
+                        else { let r = self.trainStep(shared.b, shared.xb); shared.lock.withLock { shared.gotB.append(r) } }
+                    }
                 }
                 group.leave()
             }

@@ -201,6 +201,62 @@ DF_VARIANTS_HW(df_blocked_axpby,
              const float *ca, const float *cb, const float *cc, uint16_t *outh, int round_to),
             (dz, z, zh, f16, N, C, HW, B, i0, i1, ca, cb, cc, outh, round_to))
 
+// MARK: - Channel slices between blocked tensors, or into NCHW
+
+/// bfloat16 rounding of one value (the rule of round_bf16).
+static inline __attribute__((always_inline)) float df_bf16_value(float x) { return df_u2f((uint32_t)df_bf16_bits(x) << 16); }
+
+static inline __attribute__((always_inline)) void df_blocked_move_body(const float *src, int srcC, int srcStart, float *dst,
+                                                                       int dstC, int dstStart, int c, int HW, int B,
+                                                                       int dstLaid, int mode, int i0, int i1) {
+    const int add = mode & 1, rnd = (mode >> 1) & 1, CB = c / B;
+    for (int it = i0; it < i1; it++) {
+        int n = it / CB, j = it % CB;
+        // Block j of the slice: HW pixels of B channels, contiguous in the blocked layout.
+        const float *s = src + ((size_t)n * srcC + srcStart + (size_t)j * B) * HW;
+        float *d = dst + ((size_t)n * dstC + dstStart + (size_t)j * B) * HW;
+        if (dstLaid) {
+            size_t m = (size_t)HW * B;
+            if (add && rnd) for (size_t i = 0; i < m; i++) d[i] += df_bf16_value(s[i]);
+            else if (add) for (size_t i = 0; i < m; i++) d[i] += s[i];
+            else if (rnd) for (size_t i = 0; i < m; i++) d[i] = df_bf16_value(s[i]);
+            else memcpy(d, s, m * sizeof(float));
+            continue;
+        }
+        // Into B rows of HW pixels (NCHW): tiles of 8 pixels x 8 channels turned over in registers,
+        // then the pixels left over (and every pixel when rounding) 32 at a time.
+        int pf = 0;
+        if (!rnd && B % 8 == 0) {
+            for (; pf + 8 <= HW; pf += 8) {
+                for (int l0 = 0; l0 < B; l0 += 8) {
+                    df_f8 r[8];
+                    for (int i = 0; i < 8; i++) r[i] = df_ld8(s + (size_t)(pf + i) * B + l0);
+                    df_transpose8(r);
+                    for (int j = 0; j < 8; j++) {
+                        float *row = d + (size_t)(l0 + j) * HW + pf;
+                        df_st8(row, add ? df_ld8(row) + r[j] : r[j]);
+                    }
+                }
+            }
+        }
+        for (int p0 = pf; p0 < HW; p0 += 32) {
+            int pn = HW - p0 < 32 ? HW - p0 : 32;
+            const float *sp = s + (size_t)p0 * B;
+            for (int l = 0; l < B; l++) {
+                float *row = d + (size_t)l * HW + p0;
+                if (add && rnd) for (int p = 0; p < pn; p++) row[p] += df_bf16_value(sp[(size_t)p * B + l]);
+                else if (add) for (int p = 0; p < pn; p++) row[p] += sp[(size_t)p * B + l];
+                else if (rnd) for (int p = 0; p < pn; p++) row[p] = df_bf16_value(sp[(size_t)p * B + l]);
+                else for (int p = 0; p < pn; p++) row[p] = sp[(size_t)p * B + l];
+            }
+        }
+    }
+}
+DF_VARIANTS(df_blocked_move,
+            (const float *src, int srcC, int srcStart, float *dst, int dstC, int dstStart, int c, int HW, int B, int dstLaid,
+             int mode, int i0, int i1),
+            (src, srcC, srcStart, dst, dstC, dstStart, c, HW, B, dstLaid, mode, i0, i1))
+
 // MARK: - Weight gradient of a 3 x 3 convolution with one input channel
 
 /// part[(n - n0) * O * 9 + o * 9 + kh * 3 + kw] = the sum over image n's output pixels of

@@ -11,7 +11,7 @@ public final class Node: @unchecked Sendable {
     /// True for parameters and other tensors created with `requiresGrad`; their grad survives backward.
     public let isLeaf: Bool
     /// Accumulated gradient (same element count as the tensor), allocated on first use.
-    public var grad: Buffer? { didSet { gradIsLaid = false } }
+    public var grad: Buffer? { didSet { gradIsLaid = false; laidUnrounded = false } }
     var parents: [Node]
     var backwardFn: ((Buffer) -> Void)?
     /// Created in an fp16 or bf16 autocast region: this activation's gradient is rounded to that
@@ -25,9 +25,11 @@ public final class Node: @unchecked Sendable {
     /// The op's backward rounds the gradient to `gradFormat` itself as it reads it (so backward
     /// does not round it in a pass of its own).
     var roundsOwnGradient = false
-    /// `grad` holds the gradient in that layout (`setLaidGradient`); anything else that touches the
+    /// `grad` holds the gradient in that layout (`addLaidGradient`, `addBlocked`); anything else that touches the
     /// gradient turns it to NCHW first.
     private(set) var gradIsLaid = false
+    /// The laid gradient is one bfloat16 convolution's unrounded Float32 sums (`addLaidGradient`).
+    private var laidUnrounded = false
 
     init(count: Int, isLeaf: Bool, parents: [Node] = [], backward: ((Buffer) -> Void)? = nil) {
         self.count = count
@@ -46,28 +48,84 @@ public final class Node: @unchecked Sendable {
         body(grad!.ptr)
     }
 
-    /// Whether the gradient can be handed over in the channel-blocked layout with block `block`:
-    /// the op that made this tensor reads that layout, nothing has contributed to the gradient yet,
-    /// and the caller's op is the only one that takes this tensor (so nothing else will).
+    /// Whether a gradient can be handed over in the channel-blocked layout with block `block`: the
+    /// op that made this tensor reads that layout and the gradient so far is empty or in it. (Later
+    /// contributions add in that layout, `addBlocked`; one that comes in NCHW turns it to NCHW first.)
     func takesLaidGradient(block: Int) -> Bool {
-        guard let laid else { return false }
-        return laid.block == block && grad == nil && uses == 1
+        guard let laid, laid.block == block else { return false }
+        return grad == nil || gradIsLaid
     }
 
-    /// The whole gradient, in the layout `takesLaidGradient(block:)` agreed to.
-    func setLaidGradient(_ g: Buffer) {
-        precondition(laid != nil && grad == nil && g.count == count, "a laid gradient needs an op that reads it and no gradient yet")
-        grad = g
-        gradIsLaid = true
+    /// A whole gradient in the layout `takesLaidGradient(block:)` agreed to, kept as this node's
+    /// gradient when it is the first (else added). `unrounded`: g holds a bfloat16 convolution's
+    /// Float32 sums, which that primitive would have rounded to bfloat16: left for the reader to
+    /// round while g is the whole gradient, rounded before any sum is formed (so the sums are the
+    /// NCHW path's, bit for bit).
+    func addLaidGradient(_ g: Buffer, unrounded: Bool) {
+        guard let laid, g.count == count else { preconditionFailure("a laid gradient needs an op that reads it, of this node's size") }
+        if grad == nil {
+            grad = g
+            gradIsLaid = true
+            laidUnrounded = unrounded
+            return
+        }
+        withExtendedLifetime(g) {
+            addBlocked(g.ptr, srcC: laid.c, srcStart: 0, channels: laid.c, dstC: laid.c, dstStart: 0, n: laid.n, hw: laid.hw,
+                       block: laid.block, unrounded: unrounded)
+        }
     }
 
-    /// The gradient turned from the channel-blocked layout to NCHW.
+    /// Adds channels srcStart ..< srcStart + channels of src (blocked [n, srcC, hw] with channel block
+    /// `block`) into channels dstStart ..< dstStart + channels of this node's gradient ([n, dstC,
+    /// hw]): in the blocked layout when this node's op reads it (`laid`, same block) and the gradient
+    /// is empty or already laid, else into the NCHW gradient. `unrounded` as in `addLaidGradient`:
+    /// the values are rounded to bfloat16 as they are added.
+    func addBlocked(_ src: UnsafePointer<Float>, srcC: Int, srcStart: Int, channels c: Int, dstC: Int, dstStart: Int, n: Int,
+                    hw: Int, block: Int, unrounded: Bool) {
+        precondition(n * dstC * hw == count && c % block == 0 && srcStart % block == 0 && dstStart % block == 0,
+                     "addBlocked: channels \(srcStart)+\(c) of \(srcC) into \(dstStart) of \(dstC) (block \(block)) for \(count) values")
+        let sameBlock = laid?.block == block
+        if gradIsLaid && !sameBlock { unlayGradient() }
+        var mode: Int32 = unrounded ? 2 : 0
+        if grad == nil {
+            let whole = dstStart == 0 && c == dstC
+            grad = whole ? Buffer(count: count) : Buffer(count: count, repeating: 0)
+            gradIsLaid = sameBlock
+            laidUnrounded = false
+            if !whole { mode |= 1 }
+        } else {
+            if gradIsLaid && laidUnrounded { roundGradientToBF16() }
+            mode |= 1
+        }
+        let dst = grad!.ptr, toLaid: Int32 = gradIsLaid ? 1 : 0, k = ComputeContext.current.k
+        Parallel.chunks(n * (c / block), grain: Swift.max(1, elementwiseGrain / Swift.max(hw * block, 1))) { r in
+            k.pointee.blocked_move(src, Int32(srcC), Int32(srcStart), dst, Int32(dstC), Int32(dstStart), Int32(c), Int32(hw),
+                                   Int32(block), toLaid, mode, Int32(r.lowerBound), Int32(r.upperBound))
+        }
+    }
+
+    /// The laid gradient's values rounded to bfloat16 in place (`laidUnrounded`).
+    private func roundGradientToBF16() {
+        guard let g = grad else { return }
+        let p = g.ptr, round = ComputeContext.current.k.pointee.round_bf16
+        Parallel.chunks(g.count, grain: 1 << 16) { r in round(p + r.lowerBound, r.count) }
+        laidUnrounded = false
+    }
+
+    /// The gradient turned from the channel-blocked layout to NCHW (rounded to bfloat16 when it
+    /// holds a bfloat16 convolution's unrounded sums).
     func unlayGradient() {
         guard gradIsLaid, let g = grad, let laid else { return }
         let plain = Buffer(count: count)
-        df_blocked_to_nchw(g.ptr, Int32(laid.n), Int32(laid.c), Int32(laid.hw), Int32(laid.block), plain.ptr)
+        let mode: Int32 = laidUnrounded ? 2 : 0, k = ComputeContext.current.k
+        let (n, c, hw, b) = (laid.n, laid.c, laid.hw, laid.block)
+        Parallel.chunks(n * (c / b), grain: Swift.max(1, elementwiseGrain / Swift.max(hw * b, 1))) { r in
+            k.pointee.blocked_move(g.ptr, Int32(c), 0, plain.ptr, Int32(c), 0, Int32(c), Int32(hw), Int32(b), 0, mode,
+                                   Int32(r.lowerBound), Int32(r.upperBound))
+        }
         grad = plain
         gradIsLaid = false
+        laidUnrounded = false
     }
 
     /// Like `accumulate`, but on first use hands over uninitialised storage with `fresh == true`:

@@ -220,8 +220,10 @@ extension Tensor {
                         let refused = "convBatchNorm: oneDNN refused the input gradient of a convolution it ran forward (\(g))"
                         if bctx.laidInputGradients, let b = OneDNN.inputGradBlock(g, bf16: dnnlBF16),
                            nx.takesLaidGradient(block: b) {
-                            // x's only consumer, and x a fused block's output that reads this layout:
-                            // its gradient stays in the primitive's layout (no reorder to NCHW).
+                            // x made by an op that reads this layout (a fused block, or a channel
+                            // slice, concatenation or sum that passes it on), its gradient so far
+                            // empty or laid: the gradient stays in the primitive's layout (no
+                            // reorder to NCHW), added to what is there.
                             // Under bf16 on Float32 primitives: rounded weights, the result rounded.
                             // On bfloat16 primitives the Float32 sums as they come: the block that
                             // reads them rounds them to bfloat16 as it reads (`roundsOwnGradient`),
@@ -241,7 +243,7 @@ extension Tensor {
                                 done = OneDNN.inputGradLaidOut(bctx, g, w: wd.data, gy: gy, gx: gx.ptr)
                             }
                             guard done else { preconditionFailure(refused) }
-                            nx.setLaidGradient(gx)
+                            nx.addLaidGradient(gx, unrounded: dnnlBF16)
                             bctx.laidGradients += 1
                         } else if onF32 {
                             let wr = Conv.roundedBF16(bctx, wd.data, count: wd.count)

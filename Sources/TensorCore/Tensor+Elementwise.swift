@@ -75,6 +75,24 @@ extension Tensor {
             if sign > 0, out.node != nil, sa == sb, let ra = a.laidRecipe, let rb = b.laidRecipe {
                 out.laidRecipe = LaidRecipe.sum(ra, rb)
             }
+            // A sum of two tensors of which one's op reads a blocked gradient (a residual connection
+            // around fused blocks) passes the gradient on in that block: a copy (or a sum) to a, the
+            // buffer itself to b when b takes it, as the NCHW backward adds g to a and then to b.
+            if sign > 0, let node = out.node, sa == sb, sa == so, sa.count == 4, na !== nb,
+               let blk = na?.laid?.block ?? nb?.laid?.block, sa[1] % blk == 0 {
+                let (images, channels, hw) = (sa[0], sa[1], sa[2] * sa[3])
+                node.laid = (block: blk, n: images, c: channels, hw: hw, backward: { g in
+                    na?.addBlocked(g.ptr, srcC: channels, srcStart: 0, channels: channels, dstC: channels, dstStart: 0, n: images, hw: hw,
+                                   block: blk, unrounded: false)
+                    guard let nb else { return }
+                    if nb.takesLaidGradient(block: blk) && nb.grad == nil {
+                        nb.addLaidGradient(g, unrounded: false)
+                    } else {
+                        nb.addBlocked(g.ptr, srcC: channels, srcStart: 0, channels: channels, dstC: channels, dstStart: 0, n: images, hw: hw,
+                                      block: blk, unrounded: false)
+                    }
+                })
+            }
         }
         return out
     }

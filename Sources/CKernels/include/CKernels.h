@@ -129,6 +129,12 @@ typedef struct df_kernels {
     void (*blocked_axpby)(float *dz, const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B,
                           int i0, int i1, const float *ca, const float *cb, const float *cc, uint16_t *_Nullable outh,
                           int round_to);
+    /// Channels [srcStart, srcStart + c) of src (blocked [N, srcC, HW], block B; starts and c
+    /// multiples of B) into channels [dstStart, dstStart + c) of dst: blocked [N, dstC, HW] when
+    /// dstLaid, else NCHW. Items i0 ..< i1 of N x c/B (image, block). mode bit 0: += (else =); bit 1:
+    /// src's values rounded to bfloat16 values (round_bf16's rule) first
+    void (*blocked_move)(const float *src, int srcC, int srcStart, float *dst, int dstC, int dstStart, int c, int HW, int B,
+                         int dstLaid, int mode, int i0, int i1);
     /// The weight gradient [O, 1, 3, 3] of a 3 x 3 convolution with one input channel (stride S,
     /// padding P), per image n0 <= n < n1 into part[(n - n0) * O * 9 ...] (double): x [N, 1, H, W]
     /// NCHW, gy [N, O, OH, OW] channel-blocked (B a multiple of 8). Each output row sums in Float32,

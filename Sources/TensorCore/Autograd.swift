@@ -25,6 +25,10 @@ public final class Node: @unchecked Sendable {
     /// The op's backward rounds the gradient to `gradFormat` itself as it reads it (so backward
     /// does not round it in a pass of its own).
     var roundsOwnGradient = false
+    /// Its laid backward (a channel slice, concatenation or sum passing the gradient on) rounds the
+    /// gradient to bfloat16 values as it passes it on, so backward does not round a laid gradient in
+    /// a pass of its own.
+    var laidRoundsAsItPasses = false
     /// `grad` holds the gradient in that layout (`addLaidGradient`, `addBlocked`); anything else that touches the
     /// gradient turns it to NCHW first.
     private(set) var gradIsLaid = false
@@ -57,16 +61,19 @@ public final class Node: @unchecked Sendable {
     }
 
     /// A whole gradient in the layout `takesLaidGradient(block:)` agreed to, kept as this node's
-    /// gradient when it is the first (else added). `unrounded`: g holds a bfloat16 convolution's
-    /// Float32 sums, which that primitive would have rounded to bfloat16: left for the reader to
-    /// round while g is the whole gradient, rounded before any sum is formed (so the sums are the
-    /// NCHW path's, bit for bit).
+    /// gradient when it is the first (else added). `unrounded`: g's values are to be rounded to
+    /// bfloat16 before use (a bfloat16 convolution's Float32 sums, which that primitive would have
+    /// rounded; a bf16 gradient passed on by an op that leaves the rounding to its reader): left for
+    /// the reader to round while g is the whole gradient, rounded before any sum is formed (so the
+    /// sums are the NCHW path's, bit for bit).
     func addLaidGradient(_ g: Buffer, unrounded: Bool) {
         guard let laid, g.count == count else { preconditionFailure("a laid gradient needs an op that reads it, of this node's size") }
         if grad == nil {
             grad = g
             gradIsLaid = true
             laidUnrounded = unrounded
+            // Left for the reader only where one rounds to bfloat16 (the node's gradient format).
+            if unrounded && gradFormat != .bf16 { roundGradientToBF16() }
             return
         }
         withExtendedLifetime(g) {
@@ -255,7 +262,7 @@ extension Tensor {
         for n in order.reversed() {
             guard let fn = n.backwardFn else { continue }
             if let g = n.grad {
-                if n.gradFormat != .fp32 && !n.roundsOwnGradient {
+                if n.gradFormat != .fp32 && !n.roundsOwnGradient && !(n.gradIsLaid && n.laidRoundsAsItPasses) {
                     let p = g.ptr, round = n.gradFormat == .bf16 ? roundBF16 : roundF16
                     Parallel.chunks(g.count, grain: 1 << 16) { r in round(p + r.lowerBound, r.count) }
                 }

@@ -81,15 +81,19 @@ extension Tensor {
             if sign > 0, let node = out.node, sa == sb, sa == so, sa.count == 4, na !== nb,
                let blk = na?.laid?.block ?? nb?.laid?.block, sa[1] % blk == 0 {
                 let (images, channels, hw) = (sa[0], sa[1], sa[2] * sa[3])
+                // Under bf16 the rounding of g is left to where it goes: a rounds as it adds, b's
+                // reader rounds (or b's first sum).
+                let rounds = node.gradFormat == .bf16
+                node.laidRoundsAsItPasses = rounds
                 node.laid = (block: blk, n: images, c: channels, hw: hw, backward: { g in
                     na?.addBlocked(g.ptr, srcC: channels, srcStart: 0, channels: channels, dstC: channels, dstStart: 0, n: images, hw: hw,
-                                   block: blk, unrounded: false)
+                                   block: blk, unrounded: rounds)
                     guard let nb else { return }
                     if nb.takesLaidGradient(block: blk) && nb.grad == nil {
-                        nb.addLaidGradient(g, unrounded: false)
+                        nb.addLaidGradient(g, unrounded: rounds)
                     } else {
                         nb.addBlocked(g.ptr, srcC: channels, srcStart: 0, channels: channels, dstC: channels, dstStart: 0, n: images, hw: hw,
-                                      block: blk, unrounded: false)
+                                      block: blk, unrounded: rounds)
                     }
                 })
             }

@@ -105,12 +105,15 @@ extension Tensor {
             // A channel slice of a tensor backward can rebuild in oneDNN's layout can be rebuilt too.
             if out.node != nil, rank == 4, a == 1, let r = laidRecipe { out.laidRecipe = r.slice(start: start, length: length) }
             // A channel slice of a tensor whose op reads a blocked gradient passes one on: added into
-            // those channels of the source's gradient, blocked or NCHW.
+            // those channels of the source's gradient, blocked or NCHW (under bf16 rounded to
+            // bfloat16 values as it goes, instead of a rounding pass before).
             if let node = out.node, rank == 4, a == 1, let b = nx.laid?.block, start % b == 0, length % b == 0 {
                 let (images, channels, hw) = (shape[0], shape[1], shape[2] * shape[3])
+                let rounds = node.gradFormat == .bf16
+                node.laidRoundsAsItPasses = rounds
                 node.laid = (block: b, n: images, c: length, hw: hw, backward: { g in
                     nx.addBlocked(g.ptr, srcC: length, srcStart: 0, channels: length, dstC: channels, dstStart: start, n: images, hw: hw,
-                                  block: b, unrounded: false)
+                                  block: b, unrounded: rounds)
                 })
             }
         }
@@ -193,17 +196,18 @@ extension Tensor {
             }
             // Where a part's op reads a blocked gradient, the concatenation takes one in that block
             // (every part a whole number of blocks) and hands each part its channels: blocked to the
-            // parts that read it, NCHW to the others.
+            // parts that read it, NCHW to the others (under bf16 rounded as they go).
             if let node = out.node, outShape.count == 4, a == 1, let b = nodes.lazy.compactMap({ $0?.laid?.block }).first,
                parts.allSatisfy({ $0.shape[1] % b == 0 }) {
                 let (images, channels, hw) = (outShape[0], outShape[1], outShape[2] * outShape[3])
-                let counts = parts.map { $0.shape[1] }
+                let counts = parts.map { $0.shape[1] }, rounds = node.gradFormat == .bf16
+                node.laidRoundsAsItPasses = rounds
                 node.laid = (block: b, n: images, c: channels, hw: hw, backward: { g in
                     var start = 0
                     for k in 0..<nodes.count {
                         defer { start += counts[k] }
                         nodes[k]?.addBlocked(g.ptr, srcC: channels, srcStart: start, channels: counts[k], dstC: counts[k], dstStart: 0,
-                                             n: images, hw: hw, block: b, unrounded: false)
+                                             n: images, hw: hw, block: b, unrounded: rounds)
                     }
                 })
             }

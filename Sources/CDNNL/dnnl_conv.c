@@ -644,6 +644,23 @@ int df_dnnl_conv_backward_data_laid_out(const df_dnnl_conv *g, int bf16, int thr
     return run(PASS_DATA, g, bf16 ? BF16_F32_DIFF_SRC : 0, threads, gy, w, gx, 0, 0, NULL, NULL, 0, 2);
 }
 
+int df_dnnl_conv_diff_src_words_block(const df_dnnl_conv *g) {
+    dnnl_status_t status = dnnl_success;
+    int B = 0;
+    pthread_mutex_lock(&lock);
+    if (ready_locked()) {
+        entry *d = lookup_locked(PASS_DATA, g, 1, &status);
+        entry *f = d ? lookup_locked(PASS_FORWARD, g, 1, &status) : NULL;
+        if (d && f && d->mdOut.data_type == dnnl_bf16 && dnnl_memory_desc_equal(&f->mdOut, &d->md0)) B = channel_block(&d->mdOut);
+    }
+    pthread_mutex_unlock(&lock);
+    return B;
+}
+
+int df_dnnl_conv_backward_data_words_out(const df_dnnl_conv *g, int threads, const float *w, const void *gy, void *gx) {
+    return run(PASS_DATA, g, 1, threads, gy, w, gx, 0, 0, NULL, NULL, 0, 2);
+}
+
 void df_dnnl_release(void) {
     pthread_mutex_lock(&lock);
     if (state != 1) { pthread_mutex_unlock(&lock); return; }

@@ -159,7 +159,12 @@ static inline __attribute__((always_inline)) void df_blocked_grad_sums_body(
 #define DF_GRAD_P(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 0, h, 0, g_round, hw)
 #define DF_GRAD_LF(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 1, h, 1, g_round, hw)
 #define DF_GRAD_LP(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 0, h, 1, g_round, hw)
-    if (g_laid) {
+#define DF_GRAD_WF(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 1, h, 2, 0, hw)
+#define DF_GRAD_WP(h) DF_WIDTH(grad_sums_items, B, z, zh, g, mean, scale, shift, C, HW, B, i0, i1, dz, sum_g, sum_gx, 0, h, 2, 0, hw)
+    if (g_laid == 2) {
+        if (scale && shift) DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_WF);
+        else DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_WP);
+    } else if (g_laid) {
         if (scale && shift) DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_LF);
         else DF_BY_FORMAT(DF_FMT(zh, f16), DF_GRAD_LP);
     } else {
@@ -170,6 +175,8 @@ static inline __attribute__((always_inline)) void df_blocked_grad_sums_body(
 #undef DF_GRAD_P
 #undef DF_GRAD_LF
 #undef DF_GRAD_LP
+#undef DF_GRAD_WF
+#undef DF_GRAD_WP
 }
 DF_VARIANTS_HW(df_blocked_grad_sums,
             (const float *z, const uint16_t *zh, int f16, const float *g, int g_laid, int g_round, const float *mean,

@@ -353,20 +353,23 @@ static inline __attribute__((always_inline)) void DF_N(grad_sums_items)(
                 V a = DF_N(splat)(0), b = DF_N(splat)(0);
                 int p = p0;
                 if (glaid) {
-                    // The gradient in the blocked layout too: read where dz is written (may be dz itself).
+                    // The gradient in the blocked layout too: read where dz is written (may be dz
+                    // itself), or (glaid 2) as bfloat16 words.
+                    const uint16_t *gw = (const uint16_t *)(const void *)g;
                     for (; p + 4 <= end; p += 4) {
                         V gv[4], x[4];
                         size_t ks[4];
                         for (int t = 0; t < 4; t++) {
                             ks[t] = base + (size_t)(p + t) * B + j0;
-                            gv[t] = DF_N(ld)(g + ks[t]);
+                            gv[t] = glaid == 2 ? DF_N(ldz)(NULL, gw, ks[t], 1) : DF_N(ld)(g + ks[t]);
                             x[t] = DF_N(ldz)(z, zh, ks[t], half);
                         }
                         DF_N(grad_four)(gv, x, m, sc, sh, dz, ks, &a, &b, fused, gr, hw);
                     }
                     for (; p < end; p++) {
                         size_t k = base + (size_t)p * B + j0;
-                        DF_N(grad_pixel)(DF_N(ld)(g + k), DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused, gr, hw);
+                        V gv = glaid == 2 ? DF_N(ldz)(NULL, gw, k, 1) : DF_N(ld)(g + k);
+                        DF_N(grad_pixel)(gv, DF_N(ldz)(z, zh, k, half), m, sc, sh, dz + k, &a, &b, fused, gr, hw);
                     }
                 }
                 for (; p + 8 <= end; p += 8) {

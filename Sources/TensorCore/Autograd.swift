@@ -34,6 +34,13 @@ public final class Node: @unchecked Sendable {
     private(set) var gradIsLaid = false
     /// The laid gradient is one bfloat16 convolution's unrounded Float32 sums (`addLaidGradient`).
     private var laidUnrounded = false
+    /// The gradient as bfloat16 words in the laid layout, as a bfloat16 backward-data primitive
+    /// rounds and writes it (`setLaidWords`), for `laidWordsBackward`; anything else that touches
+    /// the gradient widens them to a Float32 laid gradient first (exact: the same values).
+    fileprivate(set) var gradWords: HalfBuffer?
+    /// Set by an op whose backward can also take its output gradient as such words (a fused block
+    /// on bfloat16 primitives): that backward.
+    var laidWordsBackward: ((HalfBuffer) -> Void)?
 
     init(count: Int, isLeaf: Bool, parents: [Node] = [], backward: ((Buffer) -> Void)? = nil) {
         self.count = count
@@ -47,6 +54,7 @@ public final class Node: @unchecked Sendable {
     /// (zeros on first use) and must `+=` its contribution.
     @inline(__always)
     public func accumulate(_ body: (UnsafeMutablePointer<Float>) -> Void) {
+        widenWords()
         if gradIsLaid { unlayGradient() }
         if grad == nil { grad = Buffer(count: count, repeating: 0) }
         body(grad!.ptr)
@@ -57,7 +65,30 @@ public final class Node: @unchecked Sendable {
     /// contributions add in that layout, `addBlocked`; one that comes in NCHW turns it to NCHW first.)
     func takesLaidGradient(block: Int) -> Bool {
         guard let laid, laid.block == block else { return false }
-        return grad == nil || gradIsLaid
+        return (grad == nil && gradWords == nil) || gradIsLaid || gradWords != nil
+    }
+
+    /// Whether the whole gradient can be handed over as bfloat16 words in the blocked layout with
+    /// block `block`: the op that made this tensor reads them and nothing has contributed yet.
+    func takesLaidWords(block: Int) -> Bool {
+        laidWordsBackward != nil && laid?.block == block && grad == nil && gradWords == nil
+    }
+
+    /// The whole gradient as bfloat16 words, as `takesLaidWords(block:)` agreed.
+    func setLaidWords(_ w: HalfBuffer) {
+        precondition(laidWordsBackward != nil && grad == nil && gradWords == nil && w.count == count,
+                     "laid words need an op that reads them and no gradient yet")
+        gradWords = w
+    }
+
+    /// The words widened to a Float32 laid gradient (their values: already rounded).
+    private func widenWords() {
+        guard let w = gradWords else { return }
+        gradWords = nil
+        let g = Buffer(count: count), src = w.ptr, dst = g.ptr, widen = ComputeContext.current.k.pointee.bf16_to_f32
+        Parallel.chunks(count, grain: 1 << 16) { r in widen(src + r.lowerBound, dst + r.lowerBound, r.count) }
+        grad = g
+        gradIsLaid = true
     }
 
     /// A whole gradient in the layout `takesLaidGradient(block:)` agreed to, kept as this node's
@@ -67,6 +98,7 @@ public final class Node: @unchecked Sendable {
     /// the reader to round while g is the whole gradient, rounded before any sum is formed (so the
     /// sums are the NCHW path's, bit for bit).
     func addLaidGradient(_ g: Buffer, unrounded: Bool) {
+        widenWords()
         guard let laid, g.count == count else { preconditionFailure("a laid gradient needs an op that reads it, of this node's size") }
         if grad == nil {
             grad = g
@@ -89,6 +121,7 @@ public final class Node: @unchecked Sendable {
     /// the values are rounded to bfloat16 as they are added.
     func addBlocked(_ src: UnsafePointer<Float>, srcC: Int, srcStart: Int, channels c: Int, dstC: Int, dstStart: Int, n: Int,
                     hw: Int, block: Int, unrounded: Bool) {
+        widenWords()
         precondition(n * dstC * hw == count && c % block == 0 && srcStart % block == 0 && dstStart % block == 0,
                      "addBlocked: channels \(srcStart)+\(c) of \(srcC) into \(dstStart) of \(dstC) (block \(block)) for \(count) values")
         let sameBlock = laid?.block == block
@@ -122,6 +155,7 @@ public final class Node: @unchecked Sendable {
     /// The gradient turned from the channel-blocked layout to NCHW (rounded to bfloat16 when it
     /// holds a bfloat16 convolution's unrounded sums).
     func unlayGradient() {
+        widenWords()
         guard gradIsLaid, let g = grad, let laid else { return }
         let plain = Buffer(count: count)
         let mode: Int32 = laidUnrounded ? 2 : 0, k = ComputeContext.current.k
@@ -139,6 +173,7 @@ public final class Node: @unchecked Sendable {
     /// then `body` must assign (`=`) every element instead of adding. Lets kernels skip a zero fill.
     @inline(__always)
     public func accumulateOrSet(_ body: (UnsafeMutablePointer<Float>, _ fresh: Bool) -> Void) {
+        widenWords()
         if gradIsLaid { unlayGradient() }
         if let g = grad { body(g.ptr, false); return }
         let g = Buffer(count: count)
@@ -261,7 +296,9 @@ extension Tensor {
         let roundF16 = ctx.k.pointee.round_f16, roundBF16 = ctx.k.pointee.round_bf16
         for n in order.reversed() {
             guard let fn = n.backwardFn else { continue }
-            if let g = n.grad {
+            if let w = n.gradWords, let wordsBackward = n.laidWordsBackward {
+                wordsBackward(w)
+            } else if let g = n.grad {
                 if n.gradFormat != .fp32 && !n.roundsOwnGradient && !(n.gradIsLaid && n.laidRoundsAsItPasses) {
                     let p = g.ptr, round = n.gradFormat == .bf16 ? roundBF16 : roundF16
                     Parallel.chunks(g.count, grain: 1 << 16) { r in round(p + r.lowerBound, r.count) }
@@ -270,6 +307,8 @@ extension Tensor {
             }
             n.backwardFn = nil
             n.laid = nil
+            n.laidWordsBackward = nil
+            n.gradWords = nil
             n.parents = []
             if !n.isLeaf { n.grad = nil }
         }

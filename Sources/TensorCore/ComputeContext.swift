@@ -111,12 +111,16 @@ public final class ComputeContext: @unchecked Sendable {
     /// affine + SiLU pass) instead of a copy kept since the forward, so a chain of Conv blocks keeps
     /// one tensor per block for backward instead of two. Off: the copy is kept (same values).
     public var rebuildConvInputs = true
-    /// With `fuseConvBatchNorm`: when a fused block's input is another fused block's output and
-    /// nothing else takes it, the input gradient stays in the convolution's channel-blocked layout,
-    /// which the other block's backward reads (no reorder to NCHW and back). Off: NCHW (same values).
+    /// With `fuseConvBatchNorm`: when a fused block's input is made of fused blocks' outputs
+    /// (directly, or through channel slices, concatenations and sums, also when other ops take it
+    /// too), the input gradient stays in the convolution's channel-blocked layout, which those ops'
+    /// backward reads (no reorder to NCHW and back). On bfloat16 primitives, when the gradient goes
+    /// whole to a block, as the primitive's bfloat16 words. Off: NCHW (same values).
     public var laidInputGradients = true
     /// Input gradients handed over in that layout since the context was made (for tests).
     public internal(set) var laidGradients = 0
+    /// Of those, the ones handed over as bfloat16 words.
+    public internal(set) var laidGradientWords = 0
     /// With `fuseConvBatchNorm`, on oneDNN's bfloat16 primitives: a fused block writes its output
     /// also as bfloat16 words in its convolution's channel-blocked layout (in the same pass), and a
     /// convolution whose input is made of such outputs (directly, or through channel slices and

@@ -194,7 +194,23 @@ extension OneDNN {
         return b > 0 ? b : nil
     }
 
-    /// gx = the input gradient (assigned, Float32) from gy in the output's layout (bfloat16 words
+    /// On bfloat16 primitives: the channel block of the layout in which the backward-data primitive
+    /// that rounds its input gradient to bfloat16 writes it (`inputGradWordsOut`), or nil.
+    static func inputGradWordsBlock(_ g: ConvGeometry) -> Int? {
+        var s = shape(g)
+        let b = Int(df_dnnl_conv_diff_src_words_block(&s))
+        return b > 0 ? b : nil
+    }
+
+    /// gx = the input gradient as bfloat16 words (the primitive's own rounding) in that layout, from
+    /// gy as bfloat16 words in the output's layout.
+    static func inputGradWordsOut(_ ctx: ComputeContext, _ g: ConvGeometry, w: UnsafePointer<Float>, gy: UnsafeRawPointer,
+                                  gx: UnsafeMutablePointer<UInt16>) -> Bool {
+        var s = shape(g)
+        return df_dnnl_conv_backward_data_words_out(&s, Int32(ctx.threads), w, gy, gx) == 0
+    }
+
+
     /// under bf16), written in the primitive's channel-blocked layout (`inputGradBlock`) instead of
     /// NCHW; under bf16 not rounded to bfloat16 (the reader rounds it).
     static func inputGradLaidOut(_ ctx: ComputeContext, _ g: ConvGeometry, w: UnsafePointer<Float>, gy: UnsafeRawPointer,

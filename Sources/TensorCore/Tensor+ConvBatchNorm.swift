@@ -159,14 +159,18 @@ extension Tensor {
         // bf16 the gradient sums read gout rounded to half (bfloat16) values, as backward would have
         // rounded this node's gradient in a pass of its own (`Node.roundsOwnGradient`).
         let gRound: Int32 = mode == .fp16 ? 2 : mode == .bf16 ? 1 : 0
-        func backward(_ gout: Buffer, goutLaid: Bool) {
+        func backward(_ gout: Buffer?, goutLaid: Bool, words: HalfBuffer? = nil) {
             let bctx = ComputeContext.current
             let kb = bctx.k
             withExtendedLifetime((zFull, zHalf)) {
                 // dz (blocked, Float32): the gradient at the batch-norm output (before SiLU), and the
                 // per-image sums of dz and dz * (z - mean). A blocked gout becomes dz in place (the
                 // node's own gradient buffer, which backward hands over as scratch).
-                let d = goutLaid ? gout : Buffer(count: n * c * hw)
+                // With `words` (the whole gradient as a bfloat16 primitive's words, blocked) dz is a
+                // buffer of its own.
+                let d = goutLaid ? gout! : Buffer(count: n * c * hw)
+                let gIn = words.map { UnsafeRawPointer($0.ptr).assumingMemoryBound(to: Float.self) } ?? UnsafePointer(gout!.ptr)
+                let gLaid: Int32 = words != nil ? 2 : goutLaid ? 1 : 0
                 var sg = [Double](repeating: 0, count: n * c), sgx = sg
                 sg.withUnsafeMutableBufferPointer { gp in
                     sgx.withUnsafeMutableBufferPointer { xgp in
@@ -176,7 +180,7 @@ extension Tensor {
                                     let gpp = gp.baseAddress!, xgpp = xgp.baseAddress!, mpp = mp.baseAddress!
                                     let spp = silu ? sp.baseAddress : nil, hpp = silu ? hp.baseAddress : nil
                                     Parallel.chunks(items, grain: grain) { r in
-                                        kb.pointee.blocked_grad_sums(zf, zh, zF16, gout.ptr, goutLaid ? 1 : 0, gRound, mpp, spp, hpp,
+                                        kb.pointee.blocked_grad_sums(zf, zh, zF16, gIn, gLaid, gRound, mpp, spp, hpp,
                                                                      Int32(n), Int32(c), Int32(hw),
                                                                      Int32(B), Int32(r.lowerBound), Int32(r.upperBound), d.ptr,
                                                                      gpp, xgpp)
@@ -218,7 +222,16 @@ extension Tensor {
                     }
                     if let nx {
                         let refused = "convBatchNorm: oneDNN refused the input gradient of a convolution it ran forward (\(g))"
-                        if bctx.laidInputGradients, let b = OneDNN.inputGradBlock(g, bf16: dnnlBF16),
+                        if bctx.laidInputGradients, dnnlBF16, let b = OneDNN.inputGradWordsBlock(g), nx.takesLaidWords(block: b) {
+                            // The whole gradient of x, and x's op reads it as bfloat16 words: the
+                            // primitive's own rounded words in its layout (half the bytes of its
+                            // Float32 sums, and the same values once rounded).
+                            let gx = HalfBuffer(count: nx.count)
+                            guard OneDNN.inputGradWordsOut(bctx, g, w: wd.data, gy: gy, gx: gx.ptr) else { preconditionFailure(refused) }
+                            nx.setLaidWords(gx)
+                            bctx.laidGradients += 1
+                            bctx.laidGradientWords += 1
+                        } else if bctx.laidInputGradients, let b = OneDNN.inputGradBlock(g, bf16: dnnlBF16),
                            nx.takesLaidGradient(block: b) {
                             // x made by an op that reads this layout (a fused block, or a channel
                             // slice, concatenation or sum that passes it on), its gradient so far
@@ -265,13 +278,14 @@ extension Tensor {
                     }
                 }
             }
-            withExtendedLifetime(gout) {}
+            withExtendedLifetime((gout, words)) {}
         }
         out.recording([x, weight, bnWeight, bnBias]) { backward($0, goutLaid: false) }
         if let node = out.node {
             out.laidRecipe = recipe
             node.roundsOwnGradient = node.gradFormat == mode
             node.laid = (block: B, n: n, c: c, hw: hw, backward: { backward($0, goutLaid: true) })
+            if dnnlBF16 { node.laidWordsBackward = { backward(nil, goutLaid: false, words: $0) } }
         }
         return out
     }

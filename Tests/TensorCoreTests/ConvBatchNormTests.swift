@@ -647,12 +647,13 @@ extension BlockedKernelTests {
     /// then SPPF's concatenation and two heads. The same outputs and gradients bit for bit as
     /// through NCHW (under bf16 on bfloat16 primitives each convolution's contribution is rounded to
     /// bfloat16 before it is added to another, as the primitive rounds its NCHW output), and the
-    /// input gradient of every convolution whose input has a gradient handed over blocked.
+    /// input gradient of every convolution whose input has a gradient handed over blocked (on
+    /// bfloat16 primitives as the primitive's words where it goes whole to a block).
     @Test(arguments: 0..<rebuildModes.count)
     func laidGradientsThroughSlicesSumsConcatenationsAndSharedOutputs(_ mi: Int) throws {
         let (precision, primitives) = ConvBatchNormTests.rebuildModes[mi]
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
-        struct Run: Equatable { var y: [[UInt32]], grads: [[UInt32]], handed: Int }
+        struct Run: Equatable { var y: [[UInt32]], grads: [[UInt32]], handed: Int, words: Int }
         func run(laid: Bool) -> Run {
             let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: primitives)
             ctx.laidInputGradients = laid
@@ -685,7 +686,7 @@ extension BlockedKernelTests {
                 let loss = zip(outs, r).map { ($0 * $1).sum() }.reduce(Tensor(zeros: []), +)
                 loss.backward()
                 return Run(y: outs.map { $0.array.map(\.bitPattern) }, grads: params.map { $0.grad!.array.map(\.bitPattern) },
-                           handed: ctx.laidGradients)
+                           handed: ctx.laidGradients, words: ctx.laidGradientWords)
             }
         }
         let laid = run(laid: true), nchw = run(laid: false)
@@ -707,6 +708,9 @@ extension BlockedKernelTests {
         let blocks = probe.run { geometries.flatMap { [OneDNN.blockedOut($0, bf16: bf16)?.block, OneDNN.inputGradBlock($0, bf16: bf16)] } }
         if blocks.allSatisfy({ $0 == 16 }) {
             #expect(laid.handed == 8, "handed over \(laid.handed)")
+            // On bfloat16 primitives the gradients that go whole to a block go as the primitive's
+            // words: the bottlenecks' second blocks' inputs (2), and the first output gradient of o.
+            if bf16 { #expect(laid.words == 3, "as words \(laid.words)") } else { #expect(laid.words == 0) }
         } else if !bf16 || OneDNN.isa == "avx512_core_bf16" {
             Issue.record("blocks other than 16 here (\(blocks)): count the handovers this CPU allows")
         }

@@ -84,6 +84,13 @@ int df_dnnl_conv_diff_src_block(const df_dnnl_conv *g, int bf16);
 // bf16), written in the primitive's own channel-blocked layout (no reorder; the layout
 // df_dnnl_conv_diff_src_block names).
 int df_dnnl_conv_backward_data_laid_out(const df_dnnl_conv *g, int bf16, int threads, const float *w, const void *gy, float *gx);
+// On bfloat16 operands: B when the backward-data primitive that rounds its input gradient to
+// bfloat16 (the one the NCHW path reorders from) writes it in a channel-blocked layout and takes
+// the output gradient where the bfloat16 forward writes the output. 0 otherwise.
+int df_dnnl_conv_diff_src_words_block(const df_dnnl_conv *g);
+// The input gradient as that primitive's bfloat16 words, in that layout (gy: bfloat16 words in the
+// output's layout).
+int df_dnnl_conv_backward_data_words_out(const df_dnnl_conv *g, int threads, const float *w, const void *gy, void *gx);
 // Frees the cached primitives and scratch memory.
 void df_dnnl_release(void);
 

@@ -116,7 +116,8 @@ typedef struct df_kernels {
     void (*blocked_affine_laid)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B,
                                 int c0, int count, int i0, int i1, const float *scale, const float *shift, int silu,
                                 float *_Nullable out, uint16_t *_Nullable outh, int outC, int outC0, int accumulate);
-    /// dz (blocked, Float32) = g (NCHW; with g_laid in the blocked layout, where dz may be g itself;
+    /// dz (blocked, Float32) = g (NCHW; with g_laid 1 in the blocked layout, where dz may be g itself;
+    /// g_laid 2: bfloat16 words in the blocked layout, g pointing at them, g_round ignored;
     /// g_round 1 or 2: g's values rounded to bfloat16 or IEEE half values as they are read), or with
     /// scale and shift g * silu'(z * scale[c] + shift[c]); sum_g and sum_gx get the per-image sums
     /// of dz and of dz * (z - mean[c]) (the same values from either layout of g)

@@ -223,21 +223,29 @@ static inline __attribute__((always_inline)) void df_blocked_move_body(const flo
         const float *s = src + ((size_t)n * srcC + srcStart + (size_t)j * B) * HW;
         float *d = dst + ((size_t)n * dstC + dstStart + (size_t)j * B) * HW;
         if (dstLaid) {
-            size_t m = (size_t)HW * B;
-            if (add && rnd) for (size_t i = 0; i < m; i++) d[i] += df_bf16_value(s[i]);
-            else if (add) for (size_t i = 0; i < m; i++) d[i] += s[i];
-            else if (rnd) for (size_t i = 0; i < m; i++) d[i] = df_bf16_value(s[i]);
-            else memcpy(d, s, m * sizeof(float));
+            size_t m = (size_t)HW * B, i = 0;
+            if (!add && !rnd) { memcpy(d, s, m * sizeof(float)); continue; }
+            // Eight at a time (the lanes' bfloat16 rounding: the same rule), then the rest.
+            for (; i + 8 <= m; i += 8) {
+                df_f8 v = df_ld8(s + i);
+                if (rnd) v = rndbf16_w8(v);
+                df_st8(d + i, add ? df_ld8(d + i) + v : v);
+            }
+            for (; i < m; i++) {
+                float v = rnd ? df_bf16_value(s[i]) : s[i];
+                d[i] = add ? d[i] + v : v;
+            }
             continue;
         }
         // Into B rows of HW pixels (NCHW): tiles of 8 pixels x 8 channels turned over in registers,
-        // then the pixels left over (and every pixel when rounding) 32 at a time.
+        // then the pixels left over 32 at a time.
         int pf = 0;
-        if (!rnd && B % 8 == 0) {
+        if (B % 8 == 0) {
             for (; pf + 8 <= HW; pf += 8) {
                 for (int l0 = 0; l0 < B; l0 += 8) {
                     df_f8 r[8];
                     for (int i = 0; i < 8; i++) r[i] = df_ld8(s + (size_t)(pf + i) * B + l0);
+                    if (rnd) for (int i = 0; i < 8; i++) r[i] = rndbf16_w8(r[i]);
                     df_transpose8(r);
                     for (int j = 0; j < 8; j++) {
                         float *row = d + (size_t)(l0 + j) * HW + pf;

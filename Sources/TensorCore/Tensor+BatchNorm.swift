@@ -218,25 +218,25 @@ extension Tensor {
         let oh = (h + 2 * p - kernel) / s + 1, ow = (w + 2 * p - kernel) / s + 1
         let out = Tensor(uninitialized: [n, c, oh, ow])
         let record = Tensor.needsGrad(self)
-        var argIdx = record ? [Int32](repeating: 0, count: n * c * oh * ow) : []
+        // Each output's input index within its plane, for backward: pooled storage (Float32-sized
+        // words, reinterpreted), every entry written by the kernel, so no fill and no fresh pages
+        // a step.
+        let argIdx = record ? Buffer(count: n * c * oh * ow) : nil
+        let app = argIdx.map { UnsafeMutableRawPointer($0.ptr).assumingMemoryBound(to: Int32.self) }
         let px = data, po = out.data, k = ComputeContext.current.k
-        argIdx.withUnsafeMutableBufferPointer { ap in
-            let app = record ? ap.baseAddress : nil
-            Parallel.chunks(n * c, grain: Swift.max(1, elementwiseGrain / Swift.max(h * ow * kernel, 1))) { r in
-                // The row pass's maxima and their columns, one plane at a time.
-                let rowMax = UnsafeMutablePointer<Float>.allocate(capacity: h * ow)
-                let rowArg = UnsafeMutablePointer<Int32>.allocate(capacity: h * ow)
-                defer { rowMax.deallocate(); rowArg.deallocate() }
-                let first = r.lowerBound
-                k.pointee.maxpool_fwd(px + first * h * w, Int32(r.count), Int32(h), Int32(w), Int32(kernel), Int32(s), Int32(p),
-                                      Int32(oh), Int32(ow), po + first * oh * ow, app.map { $0 + first * oh * ow }, rowMax, rowArg)
-            }
+        Parallel.chunks(n * c, grain: Swift.max(1, elementwiseGrain / Swift.max(h * ow * kernel, 1))) { r in
+            // The row pass's maxima and their columns, one plane at a time.
+            let rowMax = UnsafeMutablePointer<Float>.allocate(capacity: h * ow)
+            let rowArg = UnsafeMutablePointer<Int32>.allocate(capacity: h * ow)
+            defer { rowMax.deallocate(); rowArg.deallocate() }
+            let first = r.lowerBound
+            k.pointee.maxpool_fwd(px + first * h * w, Int32(r.count), Int32(h), Int32(w), Int32(kernel), Int32(s), Int32(p),
+                                  Int32(oh), Int32(ow), po + first * oh * ow, app.map { $0 + first * oh * ow }, rowMax, rowArg)
         }
-        if record, let nx = node {
-            let saved = argIdx
+        if record, let nx = node, let argIdx, let ap = app {
             out.recording([self]) { g in
-                nx.accumulate { d in
-                    saved.withUnsafeBufferPointer { ap in
+                withExtendedLifetime(argIdx) {
+                    nx.accumulate { d in
                         Parallel.chunks(n * c) { r in
                             for plane in r {
                                 let dst = d + plane * h * w, src = g.ptr + plane * oh * ow

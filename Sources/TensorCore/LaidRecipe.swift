@@ -83,15 +83,7 @@ final class LaidRecipe: @unchecked Sendable {
         let count = n * c * hw
         if format == .bf16 && bf16Words {
             let out = HalfBuffer(count: count)
-            if case .block(let s) = kind {
-                leaf(ctx, s, f32: nil, bf16: out.ptr, dstC: c, to: 0, start: 0, count: c, accumulate: false)
-            } else {
-                // Composed in Float32 (as the forward), rounded once at the end.
-                let tmp = Buffer(count: count)
-                write(ctx, into: tmp.ptr, dstC: c, to: 0, start: 0, count: c, accumulate: false)
-                let src = tmp.ptr, dst = out.ptr, k = ctx.k
-                Parallel.chunks(count, grain: 1 << 16) { r in k.pointee.f32_to_bf16(src + r.lowerBound, dst + r.lowerBound, r.count) }
-            }
+            writeWords(ctx, into: out.ptr, dstC: c, to: 0, start: 0, count: c)
             return out
         }
         let out = HalfBuffer(count: count * 2)
@@ -126,6 +118,38 @@ final class LaidRecipe: @unchecked Sendable {
             // a unrounded; the sum rounded as b is added.
             a.write(ctx, into: dst, dstC: dstC, to: to, start: start, count: count, accumulate: false)
             b.write(ctx, into: dst, dstC: dstC, to: to, start: start, count: count, accumulate: true, rounded: rounded)
+        }
+    }
+
+    /// Channels start ..< start + count of this tensor as bfloat16 words into channels to ..< to +
+    /// count of dst ([n, dstC, hw] blocked words): a block's values rounded as they are stored, a
+    /// sum made in Float32 first (as the forward made it) and rounded once, so only sums pass
+    /// through Float32 storage.
+    private func writeWords(_ ctx: ComputeContext, into dst: UnsafeMutablePointer<UInt16>, dstC: Int, to: Int, start: Int, count: Int) {
+        switch kind {
+        case .block(let s):
+            leaf(ctx, s, f32: nil, bf16: dst, dstC: dstC, to: to, start: start, count: count, accumulate: false)
+        case .slice(let r, let offset):
+            r.writeWords(ctx, into: dst, dstC: dstC, to: to, start: offset + start, count: count)
+        case .concat(let parts):
+            var base = 0
+            for p in parts {
+                let lo = Swift.max(start, base), hi = Swift.min(start + count, base + p.c)
+                if lo < hi { p.writeWords(ctx, into: dst, dstC: dstC, to: to + lo - start, start: lo - base, count: hi - lo) }
+                base += p.c
+            }
+        case .sum:
+            let tmp = Buffer(count: n * count * hw)
+            write(ctx, into: tmp.ptr, dstC: count, to: 0, start: start, count: count, accumulate: false)
+            // Image by image: the part's channels are one contiguous run in both layouts.
+            let src = tmp.ptr, k = ctx.k, run = count * hw, (images, hw) = (n, hw)
+            Parallel.chunks(images * ((run + (1 << 16) - 1) >> 16), grain: 1) { r in
+                let pieces = (run + (1 << 16) - 1) >> 16
+                for item in r {
+                    let i = item / pieces, lo = (item % pieces) << 16, len = Swift.min(1 << 16, run - lo)
+                    k.pointee.f32_to_bf16(src + i * run + lo, dst + (i * dstC + to) * hw + lo, len)
+                }
+            }
         }
     }
 

@@ -272,6 +272,49 @@ DF_VARIANTS(df_blocked_move,
              int mode, int i0, int i1),
             (src, srcC, srcStart, dst, dstC, dstStart, c, HW, B, dstLaid, mode, i0, i1))
 
+// MARK: - A sum in NCHW, also as bfloat16 words in the blocked layout
+
+typedef uint32_t df_u8v __attribute__((vector_size(32)));
+typedef uint16_t df_h8v __attribute__((vector_size(16)));
+
+static inline __attribute__((always_inline)) void df_add_words_body(const float *a, const float *b, float *out, uint16_t *words,
+                                                                    int C, int HW, int B, int i0, int i1) {
+    const int CB = C / B;
+    for (int it = i0; it < i1; it++) {
+        int n = it / CB, cb = it % CB;
+        // Channel cb * B's plane in NCHW; block cb in the blocked layout (the same offset).
+        size_t first = ((size_t)n * C + (size_t)cb * B) * HW;
+        uint16_t *w = words + first;
+        for (int l0 = 0; l0 < B; l0 += 8) {
+            int p = 0;
+            for (; p + 8 <= HW; p += 8) {
+                // Eight channels' sums over eight pixels, turned over to eight pixels' channels.
+                df_f8 r[8];
+                for (int j = 0; j < 8; j++) {
+                    size_t o = first + (size_t)(l0 + j) * HW + p;
+                    r[j] = df_ld8(a + o) + df_ld8(b + o);
+                    df_st8(out + o, r[j]);
+                }
+                df_transpose8(r);
+                for (int i = 0; i < 8; i++) {
+                    df_h8v h = __builtin_convertvector((df_u8v)rndbf16_w8(r[i]) >> 16, df_h8v);
+                    memcpy(w + (size_t)(p + i) * B + l0, &h, sizeof h);
+                }
+            }
+            for (; p < HW; p++) {
+                for (int j = 0; j < 8; j++) {
+                    size_t o = first + (size_t)(l0 + j) * HW + p;
+                    float v = a[o] + b[o];
+                    out[o] = v;
+                    w[(size_t)p * B + l0 + j] = df_bf16_bits(v);
+                }
+            }
+        }
+    }
+}
+DF_VARIANTS(df_add_words, (const float *a, const float *b, float *out, uint16_t *words, int C, int HW, int B, int i0, int i1),
+            (a, b, out, words, C, HW, B, i0, i1))
+
 // MARK: - Weight gradient of a 3 x 3 convolution with one input channel
 
 /// part[(n - n0) * O * 9 + o * 9 + kh * 3 + kw] = the sum over image n's output pixels of

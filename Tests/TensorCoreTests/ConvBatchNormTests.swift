@@ -301,6 +301,26 @@ import _TestSupport
         }
     }
 
+    /// add_words: the NCHW sum and its bfloat16 words in the blocked layout, on every level the
+    /// element-by-element definition (with pixel counts with and without a tail of 8).
+    @Test(arguments: 0..<shapes.count)
+    func addWordsIsItsDefinition(_ si: Int) {
+        let (n, c, hw, b) = BlockedKernelTests.shapes[si]
+        let count = n * c * hw, items = n * (c / b)
+        let x = BlockedKernelTests.random(count, seed: 91), y = BlockedKernelTests.random(count, seed: 92, scale: 300)
+        let sum = zip(x, y).map { $0 + $1 }
+        let words = BlockedKernelTests.bf16Words(BlockedKernelTests.blocked(sum, (n, c, hw, b)))
+        for k in [KernelLevelTests.p] + KernelLevelTests.fast.map({ $0.table.pointee }) {
+            var out = [Float](repeating: .nan, count: count), w = [UInt16](repeating: 0xFFFF, count: count)
+            for (lo, hi) in [(0, items / 2), (items / 2, items)] {
+                k.add_words(x, y, &out, &w, Int32(c), Int32(hw), Int32(b), Int32(lo), Int32(hi))
+            }
+            let badSums = zip(out, sum).filter { $0.bitPattern != $1.bitPattern }.count
+            let badWords = zip(w, words).filter { $0 != $1 }.count
+            #expect(badSums == 0 && badWords == 0, "\(String(cString: k.name)) shape \((n, c, hw, b)): \(badSums) sums, \(badWords) words differ")
+        }
+    }
+
     @Test(arguments: 0..<shapes.count, Format.allCases)
     func levelsMatchPortable(_ si: Int, format: Format) {
         let s = BlockedKernelTests.shapes[si]
@@ -804,6 +824,51 @@ extension BlockedKernelTests {
         #expect(reordered.taken == 0)
         // The chunk, the concatenation and the direct edge (checked on AVX512_BF16 JIT kernels, where it was measured).
         if OneDNN.isa == "avx512_core_bf16" { #expect(laid.taken == 3, "taken \(laid.taken)") }
+    }
+
+    /// A residual sum of blocks' outputs carries its own bfloat16 words (written with the sum), so
+    /// the convolutions that read it (the next bottleneck, and C2f's last block through the
+    /// concatenation) take words instead of reordering: the same outputs and gradients bit for bit.
+    @Test func residualSumsCarryWords() throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        struct Run: Equatable { var y: [UInt32], grads: [[UInt32]], taken: Int }
+        func run(laid: Bool) -> Run {
+            let ctx = ConvBatchNormTests.context(.bf16, fused: true, bf16Primitives: true)
+            ctx.laidInputs = laid
+            var rng = RandomState(seed: 67)
+            let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
+            let w1 = Tensor.normal([32, 16, 1, 1], std: 0.3, rng: &rng)
+            let wb = (0..<4).map { _ in Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng) }
+            let w2 = Tensor.normal([32, 64, 1, 1], std: 0.2, rng: &rng)
+            let r = Tensor.normal([2, 32, 12, 12], rng: &rng)
+            let params = [x, w1, w2] + wb
+            for t in params { t.requiresGrad = true }
+            func block(_ t: Tensor, _ w: Tensor) -> Tensor {
+                let c = w.shape[0]
+                return Tensor.convBatchNorm(t, weight: w, stride: 1, padding: w.shape[2] / 2,
+                                            bnWeight: Tensor(repeating: 1, shape: [c]), bnBias: Tensor(zeros: [c]),
+                                            stats: BatchNormStats(channels: c), training: true, momentum: 0.03, eps: 1e-3, silu: true)
+            }
+            return ctx.run {
+                let y = block(x, w1).chunk(2, axis: 1)
+                let r1 = y[1] + block(block(y[1], wb[0]), wb[1])
+                let r2 = r1 + block(block(r1, wb[2]), wb[3])
+                let out = block(Tensor.concat([y[0], y[1], r1, r2], axis: 1), w2)
+                (out * r).sum().backward()
+                return Run(y: out.array.map(\.bitPattern), grads: params.map { $0.grad!.array.map(\.bitPattern) }, taken: ctx.laidInputsTaken)
+            }
+        }
+        let laid = run(laid: true), reordered = run(laid: false)
+        #expect(laid.y == reordered.y)
+        for (i, (a, b)) in zip(laid.grads, reordered.grads).enumerated() {
+            let differ = zip(a, b).filter { $0 != $1 }.count
+            #expect(differ == 0, "gradient \(i): \(differ) of \(a.count) values differ")
+        }
+        #expect(reordered.taken == 0)
+        // Every block but the first (x has no words): the chunk, the bottlenecks' second blocks, r1,
+        // and the concatenation holding r1 and r2 (3 without the sums' words; checked on
+        // AVX512_BF16 JIT kernels, where it was measured).
+        if OneDNN.isa == "avx512_core_bf16" { #expect(laid.taken == 5, "taken \(laid.taken)") }
     }
 
     /// Central differences through the fused op (Float32 on oneDNN), every input.

@@ -136,6 +136,9 @@ typedef struct df_kernels {
     /// src's values rounded to bfloat16 values (round_bf16's rule) first
     void (*blocked_move)(const float *src, int srcC, int srcStart, float *dst, int dstC, int dstStart, int c, int HW, int B,
                          int dstLaid, int mode, int i0, int i1);
+    /// out = a + b (NCHW [N, C, HW]) and the sums also as bfloat16 words (round_bf16's rule) in the
+    /// channel-blocked layout with block B (a multiple of 8), for items i0 ..< i1 of N x C/B
+    void (*add_words)(const float *a, const float *b, float *out, uint16_t *words, int C, int HW, int B, int i0, int i1);
     /// The weight gradient [O, 1, 3, 3] of a 3 x 3 convolution with one input channel (stride S,
     /// padding P), per image n0 <= n < n1 into part[(n - n0) * O * 9 ...] (double): x [N, 1, H, W]
     /// NCHW, gy [N, O, OH, OW] channel-blocked (B a multiple of 8). Each output row sums in Float32,

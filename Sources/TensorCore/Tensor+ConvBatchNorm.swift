@@ -85,6 +85,18 @@ extension Tensor {
         }
         if laidForward && xWords != nil { ctx.laidInputsTaken += 1 }
         guard laidForward else { return composed() }
+        // The words that served the forward kept for the weight gradient instead of a rebuild in
+        // backward, within the share of the saved bytes (the layouts must agree: the same words).
+        var keptWords: HalfBuffer? = nil
+        if source != nil, let words = xWords, ctx.keptWordsShare > 0, let b = OneDNN.sourceBlock(g, bf16: true),
+           b == OneDNN.forwardSourceBlock(g, bf16: true) {
+            let others = ctx.saved.bytes - ctx.saved.keptWordBytes
+            if Double(ctx.saved.keptWordBytes + words.bytes) <= ctx.keptWordsShare * Double(others) {
+                keptWords = words
+                source = nil
+                ctx.laidWordsKept += 1
+            }
+        }
         if let zScratch, let zHalf {
             let src = zScratch.ptr, dst = zHalf.ptr, convert = f16 ? k.pointee.f32_to_f16 : k.pointee.f32_to_bf16
             Parallel.chunks(zHalf.count, grain: 1 << 16) { r in convert(src + r.lowerBound, dst + r.lowerBound, r.count) }
@@ -146,6 +158,8 @@ extension Tensor {
 
         ctx.saved.count(bytes: (zFull?.bytes ?? 0) + (zHalf?.bytes ?? 0))
         if let kept { ctx.saved.count(bytes: kept.bytes) }
+        if let keptWords { ctx.saved.countKeptWords(bytes: keptWords.bytes) }
+        if keptWords != nil { kept = keptWords }
         let sx: Saved? = needsGrad(weight) && kept == nil && source == nil ? ctx.save(x.buffer) : nil
         // This output can be rebuilt from z while this op's backward has not run (the recipe holds z
         // weakly; this closure holds it).

@@ -576,6 +576,7 @@ extension BlockedKernelTests {
         func chain(rebuild: Bool) -> Chain {
             let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: primitives)
             ctx.rebuildConvInputs = rebuild
+            ctx.keptWordsShare = 0
             var rng = RandomState(seed: 41)
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
             let w1 = Tensor.normal([32, 16, 3, 3], std: 0.2, rng: &rng), w2 = Tensor.normal([16, 32, 3, 3], std: 0.2, rng: &rng)
@@ -758,6 +759,7 @@ extension BlockedKernelTests {
         func run(rebuild: Bool) -> Run {
             let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: primitives)
             ctx.rebuildConvInputs = rebuild
+            ctx.keptWordsShare = 0
             var rng = RandomState(seed: 51)
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
             let w1 = Tensor.normal([32, 16, 1, 1], std: 0.3, rng: &rng), wa = Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng)
@@ -824,6 +826,61 @@ extension BlockedKernelTests {
         #expect(reordered.taken == 0)
         // The chunk, the concatenation and the direct edge (checked on AVX512_BF16 JIT kernels, where it was measured).
         if OneDNN.isa == "avx512_core_bf16" { #expect(laid.taken == 3, "taken \(laid.taken)") }
+    }
+
+    /// On bfloat16 primitives a block whose input came as words keeps them for its weight gradient
+    /// instead of rebuilding them in backward, while the kept words stay within
+    /// `keptWordsShare` of the other saved bytes: the same outputs and gradients bit for bit with
+    /// every input rebuilt (share 0), every one kept (a share no step reaches) and the default
+    /// half, and the saved bytes grow by exactly the words kept.
+    @Test func keptWordsMatchRebuiltOnes() throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        struct Run: Equatable { var y: [UInt32], grads: [[UInt32]], saved: Int, keptBytes: Int, kept: Int }
+        func run(share: Double) -> Run {
+            let ctx = ConvBatchNormTests.context(.bf16, fused: true, bf16Primitives: true)
+            ctx.keptWordsShare = share
+            var rng = RandomState(seed: 73)
+            let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
+            let w1 = Tensor.normal([32, 16, 1, 1], std: 0.3, rng: &rng)
+            let wb = (0..<2).map { _ in Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng) }
+            let w2 = Tensor.normal([32, 48, 1, 1], std: 0.2, rng: &rng), w3 = Tensor.normal([32, 32, 3, 3], std: 0.2, rng: &rng)
+            let r = Tensor.normal([2, 32, 6, 6], rng: &rng)
+            let params = [x, w1, w2, w3] + wb
+            for t in params { t.requiresGrad = true }
+            func block(_ t: Tensor, _ w: Tensor, stride: Int = 1) -> Tensor {
+                let c = w.shape[0]
+                return Tensor.convBatchNorm(t, weight: w, stride: stride, padding: w.shape[2] / 2,
+                                            bnWeight: Tensor(repeating: 1, shape: [c]), bnBias: Tensor(zeros: [c]),
+                                            stats: BatchNormStats(channels: c), training: true, momentum: 0.03, eps: 1e-3, silu: true)
+            }
+            return ctx.run {
+                let y = block(x, w1).chunk(2, axis: 1)
+                let res = y[1] + block(block(y[1], wb[0]), wb[1])
+                let out = block(block(Tensor.concat([y[0], y[1], res], axis: 1), w2), w3, stride: 2)
+                let saved = ctx.saved.bytes, keptBytes = ctx.saved.keptWordBytes
+                (out * r).sum().backward()
+                return Run(y: out.array.map(\.bitPattern), grads: params.map { $0.grad!.array.map(\.bitPattern) }, saved: saved,
+                           keptBytes: keptBytes, kept: ctx.laidWordsKept)
+            }
+        }
+        let rebuilt = run(share: 0), kept = run(share: 1000), half = run(share: 0.5)
+        for other in [kept, half] {
+            #expect(other.y == rebuilt.y)
+            for (i, (a, b)) in zip(other.grads, rebuilt.grads).enumerated() {
+                let differ = zip(a, b).filter { $0 != $1 }.count
+                #expect(differ == 0, "gradient \(i): \(differ) of \(a.count) values differ")
+            }
+            #expect(other.saved - rebuilt.saved == other.keptBytes)
+        }
+        #expect(rebuilt.kept == 0 && rebuilt.keptBytes == 0)
+        // Kept where the layouts agree (checked on AVX512_BF16 JIT kernels, where it was measured):
+        // the chunk (16 channels), the bottleneck's block (16), the concatenation (48), the last
+        // block's input (32 at 12 x 12); at half, only within half of the rest.
+        if OneDNN.isa == "avx512_core_bf16" {
+            #expect(kept.kept == 4 && kept.keptBytes == (16 + 16 + 48 + 32) * 2 * 144 * 2, "kept \(kept.kept), \(kept.keptBytes) bytes")
+            #expect(half.kept > 0 && half.kept < kept.kept, "kept \(half.kept) at half")
+            #expect(Double(half.keptBytes) <= 0.5 * Double(half.saved - half.keptBytes))
+        }
     }
 
     /// A residual sum of blocks' outputs carries its own bfloat16 words (written with the sum), so

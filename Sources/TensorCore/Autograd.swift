@@ -226,18 +226,18 @@ public final class SavedActivations: @unchecked Sendable {
     /// Counts a copy an op keeps for backward itself (e.g. a convolution's input in oneDNN's layout).
     func count(bytes n: Int) { bytes += n }
 
-    /// Of `bytes`, the inputs' bfloat16 words blocks keep instead of rebuilding them
-    /// (`ComputeContext.keptWordsShare`).
-    public private(set) var keptWordBytes = 0
+    /// Of `bytes`, the inputs blocks keep for their weight gradients instead of rebuilding them
+    /// (`ComputeContext.keptInputsShare`).
+    public private(set) var keptInputBytes = 0
 
-    /// Counts words kept so (in `bytes` too).
-    func countKeptWords(bytes n: Int) { bytes += n; keptWordBytes += n }
+    /// Counts an input kept so (in `bytes` too).
+    func countKeptInput(bytes n: Int) { bytes += n; keptInputBytes += n }
 
     /// Forgets the registry (backward calls this when it finishes).
     public func reset() {
         seen.removeAll(keepingCapacity: true)
         bytes = 0
-        keptWordBytes = 0
+        keptInputBytes = 0
     }
 
     /// Saves `buffer` for backward, in 16 bits under an fp16 or bf16 autocast region.

@@ -129,14 +129,14 @@ public final class ComputeContext: @unchecked Sendable {
     public var laidInputs = true
     /// Convolutions that took their input so since the context was made (for tests).
     public internal(set) var laidInputsTaken = 0
-    /// With `laidInputs`: a block whose input came as those words keeps them for its weight
-    /// gradient instead of rebuilding them from the blocks' z in backward (`rebuildConvInputs`),
-    /// while the words kept so stay within this share of the other bytes saved for backward in
-    /// the step (greedily, in forward order): memory traded for the rebuild's pass. 0: always
-    /// rebuild. The same words either way.
-    public var keptWordsShare = 0.5
+    /// With `rebuildConvInputs` and `laidInputs`, on bfloat16 primitives: a block whose input it
+    /// could rebuild in backward, and whose forward took that input as words, keeps the words for
+    /// its weight gradient instead, while the inputs kept so stay within this share of the other
+    /// bytes saved for backward in the step (greedily, in forward order): memory traded for the
+    /// rebuild's pass. 0: always rebuild. The same words either way. (Float32 always rebuilds.)
+    public var keptInputsShare = 0.5
     /// Inputs kept so since the context was made (for tests).
-    public internal(set) var laidWordsKept = 0
+    public internal(set) var keptInputs = 0
     /// Synchronised batch statistics (data parallelism with `--sync-bn`): sums `count` Doubles in
     /// place over every replica of the job. Batch norm in training calls it once in the forward
     /// (the channels' sums and sums of squares, and the count) and once in the backward (the sums

@@ -28,7 +28,7 @@ struct ContextOptions: ParsableArguments {
     @Flag(help: "A fused Conv block keeps a copy of its input for its weight gradient instead of rebuilding it in backward from the block before.") var noRebuildInputs = false
     @Flag(help: "Fused Conv blocks hand their input gradients over in NCHW, not in the convolution's blocked layout.") var noLaidGradients = false
     @Flag(help: "On bfloat16 primitives, fused Conv blocks do not write their outputs as bfloat16 words in the blocked layout for the convolutions after them (which then reorder their NCHW inputs).") var noLaidInputs = false
-    @Option(help: "On bfloat16 primitives, the share of the other saved bytes up to which blocks keep their input's words for the weight gradient instead of rebuilding them in backward (0: always rebuild; default 0.5).") var keptWordsShare: Double?
+    @Option(help: "On bfloat16 primitives, the share of the other saved bytes up to which fused Conv blocks keep their inputs' words for the weight gradient instead of rebuilding them in backward (0: always rebuild; default 0.5).") var keptInputsShare: Double?
     @Option(help: "Kernel level: portable, avx2 or avx512 (default: the best this CPU runs).") var kernels: String?
     @Flag(help: "Parallel loops on libdispatch's threads instead of oneDNN's OpenMP team.") var noOpenmpTeam = false
 
@@ -45,11 +45,11 @@ struct ContextOptions: ParsableArguments {
         if noRebuildInputs { ctx.rebuildConvInputs = false }
         if noLaidGradients { ctx.laidInputGradients = false }
         if noLaidInputs { ctx.laidInputs = false }
-        if let keptWordsShare {
-            guard keptWordsShare >= 0, keptWordsShare.isFinite else {
-                throw ValidationError("--kept-words-share takes a number >= 0 (0: always rebuild), got \(keptWordsShare)")
+        if let keptInputsShare {
+            guard keptInputsShare >= 0, keptInputsShare.isFinite else {
+                throw ValidationError("--kept-inputs-share takes a number >= 0 (0: always rebuild), got \(keptInputsShare)")
             }
-            ctx.keptWordsShare = keptWordsShare
+            ctx.keptInputsShare = keptInputsShare
         }
         if noOpenmpTeam { ctx.openMPTeam = false }
         if let kernels {

@@ -576,7 +576,7 @@ extension BlockedKernelTests {
         func chain(rebuild: Bool) -> Chain {
             let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: primitives)
             ctx.rebuildConvInputs = rebuild
-            ctx.keptWordsShare = 0
+            ctx.keptInputsShare = 0
             var rng = RandomState(seed: 41)
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
             let w1 = Tensor.normal([32, 16, 3, 3], std: 0.2, rng: &rng), w2 = Tensor.normal([16, 32, 3, 3], std: 0.2, rng: &rng)
@@ -759,7 +759,7 @@ extension BlockedKernelTests {
         func run(rebuild: Bool) -> Run {
             let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: primitives)
             ctx.rebuildConvInputs = rebuild
-            ctx.keptWordsShare = 0
+            ctx.keptInputsShare = 0
             var rng = RandomState(seed: 51)
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
             let w1 = Tensor.normal([32, 16, 1, 1], std: 0.3, rng: &rng), wa = Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng)
@@ -828,17 +828,18 @@ extension BlockedKernelTests {
         if OneDNN.isa == "avx512_core_bf16" { #expect(laid.taken == 3, "taken \(laid.taken)") }
     }
 
-    /// On bfloat16 primitives a block whose input came as words keeps them for its weight gradient
-    /// instead of rebuilding them in backward, while the kept words stay within
-    /// `keptWordsShare` of the other saved bytes: the same outputs and gradients bit for bit with
-    /// every input rebuilt (share 0), every one kept (a share no step reaches) and the default
-    /// half, and the saved bytes grow by exactly the words kept.
-    @Test func keptWordsMatchRebuiltOnes() throws {
+    /// On bfloat16 primitives a block whose input it could rebuild in backward keeps the words that
+    /// served its forward instead, while the kept inputs stay within `keptInputsShare` of the other
+    /// saved bytes: the same outputs and gradients bit for bit with every input rebuilt (share 0),
+    /// every one kept (a share no step reaches) and the default half, and the saved bytes grow by
+    /// exactly the words kept. Float32 rebuilds whatever the share.
+    @Test(arguments: [Precision.bf16, .fp32])
+    func keptInputsMatchRebuiltOnes(_ precision: Precision) throws {
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
         struct Run: Equatable { var y: [UInt32], grads: [[UInt32]], saved: Int, keptBytes: Int, kept: Int }
         func run(share: Double) -> Run {
-            let ctx = ConvBatchNormTests.context(.bf16, fused: true, bf16Primitives: true)
-            ctx.keptWordsShare = share
+            let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: true)
+            ctx.keptInputsShare = share
             var rng = RandomState(seed: 73)
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
             let w1 = Tensor.normal([32, 16, 1, 1], std: 0.3, rng: &rng)
@@ -857,10 +858,10 @@ extension BlockedKernelTests {
                 let y = block(x, w1).chunk(2, axis: 1)
                 let res = y[1] + block(block(y[1], wb[0]), wb[1])
                 let out = block(block(Tensor.concat([y[0], y[1], res], axis: 1), w2), w3, stride: 2)
-                let saved = ctx.saved.bytes, keptBytes = ctx.saved.keptWordBytes
+                let saved = ctx.saved.bytes, keptBytes = ctx.saved.keptInputBytes
                 (out * r).sum().backward()
                 return Run(y: out.array.map(\.bitPattern), grads: params.map { $0.grad!.array.map(\.bitPattern) }, saved: saved,
-                           keptBytes: keptBytes, kept: ctx.laidWordsKept)
+                           keptBytes: keptBytes, kept: ctx.keptInputs)
             }
         }
         let rebuilt = run(share: 0), kept = run(share: 1000), half = run(share: 0.5)
@@ -876,8 +877,11 @@ extension BlockedKernelTests {
         // Kept where the layouts agree (checked on AVX512_BF16 JIT kernels, where it was measured):
         // the chunk (16 channels), the bottleneck's block (16), the concatenation (48), the last
         // block's input (32 at 12 x 12); at half, only within half of the rest.
-        if OneDNN.isa == "avx512_core_bf16" {
-            #expect(kept.kept == 4 && kept.keptBytes == (16 + 16 + 48 + 32) * 2 * 144 * 2, "kept \(kept.kept), \(kept.keptBytes) bytes")
+        if precision == .fp32 {
+            #expect(kept.kept == 0 && half.kept == 0 && kept.saved == rebuilt.saved)
+        } else if OneDNN.isa == "avx512_core_bf16" {
+            let bytes = (16 + 16 + 48 + 32) * 2 * 144 * 2
+            #expect(kept.kept == 4 && kept.keptBytes == bytes, "kept \(kept.kept), \(kept.keptBytes) bytes")
             #expect(half.kept > 0 && half.kept < kept.kept, "kept \(half.kept) at half")
             #expect(Double(half.keptBytes) <= 0.5 * Double(half.saved - half.keptBytes))
         }

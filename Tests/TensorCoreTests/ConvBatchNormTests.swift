@@ -460,6 +460,14 @@ extension BlockedKernelTests {
 
     /// Whether `ctx`'s convolutions take bfloat16 operands in oneDNN's own primitives (under bf16
     /// where oneDNN has bfloat16 convolutions; elsewhere bf16 runs on its Float32 ones).
+    /// A fused Conv block with batch-norm weight 1 and bias 0, trained statistics, SiLU.
+    static func unitBlock(_ t: Tensor, _ w: Tensor, stride: Int = 1) -> Tensor {
+        let c = w.shape[0]
+        return Tensor.convBatchNorm(t, weight: w, stride: stride, padding: w.shape[2] / 2,
+                                    bnWeight: Tensor(repeating: 1, shape: [c]), bnBias: Tensor(zeros: [c]),
+                                    stats: BatchNormStats(channels: c), training: true, momentum: 0.03, eps: 1e-3, silu: true)
+    }
+
     static func dnnlBF16(_ ctx: ComputeContext) -> Bool { OneDNN.route(ctx, bf16: ctx.precision == .bf16)?.dnnlBF16 ?? false }
 
     static func run(_ g: ConvGeometry, _ ctx: ComputeContext, training: Bool, silu: Bool, grad: Bool = true) -> Run {
@@ -806,12 +814,7 @@ extension BlockedKernelTests {
             let r = Tensor.normal([2, 32, 6, 6], rng: &rng)
             let params = [x, wa, wb, wc, wd]
             for t in params { t.requiresGrad = true }
-            func block(_ t: Tensor, _ w: Tensor, stride: Int = 1) -> Tensor {
-                let c = w.shape[0]
-                return Tensor.convBatchNorm(t, weight: w, stride: stride, padding: w.shape[2] / 2,
-                                            bnWeight: Tensor(repeating: 1, shape: [c]), bnBias: Tensor(zeros: [c]),
-                                            stats: BatchNormStats(channels: c), training: true, momentum: 0.03, eps: 1e-3, silu: true)
-            }
+            func block(_ t: Tensor, _ w: Tensor, stride: Int = 1) -> Tensor { ConvBatchNormTests.unitBlock(t, w, stride: stride) }
             return ctx.run {
                 let y = block(x, wa).chunk(2, axis: 1)
                 let b = block(y[1], wb)
@@ -848,12 +851,7 @@ extension BlockedKernelTests {
             let r = Tensor.normal([2, 32, 6, 6], rng: &rng)
             let params = [x, w1, w2, w3] + wb
             for t in params { t.requiresGrad = true }
-            func block(_ t: Tensor, _ w: Tensor, stride: Int = 1) -> Tensor {
-                let c = w.shape[0]
-                return Tensor.convBatchNorm(t, weight: w, stride: stride, padding: w.shape[2] / 2,
-                                            bnWeight: Tensor(repeating: 1, shape: [c]), bnBias: Tensor(zeros: [c]),
-                                            stats: BatchNormStats(channels: c), training: true, momentum: 0.03, eps: 1e-3, silu: true)
-            }
+            func block(_ t: Tensor, _ w: Tensor, stride: Int = 1) -> Tensor { ConvBatchNormTests.unitBlock(t, w, stride: stride) }
             return ctx.run {
                 let y = block(x, w1).chunk(2, axis: 1)
                 let res = y[1] + block(block(y[1], wb[0]), wb[1])
@@ -904,12 +902,7 @@ extension BlockedKernelTests {
             let r = Tensor.normal([2, 32, 12, 12], rng: &rng)
             let params = [x, w1, w2] + wb
             for t in params { t.requiresGrad = true }
-            func block(_ t: Tensor, _ w: Tensor) -> Tensor {
-                let c = w.shape[0]
-                return Tensor.convBatchNorm(t, weight: w, stride: 1, padding: w.shape[2] / 2,
-                                            bnWeight: Tensor(repeating: 1, shape: [c]), bnBias: Tensor(zeros: [c]),
-                                            stats: BatchNormStats(channels: c), training: true, momentum: 0.03, eps: 1e-3, silu: true)
-            }
+            func block(_ t: Tensor, _ w: Tensor, stride: Int = 1) -> Tensor { ConvBatchNormTests.unitBlock(t, w, stride: stride) }
             return ctx.run {
                 let y = block(x, w1).chunk(2, axis: 1)
                 let r1 = y[1] + block(block(y[1], wb[0]), wb[1])

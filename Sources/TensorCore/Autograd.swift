@@ -17,8 +17,6 @@ public final class Node: @unchecked Sendable {
     /// Created in an fp16 or bf16 autocast region: this activation's gradient is rounded to that
     /// format before it is used (`.fp32`: kept as is).
     let gradFormat: Precision
-    /// Ops recorded so far that take this tensor as an input (an op taking it twice counts twice).
-    var uses = 0
     /// Set by an op whose backward can also take its output gradient in a channel-blocked layout
     /// (element (n, c, p) at ((n * C/B + c/B) * HW + p) * B + c % B, B = `block`): that backward.
     var laid: (block: Int, n: Int, c: Int, hw: Int, backward: (Buffer) -> Void)?
@@ -65,7 +63,7 @@ public final class Node: @unchecked Sendable {
     /// contributions add in that layout, `addBlocked`; one that comes in NCHW turns it to NCHW first.)
     func takesLaidGradient(block: Int) -> Bool {
         guard let laid, laid.block == block else { return false }
-        return (grad == nil && gradWords == nil) || gradIsLaid || gradWords != nil
+        return grad == nil || gradIsLaid   // (words, when held, are a laid gradient too)
     }
 
     /// Whether the whole gradient can be handed over as bfloat16 words in the blocked layout with
@@ -284,7 +282,7 @@ extension Tensor {
     public func recording(_ inputs: [Tensor], _ backward: @escaping (Buffer) -> Void) -> Tensor {
         guard ComputeContext.current.gradEnabled else { return self }
         var parents: [Node] = []
-        for t in inputs { if let n = t.node { parents.append(n); n.uses += 1 } }
+        for t in inputs { if let n = t.node { parents.append(n) } }
         if parents.isEmpty { return self }
         node = Node(count: count, isLeaf: false, parents: parents, backward: backward)
         return self

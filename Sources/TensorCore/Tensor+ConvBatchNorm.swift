@@ -65,9 +65,9 @@ extension Tensor {
                OneDNN.sourceBlock(g, bf16: dnnlBF16) == r.block {
                 source = r
                 if ctx.keptInputsShare > 0 && dnnlBF16 && ctx.laidInputs {
-                    let bytes = OneDNN.keepBytes(g, bf16: dnnlBF16), others = ctx.saved.bytes - ctx.saved.keptInputBytes
-                    keepInstead = bytes > 0 && bytes <= x.count * (dnnlBF16 ? 2 : 4)
-                        && Double(ctx.saved.keptInputBytes + bytes) <= ctx.keptInputsShare * Double(others)
+                    // The words' bytes against the share of the other saved bytes.
+                    let others = ctx.saved.bytes - ctx.saved.keptInputBytes
+                    keepInstead = Double(ctx.saved.keptInputBytes + x.count * 2) <= ctx.keptInputsShare * Double(others)
                 }
             } else if !f16 && !onF32 {
                 // (Under fp16 and bf16 on Float32 primitives the input is saved in 16 bits, as the

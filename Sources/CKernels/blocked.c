@@ -94,10 +94,10 @@ DF_VARIANTS_HW(df_blocked_sums,
 
 static inline __attribute__((always_inline)) void df_blocked_affine_body(
     const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *scale,
-    const float *shift, float *out, uint16_t *outh, int silu, const int hw) {
+    const float *shift, float *out, uint16_t *outh, float *outl, int silu, const int hw) {
     (void)N;
-#define DF_AFFINE_S(h) DF_WIDTH(affine_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, outh, 1, h)
-#define DF_AFFINE_P(h) DF_WIDTH(affine_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, outh, 0, h)
+#define DF_AFFINE_S(h) DF_WIDTH(affine_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, outh, outl, 1, h)
+#define DF_AFFINE_P(h) DF_WIDTH(affine_items, B, z, zh, C, HW, B, i0, i1, scale, shift, out, outh, outl, 0, h)
     if (silu) DF_BY_FORMAT(DF_FMT(zh, f16), DF_AFFINE_S);
     else DF_BY_FORMAT(DF_FMT(zh, f16), DF_AFFINE_P);
 #undef DF_AFFINE_S
@@ -105,8 +105,8 @@ static inline __attribute__((always_inline)) void df_blocked_affine_body(
 }
 DF_VARIANTS_HW(df_blocked_affine,
             (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1, const float *scale,
-             const float *shift, float *out, uint16_t *outh, int silu),
-            (z, zh, f16, N, C, HW, B, i0, i1, scale, shift, out, outh, silu))
+             const float *shift, float *out, uint16_t *outh, float *outl, int silu),
+            (z, zh, f16, N, C, HW, B, i0, i1, scale, shift, out, outh, outl, silu))
 
 // MARK: - Affine (+ SiLU) in the blocked layout
 
@@ -272,19 +272,20 @@ DF_VARIANTS(df_blocked_move,
              int mode, int i0, int i1),
             (src, srcC, srcStart, dst, dstC, dstStart, c, HW, B, dstLaid, mode, i0, i1))
 
-// MARK: - A sum in NCHW, also as bfloat16 words in the blocked layout
+// MARK: - A sum in NCHW, also in the blocked layout (bfloat16 words or Float32)
 
 typedef uint32_t df_u8v __attribute__((vector_size(32)));
 typedef uint16_t df_h8v __attribute__((vector_size(16)));
 
-static inline __attribute__((always_inline)) void df_add_words_body(const float *a, const float *b, float *out, uint16_t *words,
-                                                                    int C, int HW, int B, int i0, int i1) {
+static inline __attribute__((always_inline)) void df_add_laid_body(const float *a, const float *b, float *out, uint16_t *words,
+                                                                   float *floats, int C, int HW, int B, int i0, int i1) {
     const int CB = C / B;
     for (int it = i0; it < i1; it++) {
         int n = it / CB, cb = it % CB;
         // Channel cb * B's plane in NCHW; block cb in the blocked layout (the same offset).
         size_t first = ((size_t)n * C + (size_t)cb * B) * HW;
-        uint16_t *w = words + first;
+        uint16_t *w = words ? words + first : NULL;
+        float *f = floats ? floats + first : NULL;
         for (int l0 = 0; l0 < B; l0 += 8) {
             int p = 0;
             for (; p + 8 <= HW; p += 8) {
@@ -296,9 +297,13 @@ static inline __attribute__((always_inline)) void df_add_words_body(const float 
                     df_st8(out + o, r[j]);
                 }
                 df_transpose8(r);
-                for (int i = 0; i < 8; i++) {
-                    df_h8v h = __builtin_convertvector((df_u8v)rndbf16_w8(r[i]) >> 16, df_h8v);
-                    memcpy(w + (size_t)(p + i) * B + l0, &h, sizeof h);
+                if (w) {
+                    for (int i = 0; i < 8; i++) {
+                        df_h8v h = __builtin_convertvector((df_u8v)rndbf16_w8(r[i]) >> 16, df_h8v);
+                        memcpy(w + (size_t)(p + i) * B + l0, &h, sizeof h);
+                    }
+                } else {
+                    for (int i = 0; i < 8; i++) df_st8(f + (size_t)(p + i) * B + l0, r[i]);
                 }
             }
             for (; p < HW; p++) {
@@ -306,14 +311,16 @@ static inline __attribute__((always_inline)) void df_add_words_body(const float 
                     size_t o = first + (size_t)(l0 + j) * HW + p;
                     float v = a[o] + b[o];
                     out[o] = v;
-                    w[(size_t)p * B + l0 + j] = df_bf16_bits(v);
+                    if (w) w[(size_t)p * B + l0 + j] = df_bf16_bits(v);
+                    else f[(size_t)p * B + l0 + j] = v;
                 }
             }
         }
     }
 }
-DF_VARIANTS(df_add_words, (const float *a, const float *b, float *out, uint16_t *words, int C, int HW, int B, int i0, int i1),
-            (a, b, out, words, C, HW, B, i0, i1))
+DF_VARIANTS(df_add_laid, (const float *a, const float *b, float *out, uint16_t *words, float *floats, int C, int HW, int B, int i0,
+                          int i1),
+            (a, b, out, words, floats, C, HW, B, i0, i1))
 
 // MARK: - Weight gradient of a 3 x 3 convolution with one input channel
 

@@ -232,7 +232,7 @@ static inline __attribute__((always_inline)) void DF_N(sums_items)(
 
 static inline __attribute__((always_inline)) void DF_N(affine_items)(
     const float *z, const uint16_t *zh, int C, int HW, int B, int i0, int i1, const float *scale, const float *shift,
-    float *out, uint16_t *outh, const int silu, const int half) {
+    float *out, uint16_t *outh, float *outl, const int silu, const int half) {
     int CB = C / B;
     for (int it = i0; it < i1; it++) {
         int n = it / CB, cb = it % CB;
@@ -246,6 +246,7 @@ static inline __attribute__((always_inline)) void DF_N(affine_items)(
                 for (int t = 0; t < 8; t++) r[t] = DF_N(ldz)(z, zh, base + (size_t)(p + t) * B + j0, half) * sc + sh;
                 if (silu) { DF_N(silu4)(r); DF_N(silu4)(r + 4); }
                 if (outh) for (int t = 0; t < 8; t++) DF_N(stbf16)(outh + base + (size_t)(p + t) * B + j0, r[t]);
+                if (outl) for (int t = 0; t < 8; t++) DF_N(st)(outl + base + (size_t)(p + t) * B + j0, r[t]);
                 for (int h = 0; h < DF_W / 8; h++) {
                     df_f8 q[8];
                     for (int t = 0; t < 8; t++) q[t] = DF_N(part)(r[t], h);
@@ -257,6 +258,7 @@ static inline __attribute__((always_inline)) void DF_N(affine_items)(
                 V v = DF_N(ldz)(z, zh, base + (size_t)p * B + j0, half) * sc + sh;
                 if (silu) v = DF_N(silu)(v);
                 if (outh) DF_N(stbf16)(outh + base + (size_t)p * B + j0, v);
+                if (outl) DF_N(st)(outl + base + (size_t)p * B + j0, v);
                 for (int j = 0; j < DF_W; j++) planes[(size_t)j * HW + p] = v[j];
             }
         }

@@ -58,7 +58,7 @@ int df_cpu_has_avx512_bf16(void) {
     t.blocked_sums = df_blocked_sums_##v; t.blocked_affine = df_blocked_affine_##v;                \
     t.blocked_affine_laid = df_blocked_affine_laid_##v;                                            \
     t.blocked_grad_sums = df_blocked_grad_sums_##v; t.blocked_axpby = df_blocked_axpby_##v;        \
-    t.blocked_move = df_blocked_move_##v; t.add_words = df_add_words_##v;                         \
+    t.blocked_move = df_blocked_move_##v; t.add_laid = df_add_laid_##v;                           \
     t.conv1_wgrad3 = df_conv1_wgrad3_##v;                                                          \
     t.im2col = df_im2col_##v; t.col2im = df_col2im_##v; t.maxpool_fwd = df_maxpool_fwd_##v;        \
     t.sgemm = df_sgemm_##v; t.bgemm = df_bgemm_##v;

@@ -98,7 +98,7 @@ DF_DECLARE(df_col2im, (const float *col, int C, int H, int W, int k, int s, int 
 DF_DECLARE(df_blocked_sums, (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1,
                               const float *mean, double *out))
 DF_DECLARE(df_blocked_affine, (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0, int i1,
-                               const float *scale, const float *shift, float *out, uint16_t *outh, int silu))
+                               const float *scale, const float *shift, float *out, uint16_t *outh, float *outl, int silu))
 DF_DECLARE(df_blocked_affine_laid, (const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int c0,
                                     int count, int i0, int i1, const float *scale, const float *shift, int silu, float *out,
                                     uint16_t *outh, int outC, int outC0, int accumulate))
@@ -111,7 +111,8 @@ DF_DECLARE(df_conv1_wgrad3, (const float *x, const float *gy, int H, int W, int 
 DF_DECLARE(df_blocked_axpby, (float *dz, const float *z, const uint16_t *zh, int f16, int N, int C, int HW, int B, int i0,
                               int i1, const float *ca, const float *cb, const float *cc, uint16_t *outh,
                               int round_to))
-DF_DECLARE(df_add_words, (const float *a, const float *b, float *out, uint16_t *words, int C, int HW, int B, int i0, int i1))
+DF_DECLARE(df_add_laid, (const float *a, const float *b, float *out, uint16_t *words, float *floats, int C, int HW, int B,
+                          int i0, int i1))
 DF_DECLARE(df_blocked_move, (const float *src, int srcC, int srcStart, float *dst, int dstC, int dstStart, int c, int HW, int B,
                              int dstLaid, int mode, int i0, int i1))
 DF_DECLARE(df_f32_to_f16, (const float *src, uint16_t *dst, size_t n))

@@ -121,11 +121,12 @@ public final class ComputeContext: @unchecked Sendable {
     public internal(set) var laidGradients = 0
     /// Of those, the ones handed over as bfloat16 words.
     public internal(set) var laidGradientWords = 0
-    /// With `fuseConvBatchNorm`, on oneDNN's bfloat16 primitives: a fused block writes its output
-    /// also as bfloat16 words in its convolution's channel-blocked layout (in the same pass), and a
+    /// With `fuseConvBatchNorm`, on oneDNN's primitives: a fused block writes its output also in its
+    /// convolution's channel-blocked layout (in the same pass; bfloat16 words on bfloat16
+    /// primitives, Float32 on Float32 ones), as does a residual sum of such outputs, and a
     /// convolution whose input is made of such outputs (directly, or through channel slices and
-    /// concatenations) takes those words instead of reordering the NCHW input. Off: the reorder
-    /// (same words).
+    /// concatenations) takes them instead of reordering the NCHW input. Off: the reorder (the same
+    /// values).
     public var laidInputs = true
     /// Convolutions that took their input so since the context was made (for tests).
     public internal(set) var laidInputsTaken = 0

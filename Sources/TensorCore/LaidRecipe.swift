@@ -177,17 +177,39 @@ final class LaidRecipe: @unchecked Sendable {
     }
 }
 
-/// A tensor's values as bfloat16 words in oneDNN's channel-blocked layout, written beside its NCHW
-/// values by the op that made it (a fused Conv block on bfloat16 primitives: its affine + SiLU pass
-/// stores both) and carried through channel slices and concatenations, so that a convolution on
-/// bfloat16 primitives reading the tensor takes these words as its input instead of reordering the
-/// NCHW values (the same rounding, so the same words). The tensor holds them and they go with it.
+/// A tensor's values in oneDNN's channel-blocked layout, written beside its NCHW values by the op
+/// that made it (a fused Conv block on oneDNN: its affine + SiLU pass stores both; a residual sum
+/// of such outputs) and carried through channel slices and concatenations, so that a convolution
+/// reading the tensor takes them as its input instead of reordering the NCHW values: bfloat16 words
+/// on bfloat16 primitives (the same rounding as the reorder's, so the same words), Float32 on
+/// Float32 ones (the same values). The tensor holds them and they go with it.
 ///
 /// The channels are `parts` in order, each channels start ..< start + count of a blocked [n, c, hw]
-/// buffer; every part shares n, hw and the channel block, and starts and counts are multiples of it.
-struct LaidWords {
+/// buffer; every part shares n, hw, the channel block and the element type, and starts and counts
+/// are multiples of the block.
+struct LaidValues {
+    /// One blocked buffer: bfloat16 words or Float32 values.
+    enum Storage {
+        case words(HalfBuffer)
+        case floats(Buffer)
+
+        var raw: UnsafeMutableRawPointer {
+            switch self {
+            case .words(let b): UnsafeMutableRawPointer(b.ptr)
+            case .floats(let b): UnsafeMutableRawPointer(b.ptr)
+            }
+        }
+        var isWords: Bool { if case .words = self { true } else { false } }
+        var bytes: Int {
+            switch self {
+            case .words(let b): b.bytes
+            case .floats(let b): b.bytes
+            }
+        }
+    }
+
     struct Part {
-        let buffer: HalfBuffer
+        let storage: Storage
         let c, start, count: Int
     }
 
@@ -195,8 +217,8 @@ struct LaidWords {
     let n, hw, block: Int
 
     /// A whole blocked [n, c, hw] buffer.
-    init(_ buffer: HalfBuffer, n: Int, c: Int, hw: Int, block: Int) {
-        self.init(parts: [Part(buffer: buffer, c: c, start: 0, count: c)], n: n, hw: hw, block: block)
+    init(_ storage: Storage, n: Int, c: Int, hw: Int, block: Int) {
+        self.init(parts: [Part(storage: storage, c: c, start: 0, count: c)], n: n, hw: hw, block: block)
     }
 
     private init(parts: [Part], n: Int, hw: Int, block: Int) {
@@ -204,38 +226,43 @@ struct LaidWords {
     }
 
     var channels: Int { parts.reduce(0) { $0 + $1.count } }
+    /// bfloat16 words (else Float32 values).
+    var isWords: Bool { parts[0].storage.isWords }
 
     /// Channels start ..< start + length, or nil when they do not fall on channel blocks.
-    func slice(start: Int, length: Int) -> LaidWords? {
+    func slice(start: Int, length: Int) -> LaidValues? {
         guard start % block == 0, length % block == 0, length > 0, start + length <= channels else { return nil }
         var out: [Part] = [], base = 0
         for p in parts {
             let lo = Swift.max(start, base), hi = Swift.min(start + length, base + p.count)
-            if lo < hi { out.append(Part(buffer: p.buffer, c: p.c, start: p.start + lo - base, count: hi - lo)) }
+            if lo < hi { out.append(Part(storage: p.storage, c: p.c, start: p.start + lo - base, count: hi - lo)) }
             base += p.count
         }
-        return LaidWords(parts: out, n: n, hw: hw, block: block)
+        return LaidValues(parts: out, n: n, hw: hw, block: block)
     }
 
-    /// The concatenation along channels, or nil when the parts do not share n, hw and the block.
-    static func concat(_ all: [LaidWords]) -> LaidWords? {
-        guard let w0 = all.first, all.allSatisfy({ $0.n == w0.n && $0.hw == w0.hw && $0.block == w0.block }) else { return nil }
-        return LaidWords(parts: all.flatMap(\.parts), n: w0.n, hw: w0.hw, block: w0.block)
+    /// The concatenation along channels, or nil when the parts do not share n, hw, the block and the
+    /// element type.
+    static func concat(_ all: [LaidValues]) -> LaidValues? {
+        guard let w0 = all.first,
+              all.allSatisfy({ $0.n == w0.n && $0.hw == w0.hw && $0.block == w0.block && $0.isWords == w0.isWords }) else { return nil }
+        return LaidValues(parts: all.flatMap(\.parts), n: w0.n, hw: w0.hw, block: w0.block)
     }
 
     /// All channels in one blocked [n, channels, hw] buffer: the one part's own buffer when it is
     /// all of it, else the parts copied together (one contiguous run per image and part).
-    func gathered() -> HalfBuffer {
-        if parts.count == 1, let p = parts.first, p.start == 0, p.count == p.c { return p.buffer }
-        let c = channels, hw = hw
-        let out = HalfBuffer(count: n * c * hw)
+    func gathered() -> Storage {
+        if parts.count == 1, let p = parts.first, p.start == 0, p.count == p.c { return p.storage }
+        let c = channels, hw = hw, size = isWords ? 2 : 4
+        let out: Storage = isWords ? .words(HalfBuffer(count: n * c * hw)) : .floats(Buffer(count: n * c * hw))
         var offsets: [Int] = [], off = 0
         for p in parts { offsets.append(off); off += p.count }
-        let parts = parts, dst = out.ptr
+        let parts = parts, dst = out.raw
         Parallel.chunks(n * parts.count, grain: 1) { r in
             for item in r {
                 let i = item / parts.count, j = item % parts.count, p = parts[j]
-                (dst + (i * c + offsets[j]) * hw).update(from: p.buffer.ptr + (i * p.c + p.start) * hw, count: p.count * hw)
+                (dst + (i * c + offsets[j]) * hw * size).copyMemory(from: p.storage.raw + (i * p.c + p.start) * hw * size,
+                                                                     byteCount: p.count * hw * size)
             }
         }
         return out

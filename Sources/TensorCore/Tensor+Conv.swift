@@ -152,7 +152,7 @@ extension Tensor {
                 let spp = sp.baseAddress!, hpp = hp.baseAddress!
                 Parallel.chunks(n * (c / B), grain: Swift.max(1, elementwiseGrain / Swift.max(hw * B, 1))) { r in
                     k.pointee.blocked_affine(zp, nil, 0, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
-                                             Int32(r.upperBound), spp, hpp, po, nil, 1)
+                                             Int32(r.upperBound), spp, hpp, po, nil, nil, 1)
                 }
             }
         }

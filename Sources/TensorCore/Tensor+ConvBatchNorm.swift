@@ -56,51 +56,54 @@ extension Tensor {
         let zF16: Int32 = f16 ? 1 : 0
         // The weight gradient's x in oneDNN's layout: rebuilt in backward from the block that made
         // x (when x is a fused block's output and the layouts agree), else kept from the forward's
-        // own reorder (as conv2d), else x saved. On bfloat16 primitives a rebuildable x whose words
-        // serve the forward keeps those words instead, while the inputs kept so stay within
-        // `keptInputsShare` of the other bytes saved in the step.
-        var kept: HalfBuffer?, source: LaidRecipe?, keepInstead = false
+        // own reorder (as conv2d; raw bytes), else x saved. A rebuildable x whose laid values serve
+        // the forward keeps those instead, while the inputs kept so stay within `keptInputsShare` of
+        // the other bytes saved in the step.
+        var kept: LaidValues.Storage?, source: LaidRecipe?, keepInstead = false
         if needsGrad(weight) {
             if ctx.rebuildConvInputs, ctx.gradEnabled, let r = x.laidRecipe, r.matches(g, mode),
                OneDNN.sourceBlock(g, bf16: dnnlBF16) == r.block {
                 source = r
+                // (Float32 rebuilds: keeping its laid values measured 1-2% of the backward at 640 px
+                // for a fifth more peak memory.)
                 if ctx.keptInputsShare > 0 && dnnlBF16 && ctx.laidInputs {
-                    // The words' bytes against the share of the other saved bytes.
+                    // The laid values' bytes against the share of the other saved bytes.
                     let others = ctx.saved.bytes - ctx.saved.keptInputBytes
-                    keepInstead = Double(ctx.saved.keptInputBytes + x.count * 2) <= ctx.keptInputsShare * Double(others)
+                    let bytes = x.count * (dnnlBF16 ? 2 : 4)
+                    keepInstead = Double(ctx.saved.keptInputBytes + bytes) <= ctx.keptInputsShare * Double(others)
                 }
             } else if !f16 && !onF32 {
                 // (Under fp16 and bf16 on Float32 primitives the input is saved in 16 bits, as the
                 // composed convolution saves it.)
                 let bytes = OneDNN.keepBytes(g, bf16: dnnlBF16)
-                if bytes > 0 && bytes <= x.count * (dnnlBF16 ? 2 : 4) { kept = HalfBuffer(count: bytes / 2) }
+                if bytes > 0 && bytes <= x.count * (dnnlBF16 ? 2 : 4) { kept = .words(HalfBuffer(count: bytes / 2)) }
             }
         }
         let xr = onF32 ? Conv.roundedBF16(ctx, x.data, count: x.count) : nil
         let wr = onF32 ? Conv.roundedBF16(ctx, weight.data, count: weight.count) : nil
-        // On bfloat16 primitives: x's bfloat16 words in the layout the forward takes, where the ops
-        // that made x wrote them (no reorder of x).
-        var xWords: HalfBuffer? = nil
-        if dnnlBF16, ctx.laidInputs, kept == nil, let w = x.laidWords, w.n == g.n, w.hw == g.h * g.w, w.channels == g.c,
-           OneDNN.forwardSourceBlock(g, bf16: true) == w.block {
-            xWords = w.gathered()
+        // x in the layout the forward takes, where the ops that made x wrote it so (no reorder of x):
+        // bfloat16 words on bfloat16 primitives, Float32 values on Float32 ones.
+        let laidKind = mode == .fp32 || dnnlBF16
+        var xLaid: LaidValues.Storage? = nil
+        if laidKind, ctx.laidInputs, kept == nil, let w = x.laidValues, w.isWords == dnnlBF16, w.n == g.n, w.hw == g.h * g.w,
+           w.channels == g.c, OneDNN.forwardSourceBlock(g, bf16: dnnlBF16) == w.block {
+            xLaid = w.gathered()
         }
-        // Kept instead of rebuilt: the words that served the forward, where the weight gradient
-        // takes the same layout. (In Float32, keeping the forward's own reorder instead measured
-        // about 1% faster at 640 px for a third more memory, so Float32 rebuilds.)
+        // Kept instead of rebuilt: the laid values that served the forward, where the weight
+        // gradient takes the same layout.
         if keepInstead {
-            keepInstead = xWords != nil && OneDNN.sourceBlock(g, bf16: true) == OneDNN.forwardSourceBlock(g, bf16: true)
+            keepInstead = xLaid != nil && OneDNN.sourceBlock(g, bf16: dnnlBF16) == OneDNN.forwardSourceBlock(g, bf16: dnnlBF16)
         }
-        let laidForward = withExtendedLifetime((xr, wr, xWords)) {
+        let laidForward = withExtendedLifetime((xr, wr, xLaid)) {
             OneDNN.forwardLaid(ctx, g, x: xr?.ptr ?? x.data, w: wr?.ptr ?? weight.data,
-                               y: zRaw, bf16: dnnlBF16, keepX: kept.map { UnsafeMutableRawPointer($0.ptr) },
-                               xLaid: xWords.map { UnsafeRawPointer($0.ptr) })
+                               y: zRaw, bf16: dnnlBF16, keepX: kept?.raw,
+                               xLaid: xLaid.map { UnsafeRawPointer($0.raw) })
         }
-        if laidForward && xWords != nil { ctx.laidInputsTaken += 1 }
+        if laidForward && xLaid != nil { ctx.laidInputsTaken += 1 }
         guard laidForward else { return composed() }
-        var keptInstead: HalfBuffer? = nil
+        var keptInstead: LaidValues.Storage? = nil
         if keepInstead {
-            keptInstead = xWords
+            keptInstead = xLaid
             source = nil
             ctx.keptInputs += 1
         }
@@ -147,20 +150,22 @@ extension Tensor {
                                  momentum: momentum, eps: eps, weight: bnWeight, bias: bnBias, replicaSum: replicaSum)
         let out = Tensor(uninitialized: [n, c, g.oh, g.ow])
         let po = out.data
-        // On bfloat16 primitives the output also as bfloat16 words in z's layout, for the
-        // convolutions that read it (`LaidWords`).
+        // The output also in z's layout, for the convolutions that read it (`LaidValues`): as
+        // bfloat16 words on bfloat16 primitives, as Float32 on Float32 ones.
         let words = dnnlBF16 && ctx.laidInputs ? HalfBuffer(count: n * c * hw) : nil
-        let pw = words?.ptr
+        let floats = mode == .fp32 && ctx.laidInputs ? Buffer(count: n * c * hw) : nil
+        let pw = words?.ptr, pf = floats?.ptr
         plan.scale.withUnsafeBufferPointer { sp in
             plan.shift.withUnsafeBufferPointer { hp in
                 let spp = sp.baseAddress!, hpp = hp.baseAddress!
                 Parallel.chunks(items, grain: grain) { r in
                     k.pointee.blocked_affine(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
-                                             Int32(r.upperBound), spp, hpp, po, pw, silu ? 1 : 0)
+                                             Int32(r.upperBound), spp, hpp, po, pw, pf, silu ? 1 : 0)
                 }
             }
         }
-        if let words { out.laidWords = LaidWords(words, n: n, c: c, hw: hw, block: B) }
+        if let words { out.laidValues = LaidValues(.words(words), n: n, c: c, hw: hw, block: B) }
+        if let floats { out.laidValues = LaidValues(.floats(floats), n: n, c: c, hw: hw, block: B) }
         guard needsGrad(x, weight, bnWeight, bnBias) else { return out }
 
         ctx.saved.count(bytes: (zFull?.bytes ?? 0) + (zHalf?.bytes ?? 0))
@@ -240,7 +245,7 @@ extension Tensor {
                 withExtendedLifetime((d, gyHalf)) {
                     if let nw {
                         let rebuilt = source?.rebuild(bctx, bf16Words: dnnlBF16)
-                        Conv.weightGradLaid(bctx, g, x: sx, kept: rebuilt ?? kept, gy: gy, block: B, mode: mode, dnnlBF16: dnnlBF16,
+                        Conv.weightGradLaid(bctx, g, x: sx, kept: rebuilt.map { .words($0) } ?? kept, gy: gy, block: B, mode: mode, dnnlBF16: dnnlBF16,
                                             into: nw)
                     }
                     if let nx {
@@ -319,7 +324,7 @@ extension Conv {
     /// partials slot, rounded under bf16 and fp16 (as a 16-bit convolution's backward produces it), added to
     /// the weight's gradient. x is the saved input, or `kept` in oneDNN's layout; `dnnlBF16`: the
     /// primitive takes bfloat16 operands (else Float32 ones, under bf16 already rounded).
-    static func weightGradLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: Saved?, kept: HalfBuffer?, gy: UnsafeRawPointer,
+    static func weightGradLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: Saved?, kept: LaidValues.Storage?, gy: UnsafeRawPointer,
                                block: Int, mode: Precision, dnnlBF16: Bool, into node: Node) {
         let wCount = g.o * g.kdim
         let parts = ctx.workspace.get(0, partialSlot, count: wCount)
@@ -330,7 +335,7 @@ extension Conv {
             x.withValues { oneChannelWeightGrad(ctx, g, x: $0, gy: gy.assumingMemoryBound(to: Float.self), block: block, into: parts) }
             ok = true
         } else if let kept {
-            ok = OneDNN.weightGradLaid(ctx, g, x: nil, gy: gy, gw: parts, bf16: dnnlBF16, keptX: UnsafeRawPointer(kept.ptr))
+            ok = OneDNN.weightGradLaid(ctx, g, x: nil, gy: gy, gw: parts, bf16: dnnlBF16, keptX: UnsafeRawPointer(kept.raw))
         } else if let x {
             ok = x.withValues { OneDNN.weightGradLaid(ctx, g, x: $0, gy: gy, gw: parts, bf16: dnnlBF16, keptX: nil) }
         } else {

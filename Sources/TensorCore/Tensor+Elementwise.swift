@@ -56,7 +56,7 @@ extension Tensor {
 
     /// a + sign * b; the gradient of b is sign * g, reduced over its broadcast dimensions.
     static func addOrSubtract(_ a: Tensor, _ b: Tensor, sign: Float) -> Tensor {
-        let out = sign > 0 ? sumWithWords(a, b) ?? broadcastMap(a, b, +) : broadcastMap(a, b, -)
+        let out = sign > 0 ? sumWithLaidValues(a, b) ?? broadcastMap(a, b, +) : broadcastMap(a, b, -)
         if needsGrad(a, b) {
             let (na, nb, sa, sb, so) = (a.node, b.node, a.shape, b.shape, out.shape)
             out.recording([a, b]) { g in
@@ -101,22 +101,25 @@ extension Tensor {
         return out
     }
 
-    /// a + b of one [N, C, H, W] shape where an operand carries bfloat16 words for the convolutions
-    /// that read it (`LaidWords`, on oneDNN's bfloat16 primitives): the sum written with its own
-    /// words in the same pass (a residual connection before C2f's next bottleneck and its
-    /// concatenation), so a convolution reading the sum takes them instead of reordering it. The
-    /// same values as the plain sum. nil elsewhere.
-    static func sumWithWords(_ a: Tensor, _ b: Tensor) -> Tensor? {
+    /// a + b of one [N, C, H, W] shape where an operand carries its values in oneDNN's blocked layout
+    /// for the convolutions that read it (`LaidValues`: bfloat16 words, or Float32): the sum written
+    /// with its own laid values of the same kind in the same pass (a residual connection before
+    /// C2f's next bottleneck and its concatenation), so a convolution reading the sum takes them
+    /// instead of reordering it. The same values as the plain sum. nil elsewhere.
+    static func sumWithLaidValues(_ a: Tensor, _ b: Tensor) -> Tensor? {
         let ctx = ComputeContext.current
-        guard ctx.precision == .bf16, ctx.laidInputs, a.rank == 4, a.shape == b.shape,
-              let block = (a.laidWords ?? b.laidWords)?.block, block % 8 == 0, a.shape[1] % block == 0 else { return nil }
-        let (n, c, hw) = (a.shape[0], a.shape[1], a.shape[2] * a.shape[3])
-        let out = Tensor(uninitialized: a.shape), words = HalfBuffer(count: out.count)
-        let pa = a.data, pb = b.data, po = out.data, pw = words.ptr, k = ctx.k
+        guard ctx.laidInputs, a.rank == 4, a.shape == b.shape, let laid = a.laidValues ?? b.laidValues,
+              ctx.precision == (laid.isWords ? .bf16 : .fp32), laid.block % 8 == 0, a.shape[1] % laid.block == 0 else { return nil }
+        let (n, c, hw, block) = (a.shape[0], a.shape[1], a.shape[2] * a.shape[3], laid.block)
+        let out = Tensor(uninitialized: a.shape)
+        let storage: LaidValues.Storage = laid.isWords ? .words(HalfBuffer(count: out.count)) : .floats(Buffer(count: out.count))
+        let pa = a.data, pb = b.data, po = out.data, k = ctx.k
+        let pw = laid.isWords ? storage.raw.assumingMemoryBound(to: UInt16.self) : nil
+        let pf = laid.isWords ? nil : storage.raw.assumingMemoryBound(to: Float.self)
         Parallel.chunks(n * (c / block), grain: Swift.max(1, elementwiseGrain / Swift.max(hw * block, 1))) { r in
-            k.pointee.add_words(pa, pb, po, pw, Int32(c), Int32(hw), Int32(block), Int32(r.lowerBound), Int32(r.upperBound))
+            k.pointee.add_laid(pa, pb, po, pw, pf, Int32(c), Int32(hw), Int32(block), Int32(r.lowerBound), Int32(r.upperBound))
         }
-        out.laidWords = LaidWords(words, n: n, c: c, hw: hw, block: block)
+        out.laidValues = LaidValues(storage, n: n, c: c, hw: hw, block: block)
         return out
     }
 

@@ -117,7 +117,7 @@ extension Tensor {
                 })
             }
         }
-        if rank == 4, a == 1, let w = laidWords { out.laidWords = w.slice(start: start, length: length) }
+        if rank == 4, a == 1, let w = laidValues { out.laidValues = w.slice(start: start, length: length) }
         return out
     }
 
@@ -213,8 +213,8 @@ extension Tensor {
             }
         }
         if outShape.count == 4, a == 1 {
-            let words = parts.compactMap(\.laidWords)
-            if words.count == parts.count { out.laidWords = LaidWords.concat(words) }
+            let words = parts.compactMap(\.laidValues)
+            if words.count == parts.count { out.laidValues = LaidValues.concat(words) }
         }
         return out
     }

@@ -15,9 +15,9 @@ public final class Tensor: @unchecked Sendable {
     /// `convBatchNorm` on its output, and carried through channel slices, concatenations and sums
     /// of such tensors (see `LaidRecipe`).
     var laidRecipe: LaidRecipe?
-    /// This tensor's values as bfloat16 words in oneDNN's channel-blocked layout, when the op that
-    /// made it wrote them (see `LaidWords`).
-    var laidWords: LaidWords?
+    /// This tensor's values in oneDNN's channel-blocked layout (bfloat16 words or Float32), when the
+    /// op that made it wrote them (see `LaidValues`).
+    var laidValues: LaidValues?
 
     /// Wraps `buffer` (its count must equal the shape's product).
     public init(shape: [Int], buffer: Buffer) {

@@ -27,7 +27,7 @@ struct ContextOptions: ParsableArguments {
     @Flag(help: "Conv blocks as a convolution, then batch norm through NCHW (not the fused op that keeps the convolution's output in oneDNN's layout).") var noFusedBn = false
     @Flag(help: "A fused Conv block keeps a copy of its input for its weight gradient instead of rebuilding it in backward from the block before.") var noRebuildInputs = false
     @Flag(help: "Fused Conv blocks hand their input gradients over in NCHW, not in the convolution's blocked layout.") var noLaidGradients = false
-    @Flag(help: "On bfloat16 primitives, fused Conv blocks do not write their outputs as bfloat16 words in the blocked layout for the convolutions after them (which then reorder their NCHW inputs).") var noLaidInputs = false
+    @Flag(help: "Fused Conv blocks (and residual sums of their outputs) do not write their outputs also in the blocked layout (bfloat16 words on bfloat16 primitives, Float32 on Float32 ones) for the convolutions after them (which then reorder their NCHW inputs).") var noLaidInputs = false
     @Option(help: "On bfloat16 primitives, the share of the other saved bytes up to which fused Conv blocks keep their inputs' words for the weight gradient instead of rebuilding them in backward (0: always rebuild; default 0.5).") var keptInputsShare: Double?
     @Option(help: "Kernel level: portable, avx2 or avx512 (default: the best this CPU runs).") var kernels: String?
     @Flag(help: "Parallel loops on libdispatch's threads instead of oneDNN's OpenMP team.") var noOpenmpTeam = false

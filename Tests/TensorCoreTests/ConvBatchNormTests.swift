@@ -49,6 +49,8 @@ import _TestSupport
         var laid: [Float] = [], laidHalf: [UInt16] = [], laidAdded: [Float] = []
         /// blocked_affine's bfloat16 words of its SiLU values in the blocked layout (beside `silu`).
         var siluWords: [UInt16] = []
+        /// blocked_affine's Float32 copy of its plain affine values in the blocked layout (beside `affine`).
+        var affineLaid: [Float] = []
         /// affine_laid stored rounded: assigned then added (as laidAdded), to bfloat16 then half values.
         var laidRounded: [[Float]] = []
         /// grad_sums from the gradient in the blocked layout, dz written over it in place.
@@ -65,7 +67,8 @@ import _TestSupport
             return sameD(a.mean, b.mean) && sameD(a.sq, b.sq) && same(a.affine, b.affine) && same(a.silu, b.silu) && same(a.dz, b.dz)
                 && same(a.dzPlain, b.dzPlain) && sameD(a.sumG, b.sumG) && sameD(a.sumGX, b.sumGX) && same(a.gx, b.gx) && a.gxHalf == b.gxHalf
                 && same(a.gxBF16Values, b.gxBF16Values) && same(a.gxF16Values, b.gxF16Values)
-                && same(a.laid, b.laid) && a.laidHalf == b.laidHalf && a.siluWords == b.siluWords && same(a.laidAdded, b.laidAdded)
+                && same(a.laid, b.laid) && a.laidHalf == b.laidHalf && a.siluWords == b.siluWords && same(a.affineLaid, b.affineLaid)
+                && same(a.laidAdded, b.laidAdded)
                 && a.laidRounded.count == b.laidRounded.count && zip(a.laidRounded, b.laidRounded).allSatisfy { same($0, $1) }
                 && same(a.dzLaid, b.dzLaid) && sameD(a.sumGLaid, b.sumGLaid) && sameD(a.sumGXLaid, b.sumGXLaid)
                 && a.roundedDz.count == b.roundedDz.count && zip(a.roundedDz, b.roundedDz).allSatisfy { same($0, $1) }
@@ -92,9 +95,10 @@ import _TestSupport
         call { zf, zhp in
             k.blocked_sums(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, nil, &o.mean)
             k.blocked_sums(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, mean, &o.sq)
-            k.blocked_affine(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, &o.affine, nil, 0)
+            o.affineLaid = [Float](repeating: .nan, count: zb.count)
+            k.blocked_affine(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, &o.affine, nil, &o.affineLaid, 0)
             o.siluWords = [UInt16](repeating: 0, count: zb.count)
-            k.blocked_affine(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, &o.silu, &o.siluWords, 1)
+            k.blocked_affine(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, &o.silu, &o.siluWords, nil, 1)
             o.laid = o.affine
             o.laidHalf = half
             k.blocked_affine_laid(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, Int32(c), 0, items, scale, shift, 1,
@@ -301,23 +305,28 @@ import _TestSupport
         }
     }
 
-    /// add_words: the NCHW sum and its bfloat16 words in the blocked layout, on every level the
-    /// element-by-element definition (with pixel counts with and without a tail of 8).
+    /// add_laid: the NCHW sum and its bfloat16 words, or its Float32 values, in the blocked layout, on
+    /// every level the element-by-element definition (with pixel counts with and without a tail of 8).
     @Test(arguments: 0..<shapes.count)
-    func addWordsIsItsDefinition(_ si: Int) {
+    func addLaidIsItsDefinition(_ si: Int) {
         let (n, c, hw, b) = BlockedKernelTests.shapes[si]
         let count = n * c * hw, items = n * (c / b)
         let x = BlockedKernelTests.random(count, seed: 91), y = BlockedKernelTests.random(count, seed: 92, scale: 300)
         let sum = zip(x, y).map { $0 + $1 }
-        let words = BlockedKernelTests.bf16Words(BlockedKernelTests.blocked(sum, (n, c, hw, b)))
+        let laid = BlockedKernelTests.blocked(sum, (n, c, hw, b)), words = BlockedKernelTests.bf16Words(laid)
         for k in [KernelLevelTests.p] + KernelLevelTests.fast.map({ $0.table.pointee }) {
             var out = [Float](repeating: .nan, count: count), w = [UInt16](repeating: 0xFFFF, count: count)
+            var out2 = out, f = out
             for (lo, hi) in [(0, items / 2), (items / 2, items)] {
-                k.add_words(x, y, &out, &w, Int32(c), Int32(hw), Int32(b), Int32(lo), Int32(hi))
+                k.add_laid(x, y, &out, &w, nil, Int32(c), Int32(hw), Int32(b), Int32(lo), Int32(hi))
+                k.add_laid(x, y, &out2, nil, &f, Int32(c), Int32(hw), Int32(b), Int32(lo), Int32(hi))
             }
             let badSums = zip(out, sum).filter { $0.bitPattern != $1.bitPattern }.count
+            let badSums2 = zip(out2, sum).filter { $0.bitPattern != $1.bitPattern }.count
             let badWords = zip(w, words).filter { $0 != $1 }.count
-            #expect(badSums == 0 && badWords == 0, "\(String(cString: k.name)) shape \((n, c, hw, b)): \(badSums) sums, \(badWords) words differ")
+            let badFloats = zip(f, laid).filter { $0.bitPattern != $1.bitPattern }.count
+            #expect(badSums == 0 && badWords == 0 && badSums2 == 0 && badFloats == 0,
+                    "\(String(cString: k.name)) shape \((n, c, hw, b)): \(badSums) + \(badSums2) sums, \(badWords) words, \(badFloats) floats differ")
         }
     }
 
@@ -373,6 +382,7 @@ import _TestSupport
         #expect(o.laid == BlockedKernelTests.blocked(zs, s), "affine + SiLU in the blocked layout \(s)")
         #expect(o.laidHalf == BlockedKernelTests.bf16Words(BlockedKernelTests.blocked(zs, s)), "the same as bfloat16 \(s)")
         #expect(o.siluWords == o.laidHalf, "the NCHW pass's bfloat16 words in the blocked layout \(s)")
+        #expect(o.affineLaid == BlockedKernelTests.blocked(za, s), "the NCHW pass's Float32 copy in the blocked layout \(s)")
         var added = zs
         let b = s.3
         for i in 0..<n { for j in 0..<b { for p in 0..<hw { added[(i * c + c - b + j) * hw + p] += zs[(i * c + j) * hw + p] } } }
@@ -458,8 +468,6 @@ extension BlockedKernelTests {
         return ctx
     }
 
-    /// Whether `ctx`'s convolutions take bfloat16 operands in oneDNN's own primitives (under bf16
-    /// where oneDNN has bfloat16 convolutions; elsewhere bf16 runs on its Float32 ones).
     /// A fused Conv block with batch-norm weight 1 and bias 0, trained statistics, SiLU.
     static func unitBlock(_ t: Tensor, _ w: Tensor, stride: Int = 1) -> Tensor {
         let c = w.shape[0]
@@ -797,15 +805,16 @@ extension BlockedKernelTests {
         #expect(kept.saved - rebuilt.saved == copies, "saved \(kept.saved) with copies kept, \(rebuilt.saved) rebuilt")
     }
 
-    /// On bfloat16 primitives, blocks write their outputs also as bfloat16 words in the blocked
-    /// layout, and a block whose input is such an output (through a chunk, a concatenation of
-    /// chunks and a block, or directly) takes those words instead of reordering its NCHW input:
-    /// the same outputs and gradients bit for bit as with the reorders.
-    @Test func laidInputsMatchReorderedOnes() throws {
+    /// Blocks write their outputs also in the blocked layout (bfloat16 words on bfloat16 primitives,
+    /// Float32 on Float32 ones), and a block whose input is such an output (through a chunk, a
+    /// concatenation of chunks and a block, or directly) takes those instead of reordering its NCHW
+    /// input: the same outputs and gradients bit for bit as with the reorders.
+    @Test(arguments: [Precision.bf16, .fp32])
+    func laidInputsMatchReorderedOnes(_ precision: Precision) throws {
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
         struct Run: Equatable { var y: [UInt32], grads: [[UInt32]], taken: Int }
         func run(laid: Bool) -> Run {
-            let ctx = ConvBatchNormTests.context(.bf16, fused: true, bf16Primitives: true)
+            let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: true)
             ctx.laidInputs = laid
             var rng = RandomState(seed: 61)
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
@@ -885,14 +894,16 @@ extension BlockedKernelTests {
         }
     }
 
-    /// A residual sum of blocks' outputs carries its own bfloat16 words (written with the sum), so
-    /// the convolutions that read it (the next bottleneck, and C2f's last block through the
-    /// concatenation) take words instead of reordering: the same outputs and gradients bit for bit.
-    @Test func residualSumsCarryWords() throws {
+    /// A residual sum of blocks' outputs carries its own laid values (bfloat16 words or Float32,
+    /// written with the sum), so the convolutions that read it (the next bottleneck, and C2f's last
+    /// block through the concatenation) take them instead of reordering: the same outputs and
+    /// gradients bit for bit.
+    @Test(arguments: [Precision.bf16, .fp32])
+    func residualSumsCarryLaidValues(_ precision: Precision) throws {
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
         struct Run: Equatable { var y: [UInt32], grads: [[UInt32]], taken: Int }
         func run(laid: Bool) -> Run {
-            let ctx = ConvBatchNormTests.context(.bf16, fused: true, bf16Primitives: true)
+            let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: true)
             ctx.laidInputs = laid
             var rng = RandomState(seed: 67)
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)

@@ -106,9 +106,11 @@ typedef struct df_kernels {
     void (*blocked_sums)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B, int i0,
                          int i1, const float *_Nullable mean, double *out);
     /// out (NCHW, Float32) = z * scale[c] + shift[c], then silu when silu != 0; with outh, the same
-    /// values also as bfloat16 words in z's blocked layout (as blocked_affine_laid writes them)
+    /// values also as bfloat16 words in z's blocked layout (as blocked_affine_laid writes them); with
+    /// outl, also as Float32 in z's blocked layout
     void (*blocked_affine)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B, int i0,
-                           int i1, const float *scale, const float *shift, float *out, uint16_t *_Nullable outh, int silu);
+                           int i1, const float *scale, const float *shift, float *out, uint16_t *_Nullable outh,
+                           float *_Nullable outl, int silu);
     /// The same values in the blocked layout, for channels [c0, c0 + count) (c0 and count multiples
     /// of B; items over N x count/B), into channels [outC0, outC0 + count) of an [N, outC, HW] blocked
     /// tensor: Float32 (=, or += when accumulate & 1; then rounded to bfloat16 values when accumulate >> 1
@@ -136,9 +138,11 @@ typedef struct df_kernels {
     /// src's values rounded to bfloat16 values (round_bf16's rule) first
     void (*blocked_move)(const float *src, int srcC, int srcStart, float *dst, int dstC, int dstStart, int c, int HW, int B,
                          int dstLaid, int mode, int i0, int i1);
-    /// out = a + b (NCHW [N, C, HW]) and the sums also as bfloat16 words (round_bf16's rule) in the
-    /// channel-blocked layout with block B (a multiple of 8), for items i0 ..< i1 of N x C/B
-    void (*add_words)(const float *a, const float *b, float *out, uint16_t *words, int C, int HW, int B, int i0, int i1);
+    /// out = a + b (NCHW [N, C, HW]) and the sums also in the channel-blocked layout with block B (a
+    /// multiple of 8): as bfloat16 words (round_bf16's rule) into words when given, else as Float32
+    /// into floats; items i0 ..< i1 of N x C/B
+    void (*add_laid)(const float *a, const float *b, float *out, uint16_t *_Nullable words, float *_Nullable floats, int C,
+                     int HW, int B, int i0, int i1);
     /// The weight gradient [O, 1, 3, 3] of a 3 x 3 convolution with one input channel (stride S,
     /// padding P), per image n0 <= n < n1 into part[(n - n0) * O * 9 ...] (double): x [N, 1, H, W]
     /// NCHW, gy [N, O, OH, OW] channel-blocked (B a multiple of 8). Each output row sums in Float32,

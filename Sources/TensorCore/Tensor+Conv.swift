@@ -140,22 +140,36 @@ extension Tensor {
         guard g.oh > 0, g.ow > 0, bias.map({ $0.shape == [g.o] }) ?? true,
               let laid = OneDNN.blockedOut(g, bf16: false), laid.bytes == g.n * g.o * g.pixels * 4 else { return nil }
         let z = Buffer(count: g.n * g.o * g.pixels)
-        guard OneDNN.forwardLaid(ctx, g, x: x.data, w: weight.data, y: UnsafeMutableRawPointer(z.ptr), bf16: false, keepX: nil,
-                                 frozen: ctx.frozenWeights) else { return nil }
+        // x in the layout the forward takes, where the op that made x wrote it so (no reorder).
+        var xLaid: LaidValues.Storage? = nil
+        if ctx.laidInputs, let w = x.laidValues, !w.isWords, w.n == g.n, w.hw == g.h * g.w, w.channels == g.c,
+           OneDNN.forwardSourceBlock(g, bf16: false) == w.block {
+            xLaid = w.gathered()
+        }
+        let done = withExtendedLifetime(xLaid) {
+            OneDNN.forwardLaid(ctx, g, x: x.data, w: weight.data, y: UnsafeMutableRawPointer(z.ptr), bf16: false, keepX: nil,
+                               frozen: ctx.frozenWeights, xLaid: xLaid.map { UnsafeRawPointer($0.raw) })
+        }
+        guard done else { return nil }
+        if xLaid != nil { ctx.laidInputsTaken += 1 }
         // silu(z * 1 + b): z * 1 is z exactly, so these are the bits of silu(z + b).
         let ones = [Float](repeating: 1, count: g.o)
         let shift = bias.map { Array(UnsafeBufferPointer(start: $0.data, count: g.o)) } ?? [Float](repeating: 0, count: g.o)
         let out = Tensor(uninitialized: [g.n, g.o, g.oh, g.ow])
         let (n, c, hw, B) = (g.n, g.o, g.pixels, laid.block), k = ctx.k, po = out.data, zp = UnsafePointer(z.ptr)
+        // The output also in z's layout, for the convolutions that read it (`LaidValues`).
+        let floats = ctx.laidInputs ? Buffer(count: n * c * hw) : nil
+        let pf = floats?.ptr
         ones.withUnsafeBufferPointer { sp in
             shift.withUnsafeBufferPointer { hp in
                 let spp = sp.baseAddress!, hpp = hp.baseAddress!
                 Parallel.chunks(n * (c / B), grain: Swift.max(1, elementwiseGrain / Swift.max(hw * B, 1))) { r in
                     k.pointee.blocked_affine(zp, nil, 0, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
-                                             Int32(r.upperBound), spp, hpp, po, nil, nil, 1)
+                                             Int32(r.upperBound), spp, hpp, po, nil, pf, 1)
                 }
             }
         }
+        if let floats { out.laidValues = LaidValues(.floats(floats), n: n, c: c, hw: hw, block: B) }
         return out
     }
 

@@ -204,6 +204,44 @@ import _TestSupport
         }
     }
 
+    /// Folded Conv blocks in inference on oneDNN write their outputs also in the blocked layout, and
+    /// the blocks after them (directly, through a chunk, a residual sum and a concatenation) take
+    /// those instead of reordering: the same bits as with the reorders, with and without frozen
+    /// weights.
+    @Test func foldedBlocksTakeLaidInputs() throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        var rng = RandomState(seed: 83)
+        let x = Tensor.normal([1, 16, 10, 10], rng: &rng)
+        let w1 = Tensor.normal([32, 16, 1, 1], std: 0.3, rng: &rng), wb = Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng)
+        let w2 = Tensor.normal([32, 48, 1, 1], std: 0.2, rng: &rng), w3 = Tensor.normal([32, 32, 3, 3], std: 0.2, rng: &rng)
+        let biases = [32, 16, 32, 32].map { Tensor.normal([$0], std: 0.5, rng: &rng) }
+        func run(laid: Bool, frozen: Bool) -> (y: [UInt32], taken: Int) {
+            let ctx = ComputeContext(threads: 2)
+            ctx.gemm = .onednn
+            ctx.laidInputs = laid
+            return ctx.run {
+                func block(_ t: Tensor, _ w: Tensor, _ b: Tensor, stride: Int = 1) -> Tensor {
+                    Tensor.conv2d(t, weight: w, bias: b, stride: stride, padding: w.shape[2] / 2, silu: true)
+                }
+                func model() -> Tensor {
+                    let y = block(x, w1, biases[0]).chunk(2, axis: 1)
+                    let res = y[1] + block(y[1], wb, biases[1])
+                    return block(block(Tensor.concat([y[0], y[1], res], axis: 1), w2, biases[2]), w3, biases[3], stride: 2)
+                }
+                let out = GradMode.noGrad { frozen ? ctx.withFrozenWeights { model() } : model() }
+                return (out.array.map(\.bitPattern), ctx.laidInputsTaken)
+            }
+        }
+        for frozen in [false, true] {
+            let laid = run(laid: true, frozen: frozen), reordered = run(laid: false, frozen: frozen)
+            #expect(laid.y == reordered.y, "frozen \(frozen)")
+            #expect(reordered.taken == 0)
+            // The chunk, the concatenation (with the sum's own laid values) and the direct edge
+            // (checked on AVX-512 JIT kernels, where it was measured).
+            if OneDNN.isa.hasPrefix("avx512_core") { #expect(laid.taken == 3, "taken \(laid.taken), frozen \(frozen)") }
+        }
+    }
+
     /// The inference path of a folded Conv block (bias and SiLU in one pass over the convolution's
     /// output; on oneDNN, for 16 input channels, the pass reads oneDNN's channel-blocked output and
     /// writes NCHW, also with frozen weights) gives the bits of the convolution followed by the SiLU

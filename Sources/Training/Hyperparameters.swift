@@ -65,6 +65,7 @@ public struct Hyperparameters: Equatable, Sendable {
     public var loss_scale_backoff = 0.5
     public var loss_scale_interval = 2000
     public var loss_scale_min = 1.0
+    public var bf16_kept_inputs = 0.5
     public var nan_recovery = 5
     public var grad_probe = 0
     public var ema_decay = 0.9999
@@ -224,6 +225,8 @@ extension Hyperparameters {
             HypField(key: "loss_scale.backoff", kind: .double(\.loss_scale_backoff, 0.0001...1), help: "scale factor after an overflow"),
             HypField(key: "loss_scale.interval", kind: .int(\.loss_scale_interval, 1...10_000_000), help: "clean steps between growths"),
             HypField(key: "loss_scale.min", kind: .double(\.loss_scale_min, 1e-12...1e12), help: "floor of the scale (a warning when it is reached)"),
+            HypField(key: "bf16_kept_inputs", kind: .double(\.bf16_kept_inputs, 0...1000),
+                     help: "under amp bf16 on oneDNN's bfloat16 convolutions: Conv blocks keep the bfloat16 input their convolution read for the weight gradient, up to this share of the other activation bytes saved in a step (0: rebuild it in backward: less memory, a little slower)"),
             HypField(key: "nan_recovery", kind: .int(\.nan_recovery, 1...1_000_000),
                      help: "consecutive non-finite steps before a rollback to the last good checkpoint with half the lr"),
             HypField(key: "grad_probe", kind: .int(\.grad_probe, 0...1_000_000),

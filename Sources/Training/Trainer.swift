@@ -80,6 +80,7 @@ public final class Trainer {
             throw TrainingError.invalid("--gemm onednn: oneDNN (libdnnl.so.2) does not run here; use --gemm packed")
         }
         ComputeContext.current.gemm = options.gemm ?? .toolDefault
+        ComputeContext.current.keptInputsShare = hyp.bf16_kept_inputs
         guard hyp.batch % group.size == 0 else {
             let lower = max(group.size, hyp.batch / group.size * group.size)
             throw TrainingError.invalid("--batch \(hyp.batch) is the global batch and must split evenly over the \(group.size) ranks " +

@@ -30,6 +30,24 @@ private let root: String = {
         }
     }
 
+    /// `bf16_kept_inputs` (flag `--bf16-kept-inputs`) reaches the context the trainer computes in.
+    @Test func keptInputsShareReachesTheContext() throws {
+        let previous = ComputeContext.current.keptInputsShare
+        defer { ComputeContext.current.keptInputsShare = previous }
+        var o = TestData.options(data: DataParallelTests.data, model: "dual_yolov8n_mid.yaml", name: "kept_share", epochs: 1, batch: 8)
+        o.hyp.imgsz = 64
+        o.hyp.workers = 0
+        o.hyp.val = false
+        o.hyp.amp = .bf16
+        o.hyp.bf16_kept_inputs = 0.25
+        _ = try Trainer(o)
+        #expect(ComputeContext.current.keptInputsShare == 0.25)
+        var h = Hyperparameters()
+        try h.apply(yaml: "bf16_kept_inputs: 0", file: "x.yaml")
+        #expect(h.bf16_kept_inputs == 0)
+        #expect(throws: HypError.self) { try h.apply(yaml: "bf16_kept_inputs: -1", file: "x.yaml") }
+    }
+
     @Test func presetsParse() throws {
         for name in ["quick", "finetune", "early"] {
             var h = Hyperparameters()

@@ -56,27 +56,25 @@ extension Tensor {
         let zF16: Int32 = f16 ? 1 : 0
         // The weight gradient's x in oneDNN's layout: rebuilt in backward from the block that made
         // x (when x is a fused block's output and the layouts agree), else kept from the forward's
-        // own reorder (as conv2d; raw bytes), else x saved. A rebuildable x whose laid values serve
-        // the forward keeps those instead, while the inputs kept so stay within `keptInputsShare` of
-        // the other bytes saved in the step.
-        var kept: LaidValues.Storage?, source: LaidRecipe?, keepInstead = false
+        // own reorder (as conv2d), else x saved. On bfloat16 primitives a rebuildable x whose words
+        // serve the forward keeps those words instead, while the inputs kept so stay within
+        // `keptInputsShare` of the other bytes saved in the step. (Float32 rebuilds: keeping its
+        // laid values measured 1-2% of the backward at 640 px for a fifth more peak memory.)
+        var kept: HalfBuffer?, source: LaidRecipe?, keepInstead = false
         if needsGrad(weight) {
             if ctx.rebuildConvInputs, ctx.gradEnabled, let r = x.laidRecipe, r.matches(g, mode),
                OneDNN.sourceBlock(g, bf16: dnnlBF16) == r.block {
                 source = r
-                // (Float32 rebuilds: keeping its laid values measured 1-2% of the backward at 640 px
-                // for a fifth more peak memory.)
                 if ctx.keptInputsShare > 0 && dnnlBF16 && ctx.laidInputs {
-                    // The laid values' bytes against the share of the other saved bytes.
+                    // The words' bytes against the share of the other saved bytes.
                     let others = ctx.saved.bytes - ctx.saved.keptInputBytes
-                    let bytes = x.count * (dnnlBF16 ? 2 : 4)
-                    keepInstead = Double(ctx.saved.keptInputBytes + bytes) <= ctx.keptInputsShare * Double(others)
+                    keepInstead = Double(ctx.saved.keptInputBytes + x.count * 2) <= ctx.keptInputsShare * Double(others)
                 }
             } else if !f16 && !onF32 {
                 // (Under fp16 and bf16 on Float32 primitives the input is saved in 16 bits, as the
                 // composed convolution saves it.)
                 let bytes = OneDNN.keepBytes(g, bf16: dnnlBF16)
-                if bytes > 0 && bytes <= x.count * (dnnlBF16 ? 2 : 4) { kept = .words(HalfBuffer(count: bytes / 2)) }
+                if bytes > 0 && bytes <= x.count * (dnnlBF16 ? 2 : 4) { kept = HalfBuffer(count: bytes / 2) }
             }
         }
         let xr = onF32 ? Conv.roundedBF16(ctx, x.data, count: x.count) : nil
@@ -89,21 +87,21 @@ extension Tensor {
            w.channels == g.c, OneDNN.forwardSourceBlock(g, bf16: dnnlBF16) == w.block {
             xLaid = w.gathered()
         }
-        // Kept instead of rebuilt: the laid values that served the forward, where the weight
-        // gradient takes the same layout.
+        // Kept instead of rebuilt: the words that served the forward, where the weight gradient
+        // takes the same layout.
         if keepInstead {
-            keepInstead = xLaid != nil && OneDNN.sourceBlock(g, bf16: dnnlBF16) == OneDNN.forwardSourceBlock(g, bf16: dnnlBF16)
+            keepInstead = xLaid != nil && OneDNN.sourceBlock(g, bf16: true) == OneDNN.forwardSourceBlock(g, bf16: true)
         }
         let laidForward = withExtendedLifetime((xr, wr, xLaid)) {
             OneDNN.forwardLaid(ctx, g, x: xr?.ptr ?? x.data, w: wr?.ptr ?? weight.data,
-                               y: zRaw, bf16: dnnlBF16, keepX: kept?.raw,
+                               y: zRaw, bf16: dnnlBF16, keepX: kept.map { UnsafeMutableRawPointer($0.ptr) },
                                xLaid: xLaid.map { UnsafeRawPointer($0.raw) })
         }
         if laidForward && xLaid != nil { ctx.laidInputsTaken += 1 }
         guard laidForward else { return composed() }
-        var keptInstead: LaidValues.Storage? = nil
-        if keepInstead {
-            keptInstead = xLaid
+        var keptInstead: HalfBuffer? = nil
+        if keepInstead, case .words(let words)? = xLaid {
+            keptInstead = words
             source = nil
             ctx.keptInputs += 1
         }
@@ -245,7 +243,7 @@ extension Tensor {
                 withExtendedLifetime((d, gyHalf)) {
                     if let nw {
                         let rebuilt = source?.rebuild(bctx, bf16Words: dnnlBF16)
-                        Conv.weightGradLaid(bctx, g, x: sx, kept: rebuilt.map { .words($0) } ?? kept, gy: gy, block: B, mode: mode, dnnlBF16: dnnlBF16,
+                        Conv.weightGradLaid(bctx, g, x: sx, kept: rebuilt ?? kept, gy: gy, block: B, mode: mode, dnnlBF16: dnnlBF16,
                                             into: nw)
                     }
                     if let nx {
@@ -324,7 +322,7 @@ extension Conv {
     /// partials slot, rounded under bf16 and fp16 (as a 16-bit convolution's backward produces it), added to
     /// the weight's gradient. x is the saved input, or `kept` in oneDNN's layout; `dnnlBF16`: the
     /// primitive takes bfloat16 operands (else Float32 ones, under bf16 already rounded).
-    static func weightGradLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: Saved?, kept: LaidValues.Storage?, gy: UnsafeRawPointer,
+    static func weightGradLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: Saved?, kept: HalfBuffer?, gy: UnsafeRawPointer,
                                block: Int, mode: Precision, dnnlBF16: Bool, into node: Node) {
         let wCount = g.o * g.kdim
         let parts = ctx.workspace.get(0, partialSlot, count: wCount)
@@ -335,7 +333,7 @@ extension Conv {
             x.withValues { oneChannelWeightGrad(ctx, g, x: $0, gy: gy.assumingMemoryBound(to: Float.self), block: block, into: parts) }
             ok = true
         } else if let kept {
-            ok = OneDNN.weightGradLaid(ctx, g, x: nil, gy: gy, gw: parts, bf16: dnnlBF16, keptX: UnsafeRawPointer(kept.raw))
+            ok = OneDNN.weightGradLaid(ctx, g, x: nil, gy: gy, gw: parts, bf16: dnnlBF16, keptX: UnsafeRawPointer(kept.ptr))
         } else if let x {
             ok = x.withValues { OneDNN.weightGradLaid(ctx, g, x: $0, gy: gy, gw: parts, bf16: dnnlBF16, keptX: nil) }
         } else {

@@ -805,6 +805,41 @@ extension BlockedKernelTests {
         #expect(kept.saved - rebuilt.saved == copies, "saved \(kept.saved) with copies kept, \(rebuilt.saved) rebuilt")
     }
 
+    /// One run of a graph of fused blocks for the laid-input tests: the output's bits, every
+    /// parameter gradient's bits, and the convolutions that took laid inputs.
+    struct LaidRun: Equatable { var y: [UInt32], grads: [[UInt32]], taken: Int }
+
+    /// Builds parameters, a projection r and a graph from `seed`, and runs (graph(params) * r).sum()
+    /// forward and backward in a fused context of `precision` with `laidInputs` on and off.
+    static func laidAndReordered(_ precision: Precision, seed: UInt64,
+                                 _ make: (inout RandomState) -> (params: [Tensor], r: Tensor, graph: ([Tensor]) -> Tensor))
+        -> (laid: LaidRun, reordered: LaidRun) {
+        func run(laid: Bool) -> LaidRun {
+            let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: true)
+            ctx.laidInputs = laid
+            var rng = RandomState(seed: seed)
+            let (params, r, graph) = make(&rng)
+            for t in params { t.requiresGrad = true }
+            return ctx.run {
+                let out = graph(params)
+                (out * r).sum().backward()
+                return LaidRun(y: out.array.map(\.bitPattern), grads: params.map { $0.grad!.array.map(\.bitPattern) },
+                               taken: ctx.laidInputsTaken)
+            }
+        }
+        return (run(laid: true), run(laid: false))
+    }
+
+    /// The laid run against the reordering one: the same bits, and no laid input taken with them off.
+    static func expectSameBits(_ laid: LaidRun, _ reordered: LaidRun) {
+        #expect(laid.y == reordered.y)
+        for (i, (a, b)) in zip(laid.grads, reordered.grads).enumerated() {
+            let differ = zip(a, b).filter { $0 != $1 }.count
+            #expect(differ == 0, "gradient \(i): \(differ) of \(a.count) values differ")
+        }
+        #expect(reordered.taken == 0)
+    }
+
     /// Blocks write their outputs also in the blocked layout (bfloat16 words on bfloat16 primitives,
     /// Float32 on Float32 ones), and a block whose input is such an output (through a chunk, a
     /// concatenation of chunks and a block, or directly) takes those instead of reordering its NCHW
@@ -812,30 +847,19 @@ extension BlockedKernelTests {
     @Test(arguments: [Precision.bf16, .fp32])
     func laidInputsMatchReorderedOnes(_ precision: Precision) throws {
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
-        struct Run: Equatable { var y: [UInt32], grads: [[UInt32]], taken: Int }
-        func run(laid: Bool) -> Run {
-            let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: true)
-            ctx.laidInputs = laid
-            var rng = RandomState(seed: 61)
+        let (laid, reordered) = ConvBatchNormTests.laidAndReordered(precision, seed: 61) { rng in
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
             let wa = Tensor.normal([32, 16, 3, 3], std: 0.2, rng: &rng), wb = Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng)
             let wc = Tensor.normal([32, 48, 1, 1], std: 0.2, rng: &rng), wd = Tensor.normal([32, 32, 3, 3], std: 0.2, rng: &rng)
             let r = Tensor.normal([2, 32, 6, 6], rng: &rng)
-            let params = [x, wa, wb, wc, wd]
-            for t in params { t.requiresGrad = true }
-            func block(_ t: Tensor, _ w: Tensor, stride: Int = 1) -> Tensor { ConvBatchNormTests.unitBlock(t, w, stride: stride) }
-            return ctx.run {
-                let y = block(x, wa).chunk(2, axis: 1)
-                let b = block(y[1], wb)
-                let out = block(block(Tensor.concat([y[0], y[1], b], axis: 1), wc), wd, stride: 2)
-                (out * r).sum().backward()
-                return Run(y: out.array.map(\.bitPattern), grads: params.map { $0.grad!.array.map(\.bitPattern) }, taken: ctx.laidInputsTaken)
-            }
+            return ([x, wa, wb, wc, wd], r, { p in
+                func block(_ t: Tensor, _ w: Tensor, stride: Int = 1) -> Tensor { ConvBatchNormTests.unitBlock(t, w, stride: stride) }
+                let y = block(p[0], p[1]).chunk(2, axis: 1)
+                let b = block(y[1], p[2])
+                return block(block(Tensor.concat([y[0], y[1], b], axis: 1), p[3]), p[4], stride: 2)
+            })
         }
-        let laid = run(laid: true), reordered = run(laid: false)
-        #expect(laid.y == reordered.y)
-        for (i, (a, b)) in zip(laid.grads, reordered.grads).enumerated() { #expect(a == b, "gradient \(i)") }
-        #expect(reordered.taken == 0)
+        ConvBatchNormTests.expectSameBits(laid, reordered)
         // The chunk, the concatenation and the direct edge (checked on AVX512_BF16 JIT kernels, where it was measured).
         if OneDNN.isa == "avx512_core_bf16" { #expect(laid.taken == 3, "taken \(laid.taken)") }
     }
@@ -901,35 +925,21 @@ extension BlockedKernelTests {
     @Test(arguments: [Precision.bf16, .fp32])
     func residualSumsCarryLaidValues(_ precision: Precision) throws {
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
-        struct Run: Equatable { var y: [UInt32], grads: [[UInt32]], taken: Int }
-        func run(laid: Bool) -> Run {
-            let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: true)
-            ctx.laidInputs = laid
-            var rng = RandomState(seed: 67)
+        let (laid, reordered) = ConvBatchNormTests.laidAndReordered(precision, seed: 67) { rng in
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
             let w1 = Tensor.normal([32, 16, 1, 1], std: 0.3, rng: &rng)
             let wb = (0..<4).map { _ in Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng) }
             let w2 = Tensor.normal([32, 64, 1, 1], std: 0.2, rng: &rng)
             let r = Tensor.normal([2, 32, 12, 12], rng: &rng)
-            let params = [x, w1, w2] + wb
-            for t in params { t.requiresGrad = true }
-            func block(_ t: Tensor, _ w: Tensor, stride: Int = 1) -> Tensor { ConvBatchNormTests.unitBlock(t, w, stride: stride) }
-            return ctx.run {
-                let y = block(x, w1).chunk(2, axis: 1)
-                let r1 = y[1] + block(block(y[1], wb[0]), wb[1])
-                let r2 = r1 + block(block(r1, wb[2]), wb[3])
-                let out = block(Tensor.concat([y[0], y[1], r1, r2], axis: 1), w2)
-                (out * r).sum().backward()
-                return Run(y: out.array.map(\.bitPattern), grads: params.map { $0.grad!.array.map(\.bitPattern) }, taken: ctx.laidInputsTaken)
-            }
+            return ([x, w1, w2] + wb, r, { p in
+                func block(_ t: Tensor, _ w: Tensor, stride: Int = 1) -> Tensor { ConvBatchNormTests.unitBlock(t, w, stride: stride) }
+                let y = block(p[0], p[1]).chunk(2, axis: 1)
+                let r1 = y[1] + block(block(y[1], p[3]), p[4])
+                let r2 = r1 + block(block(r1, p[5]), p[6])
+                return block(Tensor.concat([y[0], y[1], r1, r2], axis: 1), p[2])
+            })
         }
-        let laid = run(laid: true), reordered = run(laid: false)
-        #expect(laid.y == reordered.y)
-        for (i, (a, b)) in zip(laid.grads, reordered.grads).enumerated() {
-            let differ = zip(a, b).filter { $0 != $1 }.count
-            #expect(differ == 0, "gradient \(i): \(differ) of \(a.count) values differ")
-        }
-        #expect(reordered.taken == 0)
+        ConvBatchNormTests.expectSameBits(laid, reordered)
         // Every block but the first (x has no words): the chunk, the bottlenecks' second blocks, r1,
         // and the concatenation holding r1 and r2 (3 without the sums' words; checked on
         // AVX512_BF16 JIT kernels, where it was measured).

@@ -239,7 +239,7 @@ static inline __attribute__((always_inline)) void DF_N(affine_items)(
         size_t base = (size_t)it * HW * B;
         for (int j0 = 0; j0 < B; j0 += DF_W) {
             V sc = DF_N(ld)(scale + cb * B + j0), sh = DF_N(ld)(shift + cb * B + j0);
-            float *planes = out + ((size_t)n * C + cb * B + j0) * HW;
+            float *planes = out ? out + ((size_t)n * C + cb * B + j0) * HW : NULL;
             int p = 0;
             for (; p + 8 <= HW; p += 8) {
                 V r[8];
@@ -247,7 +247,7 @@ static inline __attribute__((always_inline)) void DF_N(affine_items)(
                 if (silu) { DF_N(silu4)(r); DF_N(silu4)(r + 4); }
                 if (outh) for (int t = 0; t < 8; t++) DF_N(stbf16)(outh + base + (size_t)(p + t) * B + j0, r[t]);
                 if (outl) for (int t = 0; t < 8; t++) DF_N(st)(outl + base + (size_t)(p + t) * B + j0, r[t]);
-                for (int h = 0; h < DF_W / 8; h++) {
+                if (planes) for (int h = 0; h < DF_W / 8; h++) {
                     df_f8 q[8];
                     for (int t = 0; t < 8; t++) q[t] = DF_N(part)(r[t], h);
                     df_transpose8(q);
@@ -259,7 +259,7 @@ static inline __attribute__((always_inline)) void DF_N(affine_items)(
                 if (silu) v = DF_N(silu)(v);
                 if (outh) DF_N(stbf16)(outh + base + (size_t)p * B + j0, v);
                 if (outl) DF_N(st)(outl + base + (size_t)p * B + j0, v);
-                for (int j = 0; j < DF_W; j++) planes[(size_t)j * HW + p] = v[j];
+                if (planes) for (int j = 0; j < DF_W; j++) planes[(size_t)j * HW + p] = v[j];
             }
         }
     }

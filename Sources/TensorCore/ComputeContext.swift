@@ -130,6 +130,13 @@ public final class ComputeContext: @unchecked Sendable {
     public var laidInputs = true
     /// Convolutions that took their input so since the context was made (for tests).
     public internal(set) var laidInputsTaken = 0
+    /// With `laidInputs`, on Float32 primitives: a tensor whose values an op wrote in the blocked
+    /// layout (a fused block's output, a channel slice, concatenation or residual sum of such) gets
+    /// its NCHW values only when something reads them, copied out of the blocked ones (the same
+    /// values), instead of the op writing both. Off: both are written.
+    public var deferPlainValues = true
+    /// Deferred NCHW values made since the context was made (for tests).
+    public internal(set) var deferredValuesMade = 0
     /// With `rebuildConvInputs` and `laidInputs`, on bfloat16 primitives: a block whose input it
     /// could rebuild in backward, and whose forward took that input as words, keeps the words for
     /// its weight gradient instead, while the inputs kept so stay within this share of the other

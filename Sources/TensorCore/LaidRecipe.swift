@@ -249,6 +249,37 @@ struct LaidValues {
         return LaidValues(parts: all.flatMap(\.parts), n: w0.n, hw: w0.hw, block: w0.block)
     }
 
+    /// For every channel block j (channels j * block ..< (j + 1) * block): where its Float32 values
+    /// of image 0 start, and how far apart images are.
+    func blockRuns() -> [(start: UnsafePointer<Float>, imageStride: Int)] {
+        precondition(!isWords, "LaidValues.blockRuns: Float32 values only")
+        var runs: [(start: UnsafePointer<Float>, imageStride: Int)] = []
+        for p in parts {
+            let f = UnsafePointer(p.storage.raw.assumingMemoryBound(to: Float.self))
+            for t in 0..<(p.count / block) { runs.append((f + (p.start + t * block) * hw, p.c * hw)) }
+        }
+        return runs
+    }
+
+    /// The Float32 values in NCHW [n, channels, hw], each part's channels copied out of the blocked
+    /// layout (the values themselves: this is what a deferred tensor's plain values are made of).
+    func plain(_ k: UnsafePointer<df_kernels>) -> Buffer {
+        precondition(!isWords, "LaidValues.plain: bfloat16 words do not hold the Float32 values")
+        let c = channels, (n, hw, b) = (n, hw, block)
+        let out = Buffer(count: n * c * hw)
+        let dst = out.ptr
+        var to = 0
+        for p in parts {
+            let src = p.storage.raw.assumingMemoryBound(to: Float.self)
+            Parallel.chunks(n * (p.count / b), grain: Swift.max(1, elementwiseGrain / Swift.max(hw * b, 1))) { r in
+                k.pointee.blocked_move(src, Int32(p.c), Int32(p.start), dst, Int32(c), Int32(to), Int32(p.count), Int32(hw), Int32(b),
+                                       0, 0, Int32(r.lowerBound), Int32(r.upperBound))
+            }
+            to += p.count
+        }
+        return out
+    }
+
     /// All channels in one blocked [n, channels, hw] buffer: the one part's own buffer when it is
     /// all of it, else the parts copied together (one contiguous run per image and part).
     func gathered() -> Storage {

@@ -163,7 +163,7 @@ extension OneDNN {
     /// y in that layout (Float32, or bfloat16 words under bf16); keepX as in `forward`; `frozen`:
     /// the weights do not change (as `forwardFrozen`); xLaid: x already in the layout the forward
     /// takes it in (`forwardSourceBlock`; then x is not read and keepX must be nil).
-    static func forwardLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+    static func forwardLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: UnsafePointer<Float>?, w: UnsafePointer<Float>,
                             y: UnsafeMutableRawPointer, bf16: Bool, keepX: UnsafeMutableRawPointer?, frozen: Bool = false,
                             xLaid: UnsafeRawPointer? = nil) -> Bool {
         var s = shape(g)

@@ -147,7 +147,8 @@ extension Tensor {
             xLaid = w.gathered()
         }
         let done = withExtendedLifetime(xLaid) {
-            OneDNN.forwardLaid(ctx, g, x: x.data, w: weight.data, y: UnsafeMutableRawPointer(z.ptr), bf16: false, keepX: nil,
+            OneDNN.forwardLaid(ctx, g, x: xLaid != nil ? nil : UnsafePointer(x.data), w: weight.data, y: UnsafeMutableRawPointer(z.ptr),
+                               bf16: false, keepX: nil,
                                frozen: ctx.frozenWeights, xLaid: xLaid.map { UnsafeRawPointer($0.raw) })
         }
         guard done else { return nil }
@@ -155,10 +156,19 @@ extension Tensor {
         // silu(z * 1 + b): z * 1 is z exactly, so these are the bits of silu(z + b).
         let ones = [Float](repeating: 1, count: g.o)
         let shift = bias.map { Array(UnsafeBufferPointer(start: $0.data, count: g.o)) } ?? [Float](repeating: 0, count: g.o)
-        let out = Tensor(uninitialized: [g.n, g.o, g.oh, g.ow])
-        let (n, c, hw, B) = (g.n, g.o, g.pixels, laid.block), k = ctx.k, po = out.data, zp = UnsafePointer(z.ptr)
-        // The output also in z's layout, for the convolutions that read it (`LaidValues`).
+        let (n, c, hw, B) = (g.n, g.o, g.pixels, laid.block), k = ctx.k, zp = UnsafePointer(z.ptr)
+        // The output also in z's layout, for the convolutions that read it (`LaidValues`); with
+        // `deferPlainValues` the NCHW output is made from those only when something reads it.
         let floats = ctx.laidInputs ? Buffer(count: n * c * hw) : nil
+        let outShape = [g.n, g.o, g.oh, g.ow]
+        let out: Tensor
+        if let floats, ctx.deferPlainValues {
+            let values = LaidValues(.floats(floats), n: n, c: c, hw: hw, block: B)
+            out = Tensor(shape: outShape, deferred: { values.plain(k) })
+        } else {
+            out = Tensor(uninitialized: outShape)
+        }
+        let po: UnsafeMutablePointer<Float>? = out.hasPlainValues ? out.data : nil
         let pf = floats?.ptr
         ones.withUnsafeBufferPointer { sp in
             shift.withUnsafeBufferPointer { hp in

@@ -92,8 +92,9 @@ extension Tensor {
         if keepInstead {
             keepInstead = xLaid != nil && OneDNN.sourceBlock(g, bf16: true) == OneDNN.forwardSourceBlock(g, bf16: true)
         }
+        // (x's plain values are not read, nor made when deferred, where the forward takes its laid ones.)
         let laidForward = withExtendedLifetime((xr, wr, xLaid)) {
-            OneDNN.forwardLaid(ctx, g, x: xr?.ptr ?? x.data, w: wr?.ptr ?? weight.data,
+            OneDNN.forwardLaid(ctx, g, x: xr.map { UnsafePointer($0.ptr) } ?? (xLaid != nil ? nil : UnsafePointer(x.data)), w: wr?.ptr ?? weight.data,
                                y: zRaw, bf16: dnnlBF16, keepX: kept.map { UnsafeMutableRawPointer($0.ptr) },
                                xLaid: xLaid.map { UnsafeRawPointer($0.raw) })
         }
@@ -146,12 +147,21 @@ extension Tensor {
         let replicaSum = training ? ctx.replicaSum : nil
         let plan = BatchNormPlan(batchMean: batchMean, batchVariance: batchVariance, values: m, stats: stats,
                                  momentum: momentum, eps: eps, weight: bnWeight, bias: bnBias, replicaSum: replicaSum)
-        let out = Tensor(uninitialized: [n, c, g.oh, g.ow])
-        let po = out.data
         // The output also in z's layout, for the convolutions that read it (`LaidValues`): as
-        // bfloat16 words on bfloat16 primitives, as Float32 on Float32 ones.
+        // bfloat16 words on bfloat16 primitives, as Float32 on Float32 ones. The Float32 ones hold
+        // the values themselves, so with `deferPlainValues` the NCHW output is made from them only
+        // when something reads it.
         let words = dnnlBF16 && ctx.laidInputs ? HalfBuffer(count: n * c * hw) : nil
         let floats = mode == .fp32 && ctx.laidInputs ? Buffer(count: n * c * hw) : nil
+        let outShape = [n, c, g.oh, g.ow]
+        let out: Tensor
+        if let floats, ctx.deferPlainValues {
+            let values = LaidValues(.floats(floats), n: n, c: c, hw: hw, block: B)
+            out = Tensor(shape: outShape, deferred: { values.plain(k) })
+        } else {
+            out = Tensor(uninitialized: outShape)
+        }
+        let po: UnsafeMutablePointer<Float>? = out.hasPlainValues ? out.data : nil
         let pw = words?.ptr, pf = floats?.ptr
         plan.scale.withUnsafeBufferPointer { sp in
             plan.shift.withUnsafeBufferPointer { hp in

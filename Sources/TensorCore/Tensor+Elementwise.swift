@@ -111,9 +111,28 @@ extension Tensor {
         guard ctx.laidInputs, a.rank == 4, a.shape == b.shape, let laid = a.laidValues ?? b.laidValues,
               ctx.precision == (laid.isWords ? .bf16 : .fp32), laid.block % 8 == 0, a.shape[1] % laid.block == 0 else { return nil }
         let (n, c, hw, block) = (a.shape[0], a.shape[1], a.shape[2] * a.shape[3], laid.block)
+        let k = ctx.k
+        // Both operands' Float32 laid values: the sum of those (the same values), its plain values
+        // deferred. Neither operand's plain values are read (nor made, when deferred).
+        if !laid.isWords, ctx.deferPlainValues, let la = a.laidValues, let lb = b.laidValues, !la.isWords, !lb.isWords,
+           la.n == n, lb.n == n, la.hw == hw, lb.hw == hw, la.block == block, lb.block == block, la.channels == c, lb.channels == c {
+            let sum = Buffer(count: n * c * hw)
+            let (ra, rb) = (la.blockRuns(), lb.blockRuns())
+            let blocks = c / block, size = hw * block, ps = sum.ptr
+            Parallel.chunks(n * blocks, grain: Swift.max(1, elementwiseGrain / Swift.max(size, 1))) { r in
+                for item in r {
+                    let (i, j) = (item / blocks, item % blocks)
+                    k.pointee.add(ra[j].start + i * ra[j].imageStride, rb[j].start + i * rb[j].imageStride, ps + item * size, size)
+                }
+            }
+            let values = LaidValues(.floats(sum), n: n, c: c, hw: hw, block: block)
+            let out = Tensor(shape: a.shape, deferred: { values.plain(k) })
+            out.laidValues = values
+            return out
+        }
         let out = Tensor(uninitialized: a.shape)
         let storage: LaidValues.Storage = laid.isWords ? .words(HalfBuffer(count: out.count)) : .floats(Buffer(count: out.count))
-        let pa = a.data, pb = b.data, po = out.data, k = ctx.k
+        let pa = a.data, pb = b.data, po = out.data
         let pw = laid.isWords ? storage.raw.assumingMemoryBound(to: UInt16.self) : nil
         let pf = laid.isWords ? nil : storage.raw.assumingMemoryBound(to: Float.self)
         Parallel.chunks(n * (c / block), grain: Swift.max(1, elementwiseGrain / Swift.max(hw * block, 1))) { r in

@@ -10,7 +10,7 @@ extension Tensor {
             s[k] = count / rest
         }
         precondition(Tensor.product(s) == count, "cannot reshape \(shape) (\(count) elements) to \(newShape)")
-        let out = Tensor(shape: s, buffer: buffer)
+        let out = sharingStorage(shape: s)
         if Tensor.needsGrad(self), let nx = node {
             out.recording([self]) { g in nx.addGradient(g.ptr) }
         }
@@ -76,11 +76,19 @@ extension Tensor {
         let (outer, n, inner) = around(a)
         var outShape = shape
         outShape[a] = length
-        let out = Tensor(uninitialized: outShape)
-        let px = data, po = out.data
         let block = length * inner
-        Parallel.chunks(outer, grain: Swift.max(1, elementwiseGrain / Swift.max(block, 1))) { r in
-            for o in r { (po + o * block).update(from: px + (o * n + start) * inner, count: block) }
+        // A channel slice of Float32 laid values: its plain values deferred (made from those).
+        let laidSlice = rank == 4 && a == 1 ? laidValues?.slice(start: start, length: length) : nil
+        let out: Tensor
+        if let laidSlice, !laidSlice.isWords, ComputeContext.current.deferPlainValues {
+            let k = ComputeContext.current.k
+            out = Tensor(shape: outShape, deferred: { laidSlice.plain(k) })
+        } else {
+            out = Tensor(uninitialized: outShape)
+            let px = data, po = out.data
+            Parallel.chunks(outer, grain: Swift.max(1, elementwiseGrain / Swift.max(block, 1))) { r in
+                for o in r { (po + o * block).update(from: px + (o * n + start) * inner, count: block) }
+            }
         }
         if Tensor.needsGrad(self), let nx = node {
             out.recording([self]) { g in
@@ -117,7 +125,7 @@ extension Tensor {
                 })
             }
         }
-        if rank == 4, a == 1, let w = laidValues { out.laidValues = w.slice(start: start, length: length) }
+        out.laidValues = laidSlice
         return out
     }
 
@@ -158,17 +166,30 @@ extension Tensor {
         let outer = outShape[..<a].reduce(1, *)
         let inner = outShape[(a + 1)...].reduce(1, *)
         let total = outShape[a] * inner
-        let out = Tensor(uninitialized: outShape)
-        let po = out.data
         var offsets: [Int] = []
         var off = 0
         for p in parts { offsets.append(off); off += p.shape[a] * inner }
-        let ptrs = parts.map { $0.data }
         let blocks = parts.map { $0.shape[a] * inner }
-        Parallel.chunks(outer) { r in
-            for o in r {
-                for k in 0..<parts.count {
-                    (po + o * total + offsets[k]).update(from: ptrs[k] + o * blocks[k], count: blocks[k])
+        // Along channels, of tensors that all carry laid values: those concatenated (the parts
+        // gathered by the convolution that reads them); of Float32 ones, the plain values deferred.
+        var laid: LaidValues? = nil
+        if outShape.count == 4, a == 1 {
+            let all = parts.compactMap(\.laidValues)
+            if all.count == parts.count { laid = LaidValues.concat(all) }
+        }
+        let out: Tensor
+        if let laid, !laid.isWords, ComputeContext.current.deferPlainValues {
+            let k = ComputeContext.current.k
+            out = Tensor(shape: outShape, deferred: { laid.plain(k) })
+        } else {
+            out = Tensor(uninitialized: outShape)
+            let po = out.data
+            let ptrs = parts.map { $0.data }
+            Parallel.chunks(outer) { r in
+                for o in r {
+                    for k in 0..<parts.count {
+                        (po + o * total + offsets[k]).update(from: ptrs[k] + o * blocks[k], count: blocks[k])
+                    }
                 }
             }
         }
@@ -212,10 +233,7 @@ extension Tensor {
                 })
             }
         }
-        if outShape.count == 4, a == 1 {
-            let words = parts.compactMap(\.laidValues)
-            if words.count == parts.count { out.laidValues = LaidValues.concat(words) }
-        }
+        out.laidValues = laid
         return out
     }
 

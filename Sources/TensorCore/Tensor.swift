@@ -8,7 +8,15 @@ import Foundation
 /// and explicit `withMutableData` calls write into existing storage.
 public final class Tensor: @unchecked Sendable {
     public let shape: [Int]
-    public let buffer: Buffer
+    public let count: Int
+    /// The storage: made with the tensor, or (`deferred`) on first use.
+    private let made: Buffer?
+    private let deferred: DeferredValues?
+    /// The values (NCHW for images). A tensor whose values an op wrote only in oneDNN's blocked
+    /// layout (`init(shape:deferred:)`) makes them here on first use.
+    public var buffer: Buffer { made ?? deferred!.buffer }
+    /// Whether the plain values exist yet (false: deferred and not asked for).
+    var hasPlainValues: Bool { made != nil || deferred!.isMade }
     /// Autodiff vertex; nil when the tensor does not require a gradient.
     public internal(set) var node: Node?
     /// How backward can rebuild this tensor in oneDNN's channel-blocked layout: set by
@@ -25,7 +33,30 @@ public final class Tensor: @unchecked Sendable {
         precondition(Tensor.product(shape) == buffer.count,
                      "shape \(shape) needs \(Tensor.product(shape)) elements, buffer has \(buffer.count)")
         self.shape = shape
-        self.buffer = buffer
+        self.count = buffer.count
+        self.made = buffer
+        self.deferred = nil
+    }
+
+    /// A tensor whose values `make` writes when first asked for (once; `make` must give the
+    /// same values whenever it runs, e.g. a copy out of values the op wrote in another layout).
+    convenience init(shape: [Int], deferred make: @escaping () -> Buffer) {
+        self.init(shape: shape, deferred: DeferredValues(count: Tensor.product(shape), make))
+    }
+
+    private init(shape: [Int], deferred: DeferredValues) {
+        precondition(shape.allSatisfy { $0 >= 0 } && Tensor.product(shape) == deferred.count,
+                     "shape \(shape) needs \(Tensor.product(shape)) elements, deferred values have \(deferred.count)")
+        self.shape = shape
+        self.count = deferred.count
+        self.made = nil
+        self.deferred = deferred
+    }
+
+    /// The same storage (made or deferred) under another shape of as many elements.
+    func sharingStorage(shape: [Int]) -> Tensor {
+        if let made { return Tensor(shape: shape, buffer: made) }
+        return Tensor(shape: shape, deferred: deferred!)
     }
 
     /// Uninitialised storage (callers fill every element).
@@ -52,7 +83,6 @@ public final class Tensor: @unchecked Sendable {
 
     public static func product(_ shape: [Int]) -> Int { shape.reduce(1, *) }
 
-    public var count: Int { buffer.count }
     public var rank: Int { shape.count }
     public var data: UnsafeMutablePointer<Float> { buffer.ptr }
     public var array: [Float] { buffer.array }
@@ -112,7 +142,7 @@ public final class Tensor: @unchecked Sendable {
     public func zeroGrad() { node?.grad = nil }
 
     /// The same values, cut from the graph (shares storage).
-    public func detached() -> Tensor { Tensor(shape: shape, buffer: buffer) }
+    public func detached() -> Tensor { sharingStorage(shape: shape) }
 
     /// A copy of the values with fresh storage, not recorded.
     public func clone() -> Tensor { Tensor(shape: shape, buffer: buffer.copy()) }
@@ -130,5 +160,37 @@ extension Tensor: CustomStringConvertible {
     public var description: String {
         let shown = array.prefix(8).map { String(format: "%.4g", $0) }.joined(separator: ", ")
         return "Tensor(\(shape), [\(shown)\(count > 8 ? ", …" : "")]\(requiresGrad ? ", grad" : ""))"
+    }
+}
+
+/// Values an op did not write in the plain layout: made on first use, under a lock (a tensor may be
+/// read from several threads), then kept.
+final class DeferredValues: @unchecked Sendable {
+    let count: Int
+    private let lock = NSLock()
+    private var made: Buffer?
+    private var make: (() -> Buffer)?
+
+    init(count: Int, _ make: @escaping () -> Buffer) {
+        self.count = count
+        self.make = make
+    }
+
+    var isMade: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return made != nil
+    }
+
+    var buffer: Buffer {
+        lock.lock()
+        defer { lock.unlock() }
+        if let made { return made }
+        let b = make!()
+        precondition(b.count == count, "deferred values: made \(b.count) values for \(count)")
+        made = b
+        make = nil
+        ComputeContext.current.deferredValuesMade += 1
+        return b
     }
 }

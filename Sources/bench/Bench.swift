@@ -28,6 +28,7 @@ struct ContextOptions: ParsableArguments {
     @Flag(help: "A fused Conv block keeps a copy of its input for its weight gradient instead of rebuilding it in backward from the block before.") var noRebuildInputs = false
     @Flag(help: "Fused Conv blocks hand their input gradients over in NCHW, not in the convolution's blocked layout.") var noLaidGradients = false
     @Flag(help: "Fused Conv blocks (and residual sums of their outputs) do not write their outputs also in the blocked layout (bfloat16 words on bfloat16 primitives, Float32 on Float32 ones) for the convolutions after them (which then reorder their NCHW inputs).") var noLaidInputs = false
+    @Flag(help: "On Float32 primitives, tensors whose values are laid in the blocked layout get their NCHW values written at once too, instead of only when something reads them.") var noDeferredValues = false
     @Option(help: "On bfloat16 primitives, the share of the other saved bytes up to which fused Conv blocks keep their inputs' words for the weight gradient instead of rebuilding them in backward (0: always rebuild; default 0.5).") var keptInputsShare: Double?
     @Option(help: "Kernel level: portable, avx2 or avx512 (default: the best this CPU runs).") var kernels: String?
     @Flag(help: "Parallel loops on libdispatch's threads instead of oneDNN's OpenMP team.") var noOpenmpTeam = false
@@ -45,6 +46,7 @@ struct ContextOptions: ParsableArguments {
         if noRebuildInputs { ctx.rebuildConvInputs = false }
         if noLaidGradients { ctx.laidInputGradients = false }
         if noLaidInputs { ctx.laidInputs = false }
+        if noDeferredValues { ctx.deferPlainValues = false }
         if let keptInputsShare {
             guard keptInputsShare >= 0, keptInputsShare.isFinite else {
                 throw ValidationError("--kept-inputs-share takes a number >= 0 (0: always rebuild), got \(keptInputsShare)")

@@ -51,6 +51,8 @@ import _TestSupport
         var siluWords: [UInt16] = []
         /// blocked_affine's Float32 copy of its plain affine values in the blocked layout (beside `affine`).
         var affineLaid: [Float] = []
+        /// The blocked copy written alone (no NCHW output).
+        var affineLaidAlone: [Float] = []
         /// affine_laid stored rounded: assigned then added (as laidAdded), to bfloat16 then half values.
         var laidRounded: [[Float]] = []
         /// grad_sums from the gradient in the blocked layout, dz written over it in place.
@@ -68,6 +70,7 @@ import _TestSupport
                 && same(a.dzPlain, b.dzPlain) && sameD(a.sumG, b.sumG) && sameD(a.sumGX, b.sumGX) && same(a.gx, b.gx) && a.gxHalf == b.gxHalf
                 && same(a.gxBF16Values, b.gxBF16Values) && same(a.gxF16Values, b.gxF16Values)
                 && same(a.laid, b.laid) && a.laidHalf == b.laidHalf && a.siluWords == b.siluWords && same(a.affineLaid, b.affineLaid)
+                && same(a.affineLaidAlone, b.affineLaidAlone)
                 && same(a.laidAdded, b.laidAdded)
                 && a.laidRounded.count == b.laidRounded.count && zip(a.laidRounded, b.laidRounded).allSatisfy { same($0, $1) }
                 && same(a.dzLaid, b.dzLaid) && sameD(a.sumGLaid, b.sumGLaid) && sameD(a.sumGXLaid, b.sumGXLaid)
@@ -97,6 +100,8 @@ import _TestSupport
             k.blocked_sums(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, mean, &o.sq)
             o.affineLaid = [Float](repeating: .nan, count: zb.count)
             k.blocked_affine(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, &o.affine, nil, &o.affineLaid, 0)
+            o.affineLaidAlone = [Float](repeating: .nan, count: zb.count)
+            k.blocked_affine(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, nil, nil, &o.affineLaidAlone, 1)
             o.siluWords = [UInt16](repeating: 0, count: zb.count)
             k.blocked_affine(zf, zhp, f, Int32(n), Int32(c), Int32(hw), Int32(b), 0, items, scale, shift, &o.silu, &o.siluWords, nil, 1)
             o.laid = o.affine
@@ -383,6 +388,7 @@ import _TestSupport
         #expect(o.laidHalf == BlockedKernelTests.bf16Words(BlockedKernelTests.blocked(zs, s)), "the same as bfloat16 \(s)")
         #expect(o.siluWords == o.laidHalf, "the NCHW pass's bfloat16 words in the blocked layout \(s)")
         #expect(o.affineLaid == BlockedKernelTests.blocked(za, s), "the NCHW pass's Float32 copy in the blocked layout \(s)")
+        #expect(o.affineLaidAlone == o.laid, "the blocked Float32 copy written without the NCHW output \(s)")
         var added = zs
         let b = s.3
         for i in 0..<n { for j in 0..<b { for p in 0..<hw { added[(i * c + c - b + j) * hw + p] += zs[(i * c + j) * hw + p] } } }
@@ -806,17 +812,22 @@ extension BlockedKernelTests {
     }
 
     /// One run of a graph of fused blocks for the laid-input tests: the output's bits, every
-    /// parameter gradient's bits, and the convolutions that took laid inputs.
-    struct LaidRun: Equatable { var y: [UInt32], grads: [[UInt32]], taken: Int }
+    /// parameter gradient's bits, the convolutions that took laid inputs, and the deferred plain
+    /// values that were made.
+    struct LaidRun: Equatable { var y: [UInt32], grads: [[UInt32]], taken: Int, made: Int }
+
+    /// The same graph with laid inputs and deferred plain values, with laid inputs and the plain
+    /// values written at once, and with neither (the reorders).
+    struct LaidRuns { var laid, eager, reordered: LaidRun }
 
     /// Builds parameters, a projection r and a graph from `seed`, and runs (graph(params) * r).sum()
-    /// forward and backward in a fused context of `precision` with `laidInputs` on and off.
+    /// forward and backward in a fused context of `precision` in the three ways of `LaidRuns`.
     static func laidAndReordered(_ precision: Precision, seed: UInt64,
-                                 _ make: (inout RandomState) -> (params: [Tensor], r: Tensor, graph: ([Tensor]) -> Tensor))
-        -> (laid: LaidRun, reordered: LaidRun) {
-        func run(laid: Bool) -> LaidRun {
+                                 _ make: (inout RandomState) -> (params: [Tensor], r: Tensor, graph: ([Tensor]) -> Tensor)) -> LaidRuns {
+        func run(laid: Bool, deferred: Bool = true) -> LaidRun {
             let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: true)
             ctx.laidInputs = laid
+            ctx.deferPlainValues = deferred
             var rng = RandomState(seed: seed)
             let (params, r, graph) = make(&rng)
             for t in params { t.requiresGrad = true }
@@ -824,20 +835,26 @@ extension BlockedKernelTests {
                 let out = graph(params)
                 (out * r).sum().backward()
                 return LaidRun(y: out.array.map(\.bitPattern), grads: params.map { $0.grad!.array.map(\.bitPattern) },
-                               taken: ctx.laidInputsTaken)
+                               taken: ctx.laidInputsTaken, made: ctx.deferredValuesMade)
             }
         }
-        return (run(laid: true), run(laid: false))
+        return LaidRuns(laid: run(laid: true), eager: run(laid: true, deferred: false), reordered: run(laid: false))
     }
 
-    /// The laid run against the reordering one: the same bits, and no laid input taken with them off.
-    static func expectSameBits(_ laid: LaidRun, _ reordered: LaidRun) {
-        #expect(laid.y == reordered.y)
-        for (i, (a, b)) in zip(laid.grads, reordered.grads).enumerated() {
-            let differ = zip(a, b).filter { $0 != $1 }.count
-            #expect(differ == 0, "gradient \(i): \(differ) of \(a.count) values differ")
+    /// The laid runs against the reordering one: the same bits, no laid input taken without them,
+    /// and no plain values deferred but the output's under Float32 (the projection reads it; bfloat16
+    /// words do not hold the Float32 values, so those are written at once).
+    static func expectSameBits(_ runs: LaidRuns, _ precision: Precision) {
+        for run in [runs.laid, runs.eager] {
+            #expect(run.y == runs.reordered.y)
+            for (i, (a, b)) in zip(run.grads, runs.reordered.grads).enumerated() {
+                let differ = zip(a, b).filter { $0 != $1 }.count
+                #expect(differ == 0, "gradient \(i): \(differ) of \(a.count) values differ")
+            }
         }
-        #expect(reordered.taken == 0)
+        #expect(runs.reordered.taken == 0 && runs.eager.taken == runs.laid.taken)
+        #expect(runs.reordered.made == 0 && runs.eager.made == 0)
+        #expect(runs.laid.made == (precision == .fp32 ? 1 : 0), "plain values made: \(runs.laid.made)")
     }
 
     /// Blocks write their outputs also in the blocked layout (bfloat16 words on bfloat16 primitives,
@@ -847,7 +864,7 @@ extension BlockedKernelTests {
     @Test(arguments: [Precision.bf16, .fp32])
     func laidInputsMatchReorderedOnes(_ precision: Precision) throws {
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
-        let (laid, reordered) = ConvBatchNormTests.laidAndReordered(precision, seed: 61) { rng in
+        let runs = ConvBatchNormTests.laidAndReordered(precision, seed: 61) { rng in
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
             let wa = Tensor.normal([32, 16, 3, 3], std: 0.2, rng: &rng), wb = Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng)
             let wc = Tensor.normal([32, 48, 1, 1], std: 0.2, rng: &rng), wd = Tensor.normal([32, 32, 3, 3], std: 0.2, rng: &rng)
@@ -859,9 +876,43 @@ extension BlockedKernelTests {
                 return block(block(Tensor.concat([y[0], y[1], b], axis: 1), p[3]), p[4], stride: 2)
             })
         }
-        ConvBatchNormTests.expectSameBits(laid, reordered)
+        ConvBatchNormTests.expectSameBits(runs, precision)
         // The chunk, the concatenation and the direct edge (checked on AVX512_BF16 JIT kernels, where it was measured).
-        if OneDNN.isa == "avx512_core_bf16" { #expect(laid.taken == 3, "taken \(laid.taken)") }
+        if OneDNN.isa == "avx512_core_bf16" { #expect(runs.laid.taken == 3, "taken \(runs.laid.taken)") }
+    }
+
+    /// Under Float32 the plain (NCHW) values of a fused block's output, of channel slices and
+    /// concatenations of such outputs and of a residual sum of them are made only when read, once,
+    /// copied out of the blocked ones: each read gives the bits the ops write at once with
+    /// `deferPlainValues` off, and a reshape or a detached tensor shares them (nothing made twice).
+    @Test func deferredPlainValuesAreTheWrittenOnes() throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        func run(deferred: Bool) -> (values: [[UInt32]], made: [Int]) {
+            let ctx = ConvBatchNormTests.context(.fp32, fused: true, bf16Primitives: true)
+            ctx.deferPlainValues = deferred
+            var rng = RandomState(seed: 89)
+            let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
+            let w1 = Tensor.normal([32, 16, 1, 1], std: 0.3, rng: &rng), wb = Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng)
+            for t in [x, w1, wb] { t.requiresGrad = true }
+            return ctx.run {
+                let a = ConvBatchNormTests.unitBlock(x, w1)
+                let y = a.chunk(2, axis: 1)
+                let b = ConvBatchNormTests.unitBlock(y[1], wb)
+                let res = y[1] + b
+                let cat = Tensor.concat([y[0], y[1], res], axis: 1)
+                let before = ctx.deferredValuesMade
+                var values: [[UInt32]] = [], made: [Int] = []
+                for t in [cat, res, y[0], a, a.reshape([2, 32, 144]), b.detached(), a] {
+                    values.append(t.array.map(\.bitPattern))
+                    made.append(ctx.deferredValuesMade - before)
+                }
+                return (values, made)
+            }
+        }
+        let deferred = run(deferred: true), eager = run(deferred: false)
+        #expect(deferred.values == eager.values)
+        #expect(eager.made == [0, 0, 0, 0, 0, 0, 0])
+        #expect(deferred.made == [1, 2, 3, 4, 4, 5, 5], "made after each read: \(deferred.made)")
     }
 
     /// On bfloat16 primitives a block whose input it could rebuild in backward keeps the words that
@@ -925,7 +976,7 @@ extension BlockedKernelTests {
     @Test(arguments: [Precision.bf16, .fp32])
     func residualSumsCarryLaidValues(_ precision: Precision) throws {
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
-        let (laid, reordered) = ConvBatchNormTests.laidAndReordered(precision, seed: 67) { rng in
+        let runs = ConvBatchNormTests.laidAndReordered(precision, seed: 67) { rng in
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
             let w1 = Tensor.normal([32, 16, 1, 1], std: 0.3, rng: &rng)
             let wb = (0..<4).map { _ in Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng) }
@@ -939,11 +990,11 @@ extension BlockedKernelTests {
                 return block(Tensor.concat([y[0], y[1], r1, r2], axis: 1), p[2])
             })
         }
-        ConvBatchNormTests.expectSameBits(laid, reordered)
+        ConvBatchNormTests.expectSameBits(runs, precision)
         // Every block but the first (x has no words): the chunk, the bottlenecks' second blocks, r1,
         // and the concatenation holding r1 and r2 (3 without the sums' words; checked on
         // AVX512_BF16 JIT kernels, where it was measured).
-        if OneDNN.isa == "avx512_core_bf16" { #expect(laid.taken == 5, "taken \(laid.taken)") }
+        if OneDNN.isa == "avx512_core_bf16" { #expect(runs.laid.taken == 5, "taken \(runs.laid.taken)") }
     }
 
     /// Central differences through the fused op (Float32 on oneDNN), every input.

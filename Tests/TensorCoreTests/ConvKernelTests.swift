@@ -207,7 +207,8 @@ import _TestSupport
     /// Folded Conv blocks in inference on oneDNN write their outputs also in the blocked layout, and
     /// the blocks after them (directly, through a chunk, a residual sum and a concatenation) take
     /// those instead of reordering: the same bits as with the reorders, with and without frozen
-    /// weights.
+    /// weights; the plain values of the tensors in between are not made (only the output's, read
+    /// here), and writing them at once gives the same bits.
     @Test func foldedBlocksTakeLaidInputs() throws {
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
         var rng = RandomState(seed: 83)
@@ -215,10 +216,11 @@ import _TestSupport
         let w1 = Tensor.normal([32, 16, 1, 1], std: 0.3, rng: &rng), wb = Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng)
         let w2 = Tensor.normal([32, 48, 1, 1], std: 0.2, rng: &rng), w3 = Tensor.normal([32, 32, 3, 3], std: 0.2, rng: &rng)
         let biases = [32, 16, 32, 32].map { Tensor.normal([$0], std: 0.5, rng: &rng) }
-        func run(laid: Bool, frozen: Bool) -> (y: [UInt32], taken: Int) {
+        func run(laid: Bool, frozen: Bool, deferred: Bool = true) -> (y: [UInt32], taken: Int, made: Int) {
             let ctx = ComputeContext(threads: 2)
             ctx.gemm = .onednn
             ctx.laidInputs = laid
+            ctx.deferPlainValues = deferred
             return ctx.run {
                 func block(_ t: Tensor, _ w: Tensor, _ b: Tensor, stride: Int = 1) -> Tensor {
                     Tensor.conv2d(t, weight: w, bias: b, stride: stride, padding: w.shape[2] / 2, silu: true)
@@ -229,13 +231,16 @@ import _TestSupport
                     return block(block(Tensor.concat([y[0], y[1], res], axis: 1), w2, biases[2]), w3, biases[3], stride: 2)
                 }
                 let out = GradMode.noGrad { frozen ? ctx.withFrozenWeights { model() } : model() }
-                return (out.array.map(\.bitPattern), ctx.laidInputsTaken)
+                return (out.array.map(\.bitPattern), ctx.laidInputsTaken, ctx.deferredValuesMade)
             }
         }
         for frozen in [false, true] {
             let laid = run(laid: true, frozen: frozen), reordered = run(laid: false, frozen: frozen)
-            #expect(laid.y == reordered.y, "frozen \(frozen)")
-            #expect(reordered.taken == 0)
+            let eager = run(laid: true, frozen: frozen, deferred: false)
+            #expect(laid.y == reordered.y && eager.y == reordered.y, "frozen \(frozen)")
+            #expect(reordered.taken == 0 && eager.taken == laid.taken)
+            // Only the output's plain values are made (read here); none when written at once.
+            #expect(laid.made == 1 && eager.made == 0 && reordered.made == 0, "made \(laid.made), \(eager.made), \(reordered.made)")
             // The chunk, the concatenation (with the sum's own laid values) and the direct edge
             // (checked on AVX-512 JIT kernels, where it was measured).
             if OneDNN.isa.hasPrefix("avx512_core") { #expect(laid.taken == 3, "taken \(laid.taken), frozen \(frozen)") }

@@ -62,7 +62,7 @@ size_t df_dnnl_conv_blocked_out(const df_dnnl_conv *g, int bf16, int *block);
 int df_dnnl_conv_src_block(const df_dnnl_conv *g, int bf16);
 // The forward writing y in that layout (Float32, or bfloat16 words under bf16); keep_x as above;
 // frozen_w: the weights' reordered copy cached as in df_dnnl_conv_forward_frozen. With x_laid, x is
-// not read: x_laid holds it already in the layout the forward takes it in (see
+// not read (it may be NULL): x_laid holds it already in the layout the forward takes it in (see
 // df_dnnl_conv_forward_src_block; keep_x must then be NULL).
 int df_dnnl_conv_forward_laid(const df_dnnl_conv *g, int bf16, int threads, const float *x, const float *w, void *y,
                               void *keep_x, int frozen_w, const void *x_laid);

@@ -105,11 +105,11 @@ typedef struct df_kernels {
     /// out = per-image sums of z, or with mean, of (z - mean[c])^2
     void (*blocked_sums)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B, int i0,
                          int i1, const float *_Nullable mean, double *out);
-    /// out (NCHW, Float32) = z * scale[c] + shift[c], then silu when silu != 0; with outh, the same
-    /// values also as bfloat16 words in z's blocked layout (as blocked_affine_laid writes them); with
-    /// outl, also as Float32 in z's blocked layout
+    /// out (NCHW, Float32; skipped when NULL) = z * scale[c] + shift[c], then silu when silu != 0;
+    /// with outh, the same values also as bfloat16 words in z's blocked layout (as
+    /// blocked_affine_laid writes them); with outl, also as Float32 in z's blocked layout
     void (*blocked_affine)(const float *_Nullable z, const uint16_t *_Nullable zh, int f16, int N, int C, int HW, int B, int i0,
-                           int i1, const float *scale, const float *shift, float *out, uint16_t *_Nullable outh,
+                           int i1, const float *scale, const float *shift, float *_Nullable out, uint16_t *_Nullable outh,
                            float *_Nullable outl, int silu);
     /// The same values in the blocked layout, for channels [c0, c0 + count) (c0 and count multiples
     /// of B; items over N x count/B), into channels [outC0, outC0 + count) of an [N, outC, HW] blocked

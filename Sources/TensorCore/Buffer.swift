@@ -251,10 +251,11 @@ public final class Buffer: @unchecked Sendable {
         MemoryStats.add(count * 4)
     }
 
-    /// Storage filled with `value`.
+    /// Storage filled with `value` (large buffers on the context's threads).
     public convenience init(count: Int, repeating value: Float) {
         self.init(count: count)
-        ptr.update(repeating: value, count: count)
+        let p = ptr
+        Parallel.chunks(count, grain: 1 << 18) { r in (p + r.lowerBound).update(repeating: value, count: r.count) }
     }
 
     /// A copy of `array`.

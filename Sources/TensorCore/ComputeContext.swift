@@ -130,10 +130,12 @@ public final class ComputeContext: @unchecked Sendable {
     public var laidInputs = true
     /// Convolutions that took their input so since the context was made (for tests).
     public internal(set) var laidInputsTaken = 0
-    /// With `laidInputs`, on Float32 primitives: a tensor whose values an op wrote in the blocked
-    /// layout (a fused block's output, a channel slice, concatenation or residual sum of such) gets
-    /// its NCHW values only when something reads them, copied out of the blocked ones (the same
-    /// values), instead of the op writing both. Off: both are written.
+    /// With `laidInputs`: a tensor whose values an op wrote in the blocked layout (a fused block's
+    /// output, a channel slice or concatenation of such, and under Float32 a residual sum of such)
+    /// gets its NCHW values only when something reads them, instead of the op writing both: copied
+    /// out of the blocked Float32 values, or (bfloat16 words do not hold the Float32 values) by the
+    /// block's own affine pass from z, a slice or concatenation copied out of its sources' NCHW
+    /// values then. The same values either way. Off: both are written.
     public var deferPlainValues = true
     /// Deferred NCHW values made since the context was made (for tests).
     public internal(set) var deferredValuesMade = 0

@@ -148,9 +148,9 @@ extension Tensor {
         let plan = BatchNormPlan(batchMean: batchMean, batchVariance: batchVariance, values: m, stats: stats,
                                  momentum: momentum, eps: eps, weight: bnWeight, bias: bnBias, replicaSum: replicaSum)
         // The output also in z's layout, for the convolutions that read it (`LaidValues`): as
-        // bfloat16 words on bfloat16 primitives, as Float32 on Float32 ones. The Float32 ones hold
-        // the values themselves, so with `deferPlainValues` the NCHW output is made from them only
-        // when something reads it.
+        // bfloat16 words on bfloat16 primitives, as Float32 on Float32 ones. With
+        // `deferPlainValues` the NCHW output is made only when something reads it: copied out of
+        // the Float32 ones, or (words do not hold the Float32 values) by the same affine pass from z.
         let words = dnnlBF16 && ctx.laidInputs ? HalfBuffer(count: n * c * hw) : nil
         let floats = mode == .fp32 && ctx.laidInputs ? Buffer(count: n * c * hw) : nil
         let outShape = [n, c, g.oh, g.ow]
@@ -158,6 +158,23 @@ extension Tensor {
         if let floats, ctx.deferPlainValues {
             let values = LaidValues(.floats(floats), n: n, c: c, hw: hw, block: B)
             out = Tensor(shape: outShape, deferred: { values.plain(k) })
+        } else if words != nil, ctx.deferPlainValues {
+            let (scale, shift) = (plan.scale, plan.shift)
+            out = Tensor(shape: outShape, deferred: {
+                withExtendedLifetime((zFull, zHalf)) {
+                    let b = Buffer(count: n * c * hw), po = b.ptr
+                    scale.withUnsafeBufferPointer { sp in
+                        shift.withUnsafeBufferPointer { hp in
+                            let spp = sp.baseAddress!, hpp = hp.baseAddress!
+                            Parallel.chunks(items, grain: grain) { r in
+                                k.pointee.blocked_affine(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                                                         Int32(r.upperBound), spp, hpp, po, nil, nil, silu ? 1 : 0)
+                            }
+                        }
+                    }
+                    return b
+                }
+            })
         } else {
             out = Tensor(uninitialized: outShape)
         }

@@ -77,18 +77,27 @@ extension Tensor {
         var outShape = shape
         outShape[a] = length
         let block = length * inner
-        // A channel slice of Float32 laid values: its plain values deferred (made from those).
+        // A channel slice of laid values: its plain values deferred, made from the Float32 laid
+        // ones, or (bfloat16 words) copied out of this tensor's plain values then.
         let laidSlice = rank == 4 && a == 1 ? laidValues?.slice(start: start, length: length) : nil
-        let out: Tensor
-        if let laidSlice, !laidSlice.isWords, ComputeContext.current.deferPlainValues {
-            let k = ComputeContext.current.k
-            out = Tensor(shape: outShape, deferred: { laidSlice.plain(k) })
-        } else {
-            out = Tensor(uninitialized: outShape)
-            let px = data, po = out.data
+        func copy(into po: UnsafeMutablePointer<Float>) {
+            let px = data
             Parallel.chunks(outer, grain: Swift.max(1, elementwiseGrain / Swift.max(block, 1))) { r in
                 for o in r { (po + o * block).update(from: px + (o * n + start) * inner, count: block) }
             }
+        }
+        let out: Tensor
+        if let laidSlice, ComputeContext.current.deferPlainValues {
+            let k = ComputeContext.current.k
+            out = Tensor(shape: outShape, deferred: {
+                if !laidSlice.isWords { return laidSlice.plain(k) }
+                let b = Buffer(count: outer * block)
+                copy(into: b.ptr)
+                return b
+            })
+        } else {
+            out = Tensor(uninitialized: outShape)
+            copy(into: out.data)
         }
         if Tensor.needsGrad(self), let nx = node {
             out.recording([self]) { g in
@@ -171,19 +180,14 @@ extension Tensor {
         for p in parts { offsets.append(off); off += p.shape[a] * inner }
         let blocks = parts.map { $0.shape[a] * inner }
         // Along channels, of tensors that all carry laid values: those concatenated (the parts
-        // gathered by the convolution that reads them); of Float32 ones, the plain values deferred.
+        // gathered by the convolution that reads them), and the plain values deferred: made from
+        // Float32 laid ones, or (bfloat16 words) copied out of the parts' plain values then.
         var laid: LaidValues? = nil
         if outShape.count == 4, a == 1 {
             let all = parts.compactMap(\.laidValues)
             if all.count == parts.count { laid = LaidValues.concat(all) }
         }
-        let out: Tensor
-        if let laid, !laid.isWords, ComputeContext.current.deferPlainValues {
-            let k = ComputeContext.current.k
-            out = Tensor(shape: outShape, deferred: { laid.plain(k) })
-        } else {
-            out = Tensor(uninitialized: outShape)
-            let po = out.data
+        func copy(into po: UnsafeMutablePointer<Float>) {
             let ptrs = parts.map { $0.data }
             Parallel.chunks(outer) { r in
                 for o in r {
@@ -192,6 +196,19 @@ extension Tensor {
                     }
                 }
             }
+        }
+        let out: Tensor
+        if let laid, ComputeContext.current.deferPlainValues {
+            let k = ComputeContext.current.k
+            out = Tensor(shape: outShape, deferred: {
+                if !laid.isWords { return laid.plain(k) }
+                let b = Buffer(count: outer * total)
+                copy(into: b.ptr)
+                return b
+            })
+        } else {
+            out = Tensor(uninitialized: outShape)
+            copy(into: out.data)
         }
         if GradMode.isEnabled && parts.contains(where: { $0.node != nil }) {
             let nodes = parts.map { $0.node }

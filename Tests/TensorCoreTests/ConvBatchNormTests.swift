@@ -484,6 +484,11 @@ extension BlockedKernelTests {
 
     static func dnnlBF16(_ ctx: ComputeContext) -> Bool { OneDNN.route(ctx, bf16: ctx.precision == .bf16)?.dnnlBF16 ?? false }
 
+    /// Whether fused blocks under `precision` write laid values (Float32, or words on bfloat16 primitives).
+    static func laysValues(_ precision: Precision) -> Bool {
+        precision == .fp32 || (precision == .bf16 && dnnlBF16(context(precision, fused: true)))
+    }
+
     static func run(_ g: ConvGeometry, _ ctx: ComputeContext, training: Bool, silu: Bool, grad: Bool = true) -> Run {
         var rng = RandomState(seed: 21)
         let x = Tensor.normal([g.n, g.c, g.h, g.w], rng: &rng)
@@ -842,9 +847,8 @@ extension BlockedKernelTests {
     }
 
     /// The laid runs against the reordering one: the same bits, no laid input taken without them,
-    /// and no plain values deferred but the output's under Float32 (the projection reads it; bfloat16
-    /// words do not hold the Float32 values, so those are written at once).
-    static func expectSameBits(_ runs: LaidRuns, _ precision: Precision) {
+    /// and `made` deferred plain values made (none when written at once).
+    static func expectSameBits(_ runs: LaidRuns, made: Int) {
         for run in [runs.laid, runs.eager] {
             #expect(run.y == runs.reordered.y)
             for (i, (a, b)) in zip(run.grads, runs.reordered.grads).enumerated() {
@@ -854,7 +858,7 @@ extension BlockedKernelTests {
         }
         #expect(runs.reordered.taken == 0 && runs.eager.taken == runs.laid.taken)
         #expect(runs.reordered.made == 0 && runs.eager.made == 0)
-        #expect(runs.laid.made == (precision == .fp32 ? 1 : 0), "plain values made: \(runs.laid.made)")
+        #expect(runs.laid.made == made, "plain values made: \(runs.laid.made)")
     }
 
     /// Blocks write their outputs also in the blocked layout (bfloat16 words on bfloat16 primitives,
@@ -876,19 +880,22 @@ extension BlockedKernelTests {
                 return block(block(Tensor.concat([y[0], y[1], b], axis: 1), p[3]), p[4], stride: 2)
             })
         }
-        ConvBatchNormTests.expectSameBits(runs, precision)
+        // Only the output's plain values are made (the projection reads them).
+        ConvBatchNormTests.expectSameBits(runs, made: ConvBatchNormTests.laysValues(precision) ? 1 : 0)
         // The chunk, the concatenation and the direct edge (checked on AVX512_BF16 JIT kernels, where it was measured).
         if OneDNN.isa == "avx512_core_bf16" { #expect(runs.laid.taken == 3, "taken \(runs.laid.taken)") }
     }
 
-    /// Under Float32 the plain (NCHW) values of a fused block's output, of channel slices and
-    /// concatenations of such outputs and of a residual sum of them are made only when read, once,
-    /// copied out of the blocked ones: each read gives the bits the ops write at once with
-    /// `deferPlainValues` off, and a reshape or a detached tensor shares them (nothing made twice).
-    @Test func deferredPlainValuesAreTheWrittenOnes() throws {
+    /// The plain (NCHW) values of a fused block's output and of channel slices and concatenations
+    /// of such outputs (under Float32 also of a residual sum of them) are made only when read, once:
+    /// each read gives the bits the ops write at once with `deferPlainValues` off, and a reshape or
+    /// a detached tensor shares them (nothing made twice). Under bf16 the sum reads its operands'
+    /// plain values (the chunk, the block it comes from, the second block) when it runs.
+    @Test(arguments: [Precision.fp32, .bf16])
+    func deferredPlainValuesAreTheWrittenOnes(_ precision: Precision) throws {
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
-        func run(deferred: Bool) -> (values: [[UInt32]], made: [Int]) {
-            let ctx = ConvBatchNormTests.context(.fp32, fused: true, bf16Primitives: true)
+        func run(deferred: Bool) -> (values: [[UInt32]], made: [Int], before: Int) {
+            let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: true)
             ctx.deferPlainValues = deferred
             var rng = RandomState(seed: 89)
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
@@ -906,13 +913,20 @@ extension BlockedKernelTests {
                     values.append(t.array.map(\.bitPattern))
                     made.append(ctx.deferredValuesMade - before)
                 }
-                return (values, made)
+                return (values, made, before)
             }
         }
         let deferred = run(deferred: true), eager = run(deferred: false)
         #expect(deferred.values == eager.values)
-        #expect(eager.made == [0, 0, 0, 0, 0, 0, 0])
-        #expect(deferred.made == [1, 2, 3, 4, 4, 5, 5], "made after each read: \(deferred.made)")
+        #expect(eager.made == [0, 0, 0, 0, 0, 0, 0] && eager.before == 0)
+        if precision == .fp32 {
+            #expect(deferred.before == 0)
+            #expect(deferred.made == [1, 2, 3, 4, 4, 5, 5], "made after each read: \(deferred.made)")
+        } else if ConvBatchNormTests.laysValues(precision) {
+            // The concatenation's copy makes the other chunk's; the sum's were written at once.
+            #expect(deferred.before == 3)
+            #expect(deferred.made == [2, 2, 2, 2, 2, 2, 2], "made after each read: \(deferred.made)")
+        }
     }
 
     /// On bfloat16 primitives a block whose input it could rebuild in backward keeps the words that
@@ -990,7 +1004,10 @@ extension BlockedKernelTests {
                 return block(Tensor.concat([y[0], y[1], r1, r2], axis: 1), p[2])
             })
         }
-        ConvBatchNormTests.expectSameBits(runs, precision)
+        // The output's plain values, and under bf16 (a sum of words reads its operands' Float32
+        // values) the sums' operands: the chunk and the block it comes from, and each bottleneck's
+        // second block.
+        ConvBatchNormTests.expectSameBits(runs, made: !ConvBatchNormTests.laysValues(precision) ? 0 : precision == .fp32 ? 1 : 5)
         // Every block but the first (x has no words): the chunk, the bottlenecks' second blocks, r1,
         // and the concatenation holding r1 and r2 (3 without the sums' words; checked on
         // AVX512_BF16 JIT kernels, where it was measured).

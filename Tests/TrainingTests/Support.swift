@@ -9,10 +9,19 @@ let repoRoot: String = {
     return url.path
 }()
 
-/// A scratch folder for this test process.
+/// A scratch folder for this test process (runs, data sets and checkpoints: about a gigabyte),
+/// removed when the process exits; folders left by test processes that died first are removed
+/// when the next one makes its own.
 let scratch: String = {
-    let dir = NSTemporaryDirectory() + "dualfuse-tests-\(getpid())"
-    try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let fm = FileManager.default, base = NSTemporaryDirectory(), prefix = "dualfuse-tests-"
+    for name in (try? fm.contentsOfDirectory(atPath: base)) ?? [] where name.hasPrefix(prefix) {
+        if let pid = Int32(name.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH {
+            try? fm.removeItem(atPath: base + name)
+        }
+    }
+    let dir = base + prefix + "\(getpid())"
+    try? fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "dualfuse-tests-\(getpid())") }
     return dir
 }()
 

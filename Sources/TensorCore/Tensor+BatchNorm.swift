@@ -254,16 +254,42 @@ extension Tensor {
     public func upsampleNearest(_ f: Int = 2) -> Tensor {
         precondition(rank == 4, "upsampleNearest needs NCHW, got \(shape)")
         let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3])
-        let out = Tensor(uninitialized: [n, c, h * f, w * f])
-        let px = data, po = out.data
         let ow = w * f
-        Parallel.chunks(n * c, grain: Swift.max(1, elementwiseGrain / Swift.max(h * w * f * f, 1))) { r in
-            for plane in r {
-                let src = px + plane * h * w, dst = po + plane * h * w * f * f
-                for y in 0..<h {
-                    let row = dst + y * f * ow
-                    for x in 0..<w { let v = src[y * w + x]; for j in 0..<f { row[x * f + j] = v } }
-                    for i in 1..<f { (row + i * ow).update(from: row, count: ow) }
+        let ctx = ComputeContext.current
+        let out: Tensor
+        if ctx.deferPlainValues, let laid = laidValues, !laid.isWords, laid.n == n, laid.channels == c, laid.hw == h * w {
+            // Float32 laid values (a fused block's output): upsampled in that layout, each pixel's
+            // channel block copied, and the NCHW values deferred (made from them when read), so a
+            // convolution reading the result (through a concatenation) takes them.
+            let b = laid.block, k = ctx.k
+            let src = laid.gathered(), up = Buffer(count: n * c * h * w * f * f)
+            let sp = UnsafePointer(src.raw.assumingMemoryBound(to: Float.self)), dp = up.ptr
+            withExtendedLifetime(src) {
+                Parallel.chunks(n * (c / b), grain: Swift.max(1, elementwiseGrain / Swift.max(h * w * f * f * b, 1))) { r in
+                    for item in r {
+                        let s = sp + item * h * w * b, d = dp + item * h * w * f * f * b
+                        for y in 0..<h {
+                            let row = d + y * f * ow * b
+                            for x in 0..<w { for j in 0..<f { (row + (x * f + j) * b).update(from: s + (y * w + x) * b, count: b) } }
+                            for i in 1..<f { (row + i * ow * b).update(from: row, count: ow * b) }
+                        }
+                    }
+                }
+            }
+            let values = LaidValues(.floats(up), n: n, c: c, hw: h * w * f * f, block: b)
+            out = Tensor(shape: [n, c, h * f, w * f], deferred: { values.plain(k) })
+            out.laidValues = values
+        } else {
+            out = Tensor(uninitialized: [n, c, h * f, w * f])
+            let px = data, po = out.data
+            Parallel.chunks(n * c, grain: Swift.max(1, elementwiseGrain / Swift.max(h * w * f * f, 1))) { r in
+                for plane in r {
+                    let src = px + plane * h * w, dst = po + plane * h * w * f * f
+                    for y in 0..<h {
+                        let row = dst + y * f * ow
+                        for x in 0..<w { let v = src[y * w + x]; for j in 0..<f { row[x * f + j] = v } }
+                        for i in 1..<f { (row + i * ow).update(from: row, count: ow) }
+                    }
                 }
             }
         }

@@ -60,7 +60,15 @@ extension Tensor {
         // serve the forward keeps those words instead, while the inputs kept so stay within
         // `keptInputsShare` of the other bytes saved in the step. (Float32 rebuilds: keeping its
         // laid values measured 1-2% of the backward at 640 px for a fifth more peak memory.)
-        var kept: HalfBuffer?, source: LaidRecipe?, keepInstead = false
+        // x's laid values, where the forward takes them (`LaidValues`); without a recipe to rebuild
+        // x, and where the weight gradient reads the same layout, they are also what backward keeps.
+        let laidKind = mode == .fp32 || dnnlBF16
+        let xLaidValues: LaidValues? = {
+            guard laidKind, ctx.laidInputs, let w = x.laidValues, w.isWords == dnnlBF16, w.n == g.n, w.hw == g.h * g.w,
+                  w.channels == g.c, OneDNN.forwardSourceBlock(g, bf16: dnnlBF16) == w.block else { return nil }
+            return w
+        }()
+        var kept: HalfBuffer?, source: LaidRecipe?, keepInstead = false, keepLaid = false
         if needsGrad(weight) {
             if ctx.rebuildConvInputs, ctx.gradEnabled, let r = x.laidRecipe, r.matches(g, mode),
                OneDNN.sourceBlock(g, bf16: dnnlBF16) == r.block {
@@ -70,6 +78,8 @@ extension Tensor {
                     let others = ctx.saved.bytes - ctx.saved.keptInputBytes
                     keepInstead = Double(ctx.saved.keptInputBytes + x.count * 2) <= ctx.keptInputsShare * Double(others)
                 }
+            } else if xLaidValues != nil && OneDNN.sourceBlock(g, bf16: dnnlBF16) == OneDNN.forwardSourceBlock(g, bf16: dnnlBF16) {
+                keepLaid = true
             } else if !f16 && !onF32 {
                 // (Under fp16 and bf16 on Float32 primitives the input is saved in 16 bits, as the
                 // composed convolution saves it.)
@@ -81,12 +91,7 @@ extension Tensor {
         let wr = onF32 ? Conv.roundedBF16(ctx, weight.data, count: weight.count) : nil
         // x in the layout the forward takes, where the ops that made x wrote it so (no reorder of x):
         // bfloat16 words on bfloat16 primitives, Float32 values on Float32 ones.
-        let laidKind = mode == .fp32 || dnnlBF16
-        var xLaid: LaidValues.Storage? = nil
-        if laidKind, ctx.laidInputs, kept == nil, let w = x.laidValues, w.isWords == dnnlBF16, w.n == g.n, w.hw == g.h * g.w,
-           w.channels == g.c, OneDNN.forwardSourceBlock(g, bf16: dnnlBF16) == w.block {
-            xLaid = w.gathered()
-        }
+        let xLaid: LaidValues.Storage? = kept == nil ? xLaidValues?.gathered() : nil
         // Kept instead of rebuilt: the words that served the forward, where the weight gradient
         // takes the same layout.
         if keepInstead {
@@ -100,6 +105,8 @@ extension Tensor {
         }
         if laidForward && xLaid != nil { ctx.laidInputsTaken += 1 }
         guard laidForward else { return composed() }
+        // The laid input kept for the weight gradient (x has no recipe to rebuild it from).
+        let keptLaid = keepLaid ? xLaid : nil
         var keptInstead: HalfBuffer? = nil
         if keepInstead, case .words(let words)? = xLaid {
             keptInstead = words
@@ -199,7 +206,8 @@ extension Tensor {
             ctx.saved.countKeptInput(bytes: keptInstead.bytes)
             kept = keptInstead
         }
-        let sx: Saved? = needsGrad(weight) && kept == nil && source == nil ? ctx.save(x.buffer) : nil
+        if let keptLaid { ctx.saved.count(bytes: keptLaid.bytes) }
+        let sx: Saved? = needsGrad(weight) && kept == nil && source == nil && keptLaid == nil ? ctx.save(x.buffer) : nil
         // This output can be rebuilt from z while this op's backward has not run (the recipe holds z
         // weakly; this closure holds it).
         let recipe = LaidRecipe(LaidRecipe.Source(zFull: zFull, zHalf: zHalf, scale: plan.scale, shift: plan.shift, silu: silu),
@@ -270,8 +278,10 @@ extension Tensor {
                 withExtendedLifetime((d, gyHalf)) {
                     if let nw {
                         let rebuilt = source?.rebuild(bctx, bf16Words: dnnlBF16)
-                        Conv.weightGradLaid(bctx, g, x: sx, kept: rebuilt ?? kept, gy: gy, block: B, mode: mode, dnnlBF16: dnnlBF16,
-                                            into: nw)
+                        withExtendedLifetime((rebuilt, kept, keptLaid)) {
+                            let keptX = (rebuilt ?? kept).map { UnsafeRawPointer($0.ptr) } ?? keptLaid.map { UnsafeRawPointer($0.raw) }
+                            Conv.weightGradLaid(bctx, g, x: sx, kept: keptX, gy: gy, block: B, mode: mode, dnnlBF16: dnnlBF16, into: nw)
+                        }
                     }
                     if let nx {
                         let refused = "convBatchNorm: oneDNN refused the input gradient of a convolution it ran forward (\(g))"
@@ -349,7 +359,7 @@ extension Conv {
     /// partials slot, rounded under bf16 and fp16 (as a 16-bit convolution's backward produces it), added to
     /// the weight's gradient. x is the saved input, or `kept` in oneDNN's layout; `dnnlBF16`: the
     /// primitive takes bfloat16 operands (else Float32 ones, under bf16 already rounded).
-    static func weightGradLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: Saved?, kept: HalfBuffer?, gy: UnsafeRawPointer,
+    static func weightGradLaid(_ ctx: ComputeContext, _ g: ConvGeometry, x: Saved?, kept: UnsafeRawPointer?, gy: UnsafeRawPointer,
                                block: Int, mode: Precision, dnnlBF16: Bool, into node: Node) {
         let wCount = g.o * g.kdim
         let parts = ctx.workspace.get(0, partialSlot, count: wCount)
@@ -360,7 +370,7 @@ extension Conv {
             x.withValues { oneChannelWeightGrad(ctx, g, x: $0, gy: gy.assumingMemoryBound(to: Float.self), block: block, into: parts) }
             ok = true
         } else if let kept {
-            ok = OneDNN.weightGradLaid(ctx, g, x: nil, gy: gy, gw: parts, bf16: dnnlBF16, keptX: UnsafeRawPointer(kept.ptr))
+            ok = OneDNN.weightGradLaid(ctx, g, x: nil, gy: gy, gw: parts, bf16: dnnlBF16, keptX: kept)
         } else if let x {
             ok = x.withValues { OneDNN.weightGradLaid(ctx, g, x: $0, gy: gy, gw: parts, bf16: dnnlBF16, keptX: nil) }
         } else {

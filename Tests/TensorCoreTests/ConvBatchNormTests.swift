@@ -889,43 +889,54 @@ extension BlockedKernelTests {
     /// The plain (NCHW) values of a fused block's output and of channel slices and concatenations
     /// of such outputs (under Float32 also of a residual sum of them) are made only when read, once:
     /// each read gives the bits the ops write at once with `deferPlainValues` off, and a reshape or
-    /// a detached tensor shares them (nothing made twice). Under bf16 the sum reads its operands'
-    /// plain values (the chunk, the block it comes from, the second block) when it runs.
+    /// a detached tensor shares them (nothing made twice). Under Float32 a nearest upsampling of
+    /// such a tensor is laid and deferred too (the block after it takes the laid values). Under bf16
+    /// the sum reads its operands' plain values (the chunk, the block it comes from, the second
+    /// block) when it runs.
     @Test(arguments: [Precision.fp32, .bf16])
     func deferredPlainValuesAreTheWrittenOnes(_ precision: Precision) throws {
         try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
-        func run(deferred: Bool) -> (values: [[UInt32]], made: [Int], before: Int) {
+        func run(deferred: Bool) -> (values: [[UInt32]], made: [Int], before: Int, upTaken: Int) {
             let ctx = ConvBatchNormTests.context(precision, fused: true, bf16Primitives: true)
             ctx.deferPlainValues = deferred
             var rng = RandomState(seed: 89)
             let x = Tensor.normal([2, 16, 12, 12], rng: &rng)
             let w1 = Tensor.normal([32, 16, 1, 1], std: 0.3, rng: &rng), wb = Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng)
-            for t in [x, w1, wb] { t.requiresGrad = true }
+            let wu = Tensor.normal([16, 16, 3, 3], std: 0.2, rng: &rng)
+            for t in [x, w1, wb, wu] { t.requiresGrad = true }
+            var upBlocks: [Tensor] = [], upTaken = 0
             return ctx.run {
                 let a = ConvBatchNormTests.unitBlock(x, w1)
                 let y = a.chunk(2, axis: 1)
                 let b = ConvBatchNormTests.unitBlock(y[1], wb)
                 let res = y[1] + b
                 let cat = Tensor.concat([y[0], y[1], res], axis: 1)
+                // Upsampled (nearest, 2x) and read by a block: in the laid layout under Float32.
+                let up = res.upsampleNearest(2)
+                let taken = ctx.laidInputsTaken
+                upBlocks.append(ConvBatchNormTests.unitBlock(up, wu))
+                upTaken = ctx.laidInputsTaken - taken
                 let before = ctx.deferredValuesMade
                 var values: [[UInt32]] = [], made: [Int] = []
-                for t in [cat, res, y[0], a, a.reshape([2, 32, 144]), b.detached(), a] {
+                for t in [cat, res, y[0], a, a.reshape([2, 32, 144]), b.detached(), a, up, upBlocks[0]] {
                     values.append(t.array.map(\.bitPattern))
                     made.append(ctx.deferredValuesMade - before)
                 }
-                return (values, made, before)
+                return (values, made, before, upTaken)
             }
         }
         let deferred = run(deferred: true), eager = run(deferred: false)
         #expect(deferred.values == eager.values)
-        #expect(eager.made == [0, 0, 0, 0, 0, 0, 0] && eager.before == 0)
+        #expect(eager.made == [0, 0, 0, 0, 0, 0, 0, 0, 0] && eager.before == 0)
         if precision == .fp32 {
-            #expect(deferred.before == 0)
-            #expect(deferred.made == [1, 2, 3, 4, 4, 5, 5], "made after each read: \(deferred.made)")
+            // The upsampled sum's laid values serve the block after it (not with them written at once).
+            #expect(deferred.before == 0 && deferred.upTaken == 1 && eager.upTaken == 0)
+            #expect(deferred.made == [1, 2, 3, 4, 4, 5, 5, 6, 7], "made after each read: \(deferred.made)")
         } else if ConvBatchNormTests.laysValues(precision) {
-            // The concatenation's copy makes the other chunk's; the sum's were written at once.
+            // The concatenation's copy makes the other chunk's; the sum's were written at once, and
+            // so are the upsampled sum's (from the sum's).
             #expect(deferred.before == 3)
-            #expect(deferred.made == [2, 2, 2, 2, 2, 2, 2], "made after each read: \(deferred.made)")
+            #expect(deferred.made == [2, 2, 2, 2, 2, 2, 2, 2, 3], "made after each read: \(deferred.made)")
         }
     }
 

@@ -257,31 +257,9 @@ extension Tensor {
         let ow = w * f
         let ctx = ComputeContext.current
         let out: Tensor
-        if ctx.deferPlainValues, let laid = laidValues, !laid.isWords, laid.n == n, laid.channels == c, laid.hw == h * w {
-            // Float32 laid values (a fused block's output): upsampled in that layout, each pixel's
-            // channel block copied, and the NCHW values deferred (made from them when read), so a
-            // convolution reading the result (through a concatenation) takes them.
-            let b = laid.block, k = ctx.k
-            let src = laid.gathered(), up = Buffer(count: n * c * h * w * f * f)
-            let sp = UnsafePointer(src.raw.assumingMemoryBound(to: Float.self)), dp = up.ptr
-            withExtendedLifetime(src) {
-                Parallel.chunks(n * (c / b), grain: Swift.max(1, elementwiseGrain / Swift.max(h * w * f * f * b, 1))) { r in
-                    for item in r {
-                        let s = sp + item * h * w * b, d = dp + item * h * w * f * f * b
-                        for y in 0..<h {
-                            let row = d + y * f * ow * b
-                            for x in 0..<w { for j in 0..<f { (row + (x * f + j) * b).update(from: s + (y * w + x) * b, count: b) } }
-                            for i in 1..<f { (row + i * ow * b).update(from: row, count: ow * b) }
-                        }
-                    }
-                }
-            }
-            let values = LaidValues(.floats(up), n: n, c: c, hw: h * w * f * f, block: b)
-            out = Tensor(shape: [n, c, h * f, w * f], deferred: { values.plain(k) })
-            out.laidValues = values
-        } else {
-            out = Tensor(uninitialized: [n, c, h * f, w * f])
-            let px = data, po = out.data
+        /// The plain (NCHW) values upsampled into po.
+        func plain(into po: UnsafeMutablePointer<Float>) {
+            let px = data
             Parallel.chunks(n * c, grain: Swift.max(1, elementwiseGrain / Swift.max(h * w * f * f, 1))) { r in
                 for plane in r {
                     let src = px + plane * h * w, dst = po + plane * h * w * f * f
@@ -292,6 +270,42 @@ extension Tensor {
                     }
                 }
             }
+        }
+        if ctx.deferPlainValues, let laid = laidValues, laid.n == n, laid.channels == c, laid.hw == h * w {
+            // Laid values (a fused block's output; Float32 or bfloat16 words): upsampled in that
+            // layout, each pixel's channel block copied, and the NCHW values deferred (made when
+            // read: from the Float32 laid values, or upsampled from this tensor's own), so a
+            // convolution reading the result (through a concatenation) takes them.
+            let b = laid.block, k = ctx.k, size = laid.isWords ? 2 : 4
+            let src = laid.gathered()
+            let up: LaidValues.Storage = laid.isWords ? .words(HalfBuffer(count: n * c * h * w * f * f))
+                : .floats(Buffer(count: n * c * h * w * f * f))
+            let sp = UnsafeRawPointer(src.raw), dp = up.raw, pixel = b * size
+            withExtendedLifetime(src) {
+                Parallel.chunks(n * (c / b), grain: Swift.max(1, elementwiseGrain / Swift.max(h * w * f * f * b, 1))) { r in
+                    for item in r {
+                        let s = sp + item * h * w * pixel, d = dp + item * h * w * f * f * pixel
+                        for y in 0..<h {
+                            let row = d + y * f * ow * pixel
+                            for x in 0..<w {
+                                for j in 0..<f { (row + (x * f + j) * pixel).copyMemory(from: s + (y * w + x) * pixel, byteCount: pixel) }
+                            }
+                            for i in 1..<f { (row + i * ow * pixel).copyMemory(from: row, byteCount: ow * pixel) }
+                        }
+                    }
+                }
+            }
+            let values = LaidValues(up, n: n, c: c, hw: h * w * f * f, block: b)
+            out = Tensor(shape: [n, c, h * f, w * f], deferred: {
+                if !values.isWords { return values.plain(k) }
+                let buffer = Buffer(count: n * c * h * w * f * f)
+                plain(into: buffer.ptr)
+                return buffer
+            })
+            out.laidValues = values
+        } else {
+            out = Tensor(uninitialized: [n, c, h * f, w * f])
+            plain(into: out.data)
         }
         if Tensor.needsGrad(self), let nx = node {
             out.recording([self]) { g in

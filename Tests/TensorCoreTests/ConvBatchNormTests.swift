@@ -889,8 +889,8 @@ extension BlockedKernelTests {
     /// The plain (NCHW) values of a fused block's output and of channel slices and concatenations
     /// of such outputs (under Float32 also of a residual sum of them) are made only when read, once:
     /// each read gives the bits the ops write at once with `deferPlainValues` off, and a reshape or
-    /// a detached tensor shares them (nothing made twice). Under Float32 a nearest upsampling of
-    /// such a tensor is laid and deferred too (the block after it takes the laid values). Under bf16
+    /// a detached tensor shares them (nothing made twice). A nearest upsampling of a tensor with
+    /// laid values is laid and deferred too (the block after it takes the laid values). Under bf16
     /// the sum reads its operands' plain values (the chunk, the block it comes from, the second
     /// block) when it runs.
     @Test(arguments: [Precision.fp32, .bf16])
@@ -933,10 +933,10 @@ extension BlockedKernelTests {
             #expect(deferred.before == 0 && deferred.upTaken == 1 && eager.upTaken == 0)
             #expect(deferred.made == [1, 2, 3, 4, 4, 5, 5, 6, 7], "made after each read: \(deferred.made)")
         } else if ConvBatchNormTests.laysValues(precision) {
-            // The concatenation's copy makes the other chunk's; the sum's were written at once, and
-            // so are the upsampled sum's (from the sum's).
-            #expect(deferred.before == 3)
-            #expect(deferred.made == [2, 2, 2, 2, 2, 2, 2, 2, 3], "made after each read: \(deferred.made)")
+            // The concatenation's copy makes the other chunk's; the sum's were written at once; the
+            // upsampled sum's words serve the block after it, its plain values made (from the sum's) when read.
+            #expect(deferred.before == 3 && deferred.upTaken == 1 && eager.upTaken == 0)
+            #expect(deferred.made == [2, 2, 2, 2, 2, 2, 2, 3, 4], "made after each read: \(deferred.made)")
         }
     }
 

@@ -276,7 +276,7 @@ extension Tensor {
             // layout, each pixel's channel block copied, and the NCHW values deferred (made when
             // read: from the Float32 laid values, or upsampled from this tensor's own), so a
             // convolution reading the result (through a concatenation) takes them.
-            let b = laid.block, k = ctx.k, size = laid.isWords ? 2 : 4
+            let b = laid.block, size = laid.isWords ? 2 : 4
             let src = laid.gathered()
             let up: LaidValues.Storage = laid.isWords ? .words(HalfBuffer(count: n * c * h * w * f * f))
                 : .floats(Buffer(count: n * c * h * w * f * f))
@@ -295,14 +295,7 @@ extension Tensor {
                     }
                 }
             }
-            let values = LaidValues(up, n: n, c: c, hw: h * w * f * f, block: b)
-            out = Tensor(shape: [n, c, h * f, w * f], deferred: {
-                if !values.isWords { return values.plain(k) }
-                let buffer = Buffer(count: n * c * h * w * f * f)
-                plain(into: buffer.ptr)
-                return buffer
-            })
-            out.laidValues = values
+            out = Tensor.withPlainValues([n, c, h * f, w * f], laid: LaidValues(up, n: n, c: c, hw: h * w * f * f, block: b), copy: plain)
         } else {
             out = Tensor(uninitialized: [n, c, h * f, w * f])
             plain(into: out.data)

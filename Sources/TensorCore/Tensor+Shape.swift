@@ -80,24 +80,11 @@ extension Tensor {
         // A channel slice of laid values: its plain values deferred, made from the Float32 laid
         // ones, or (bfloat16 words) copied out of this tensor's plain values then.
         let laidSlice = rank == 4 && a == 1 ? laidValues?.slice(start: start, length: length) : nil
-        func copy(into po: UnsafeMutablePointer<Float>) {
-            let px = data
+        let out = Tensor.withPlainValues(outShape, laid: laidSlice) { po in
+            let px = self.data
             Parallel.chunks(outer, grain: Swift.max(1, elementwiseGrain / Swift.max(block, 1))) { r in
                 for o in r { (po + o * block).update(from: px + (o * n + start) * inner, count: block) }
             }
-        }
-        let out: Tensor
-        if let laidSlice, ComputeContext.current.deferPlainValues {
-            let k = ComputeContext.current.k
-            out = Tensor(shape: outShape, deferred: {
-                if !laidSlice.isWords { return laidSlice.plain(k) }
-                let b = Buffer(count: outer * block)
-                copy(into: b.ptr)
-                return b
-            })
-        } else {
-            out = Tensor(uninitialized: outShape)
-            copy(into: out.data)
         }
         if Tensor.needsGrad(self), let nx = node {
             out.recording([self]) { g in
@@ -134,7 +121,6 @@ extension Tensor {
                 })
             }
         }
-        out.laidValues = laidSlice
         return out
     }
 
@@ -187,7 +173,7 @@ extension Tensor {
             let all = parts.compactMap(\.laidValues)
             if all.count == parts.count { laid = LaidValues.concat(all) }
         }
-        func copy(into po: UnsafeMutablePointer<Float>) {
+        let out = Tensor.withPlainValues(outShape, laid: laid) { po in
             let ptrs = parts.map { $0.data }
             Parallel.chunks(outer) { r in
                 for o in r {
@@ -196,19 +182,6 @@ extension Tensor {
                     }
                 }
             }
-        }
-        let out: Tensor
-        if let laid, ComputeContext.current.deferPlainValues {
-            let k = ComputeContext.current.k
-            out = Tensor(shape: outShape, deferred: {
-                if !laid.isWords { return laid.plain(k) }
-                let b = Buffer(count: outer * total)
-                copy(into: b.ptr)
-                return b
-            })
-        } else {
-            out = Tensor(uninitialized: outShape)
-            copy(into: out.data)
         }
         if GradMode.isEnabled && parts.contains(where: { $0.node != nil }) {
             let nodes = parts.map { $0.node }
@@ -250,7 +223,6 @@ extension Tensor {
                 })
             }
         }
-        out.laidValues = laid
         return out
     }
 

@@ -53,6 +53,28 @@ public final class Tensor: @unchecked Sendable {
         self.deferred = deferred
     }
 
+    /// A tensor of `shape` carrying `laid` (its values in the blocked layout) whose plain values
+    /// `copy` writes: at once, or, with laid values and `deferPlainValues`, when first read (then
+    /// copied out of Float32 laid values, and by `copy` for bfloat16 words, which do not hold them).
+    static func withPlainValues(_ shape: [Int], laid: LaidValues?, copy: @escaping (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+        let ctx = ComputeContext.current
+        let out: Tensor
+        if let laid, ctx.deferPlainValues {
+            let k = ctx.k, count = Tensor.product(shape)
+            out = Tensor(shape: shape, deferred: {
+                if !laid.isWords { return laid.plain(k) }
+                let b = Buffer(count: count)
+                copy(b.ptr)
+                return b
+            })
+        } else {
+            out = Tensor(uninitialized: shape)
+            copy(out.data)
+        }
+        out.laidValues = laid
+        return out
+    }
+
     /// The same storage (made or deferred) under another shape of as many elements.
     func sharingStorage(shape: [Int]) -> Tensor {
         if let made { return Tensor(shape: shape, buffer: made) }

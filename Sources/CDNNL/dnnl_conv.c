@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 // libdnnl is opened at run time (the tools start where it is absent). Its OpenMP team also runs the
 // project's own parallel loops (team.c), so its threads wait for the next piece of work by
@@ -126,6 +127,8 @@ static const float *keptFrom;
 static dnnl_memory_desc_t keptMd;
 static int keptValid;
 static long weightHits[2];         // frozen-weight forward calls: [0] served from the cache, [1] reordered
+static long convCalls;             // convolution primitives run, and their time (execution alone:
+static double convSeconds;         // none of the reorders around them)
 static void (*setThreads)(int);   // libgomp's omp_set_num_threads (oneDNN's threads), if loaded
 
 static int ready_locked(void) {
@@ -470,7 +473,14 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const voi
             CHECK(wrap(&ms, &e->mdScratch, pad));
             args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, ms};
         }
-        CHECK(dnnl_primitive_execute(e->prim, stream, nargs, args));
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        status = dnnl_primitive_execute(e->prim, stream, nargs, args);
+        if (status == dnnl_success) status = dnnl_stream_wait(stream);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (status != dnnl_success) goto fail;
+        convCalls++;
+        convSeconds += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     }
     if (accumulate && !e->addTried) {
         e->addTried = 1;
@@ -524,6 +534,13 @@ int df_dnnl_conv_forward_frozen(const df_dnnl_conv *g, int bf16, int threads, co
 void df_dnnl_forget_weights(void) {
     pthread_mutex_lock(&lock);
     for (entry *e = cache; e; e = e->next) e->wFrom = NULL;
+    pthread_mutex_unlock(&lock);
+}
+
+void df_dnnl_conv_time(long *calls, double *seconds) {
+    pthread_mutex_lock(&lock);
+    *calls = convCalls;
+    *seconds = convSeconds;
     pthread_mutex_unlock(&lock);
 }
 

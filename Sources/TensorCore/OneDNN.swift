@@ -86,6 +86,15 @@ public enum OneDNN {
         return (h, r)
     }
 
+    /// oneDNN convolutions run so far in this process and the seconds their executions took (not
+    /// the reorders around them): what `bench train` counts as convolution time.
+    public static var convolutionTime: (calls: Int, seconds: Double) {
+        guard available else { return (0, 0) }
+        var c = 0, s = 0.0
+        df_dnnl_conv_time(&c, &s)
+        return (c, s)
+    }
+
     /// Bytes of x in the layout oneDNN's forward and weight-gradient primitives share (0: none).
     static func keepBytes(_ g: ConvGeometry, bf16: Bool) -> Int {
         var s = shape(g)

@@ -15,7 +15,9 @@ struct TrainBench: ParsableCommand {
         img/s, bytes of activations saved for backward), the ratios to FP32, and the peak RSS of the process after
         the first step (the buffer pool collected after every step as train_dual collects it after every iteration:
         blocks a step did not take again go back to the system), with the most tensor storage alive at once and what
-        the pool holds at the end.
+        the pool holds at the end. Where the convolutions run on oneDNN, a second line per precision gives their time
+        (the primitives' execution alone, not the reorders around them) and the share of the step outside them (the
+        median of the steps' own shares).
         --amp fp16 | bf16 | all times FP32 and the named precisions (in this order, one process), then takes their steps in
         turn (FP32, fp16, bf16, FP32, ...) for the ratios: `AMP fp16/FP32: time 1.13x (steps in turn: 1.04x, rounds
         0.97-1.10)`, the first from the two medians, the second the median of the rounds' ratios.
@@ -53,9 +55,10 @@ struct TrainBench: ParsableCommand {
         } }
         let targets = BatchTargets(batchIndex: bi, classes: [Int](repeating: 0, count: bi.count), boxes: bx)
         model.training = true
-        /// One training step: its times in ns (total, forward, loss, backward, optimizer) and the
-        /// bytes saved for backward.
+        /// One training step: its times in ns (total, forward, loss, backward, optimizer, oneDNN's
+        /// convolutions within it) and the bytes saved for backward.
         func step(_ precision: Precision, _ scaler: inout LossScaler) -> (row: [Double], saved: Int) {
+            let c0 = OneDNN.convolutionTime.seconds
             let t0 = DispatchTime.now().uptimeNanoseconds
             let outs = Autocast.with(precision) { model(inputs) }
             let saved = ComputeContext.current.saved.bytes
@@ -67,11 +70,14 @@ struct TrainBench: ParsableCommand {
             let t3 = DispatchTime.now().uptimeNanoseconds
             _ = OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, scaled: precision == .fp16, maxNorm: 10)
             let t4 = DispatchTime.now().uptimeNanoseconds
-            return ([Double(t4 - t0), Double(t1 - t0), Double(t2 - t1), Double(t3 - t2), Double(t4 - t3)], saved)
+            let conv = (OneDNN.convolutionTime.seconds - c0) * 1e9
+            return ([Double(t4 - t0), Double(t1 - t0), Double(t2 - t1), Double(t3 - t2), Double(t4 - t3), conv], saved)
         }
-        func measure(_ precision: Precision) -> (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int, fastest: Double) {
+        typealias Figures = (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int, fastest: Double,
+                             conv: Double, outside: Double)
+        func measure(_ precision: Precision) -> Figures {
             var scaler = LossScaler(initial: precision == .fp16 ? 1024 : 1)
-            var rows: [[Double]] = []   // total, forward, loss, backward, optimizer
+            var rows: [[Double]] = []   // total, forward, loss, backward, optimizer, convolutions
             var saved = 0
             for i in 0..<(warmup + steps) {
                 let (row, bytes) = step(precision, &scaler)
@@ -89,12 +95,18 @@ struct TrainBench: ParsableCommand {
                 let v = rows.map { $0[k] }.sorted()
                 return v[v.count / 2] / 1e6
             }
-            return (med(0), med(1), med(2), med(3), med(4), saved, (rows.map { $0[0] }.min() ?? 0) / 1e6)
+            // The share of a step outside the convolutions: the median of the steps' own shares.
+            let outside = rows.map { 1 - $0[5] / $0[0] }.sorted()[rows.count / 2]
+            return (med(0), med(1), med(2), med(3), med(4), saved, (rows.map { $0[0] }.min() ?? 0) / 1e6, med(5), outside)
         }
-        func report(_ name: String, _ r: (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int, fastest: Double)) {
+        func report(_ name: String, _ r: Figures) {
             print(String(format: "%@: %.1f ms/step (fastest %.1f; forward %.1f, loss %.1f, backward %.1f, clip+SGD+EMA %.1f) = %.2f img/s; activations saved for backward %.0f MB; peak RSS %.0f MB (tensor storage at most %.0f MB live, %.0f MB cached for reuse at the end)",
                          name, r.total, r.fastest, r.fwd, r.loss, r.bwd, r.opt, Double(batch) / r.total * 1e3, Double(r.saved) / 1e6, Double(Self.peakRSS()) / 1e6,
                          Double(MemoryStats.peakBytes) / 1e6, Double(BufferPool.cachedBytes) / 1e6))
+            if r.conv > 0 {
+                print(String(format: "%@: oneDNN's convolutions %.1f ms/step (their execution alone); outside them %.1f%% of the step",
+                             name, r.conv, 100 * r.outside))
+            }
             BufferPool.trim()   // each precision's measure() resets the peaks after its first step
         }
         var precisions: [Precision] = []
@@ -109,7 +121,7 @@ struct TrainBench: ParsableCommand {
         if skipFp32 && precisions.isEmpty { throw ValidationError("--skip-fp32 needs --amp fp16, bf16 or all") }
         let fp32 = skipFp32 ? nil : measure(.fp32)
         if let fp32 { report("FP32", fp32) }
-        var results: [(Precision, (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int, fastest: Double))] = []
+        var results: [(Precision, Figures)] = []
         for p in precisions {
             let r = measure(p)
             report("AMP \(p.rawValue)", r)

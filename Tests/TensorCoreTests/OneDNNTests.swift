@@ -39,6 +39,27 @@ import _TestSupport
     /// where it has no bfloat16 convolutions, forced on a CPU where it has them).
     enum Mode: CaseIterable { case fp32, bf16, bf16OnF32 }
 
+    /// `OneDNN.convolutionTime` (what `bench train` counts as convolution time) counts each pass's
+    /// primitive and the time its execution took (other tests may run convolutions meanwhile).
+    @Test func convolutionTimeCountsEveryPass() throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        let g = ConvGeometry(n: 2, c: 32, h: 12, w: 12, o: 48, k: 3, s: 1, p: 1)
+        let x = OneDNNConvTests.random(g.n * g.c * g.h * g.w, seed: 11), w = OneDNNConvTests.random(g.o * g.kdim, seed: 12)
+        let gy = OneDNNConvTests.random(g.n * g.o * g.pixels, seed: 13)
+        var y = [Float](repeating: 0, count: gy.count), gw = [Float](repeating: 0, count: w.count), gx = [Float](repeating: 0, count: x.count)
+        let ctx = ComputeContext(threads: 2)
+        ctx.gemm = .onednn
+        let before = OneDNN.convolutionTime
+        ctx.run {
+            Tensor.convForward(g, x: x, w: w, y: &y)
+            Tensor.convWeightGrad(g, x: x, gy: gy, gw: &gw)
+            Tensor.convInputGrad(g, w: w, gy: gy, gx: &gx, fresh: true)
+        }
+        let after = OneDNN.convolutionTime
+        #expect(after.calls - before.calls >= 3)
+        #expect(after.seconds > before.seconds)
+    }
+
     @Test(arguments: 0..<geometries.count, Mode.allCases)
     func passesMatchTheReference(_ gi: Int, mode: Mode) throws {
         let bf16 = mode != .fp32

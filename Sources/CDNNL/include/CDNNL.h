@@ -37,6 +37,9 @@ int df_dnnl_conv_forward_frozen(const df_dnnl_conv *g, int bf16, int threads, co
 void df_dnnl_forget_weights(void);
 // Frozen-weight forward calls so far: served from the cache, and reordered.
 void df_dnnl_weight_cache_counts(long *hits, long *reorders);
+// Convolution primitives run so far, and the seconds their executions took (the convolutions alone,
+// not the reorders of their inputs, weights and outputs around them).
+void df_dnnl_conv_time(long *calls, double *seconds);
 // Bytes of x in the layout the forward and weight-gradient primitives share, or 0 when they do not
 // share one (or x needs no reorder): then keep_x / kept_x cannot be used.
 size_t df_dnnl_conv_keep_bytes(const df_dnnl_conv *g, int bf16);

@@ -15,9 +15,9 @@ struct TrainBench: ParsableCommand {
         img/s, bytes of activations saved for backward), the ratios to FP32, and the peak RSS of the process after
         the first step (the buffer pool collected after every step as train_dual collects it after every iteration:
         blocks a step did not take again go back to the system), with the most tensor storage alive at once and what
-        the pool holds at the end. Where the convolutions run on oneDNN, a second line per precision gives their time
-        (the primitives' execution alone, not the reorders around them) and the share of the step outside them (the
-        median of the steps' own shares).
+        the pool holds at the end. Where the convolutions run on oneDNN, a second line per precision, `FP32 convolutions:
+        ...` (not matched by `^FP32:`), gives their time (the primitives' execution alone, not the reorders around them)
+        and the share of the step outside them (the median of the steps' own shares).
         --amp fp16 | bf16 | all times FP32 and the named precisions (in this order, one process), then takes their steps in
         turn (FP32, fp16, bf16, FP32, ...) for the ratios: `AMP fp16/FP32: time 1.13x (steps in turn: 1.04x, rounds
         0.97-1.10)`, the first from the two medians, the second the median of the rounds' ratios.
@@ -104,7 +104,7 @@ struct TrainBench: ParsableCommand {
                          name, r.total, r.fastest, r.fwd, r.loss, r.bwd, r.opt, Double(batch) / r.total * 1e3, Double(r.saved) / 1e6, Double(Self.peakRSS()) / 1e6,
                          Double(MemoryStats.peakBytes) / 1e6, Double(BufferPool.cachedBytes) / 1e6))
             if r.conv > 0 {
-                print(String(format: "%@: oneDNN's convolutions %.1f ms/step (their execution alone); outside them %.1f%% of the step",
+                print(String(format: "%@ convolutions: %.1f ms/step on oneDNN (their execution alone); outside them %.1f%% of the step",
                              name, r.conv, 100 * r.outside))
             }
             BufferPool.trim()   // each precision's measure() resets the peaks after its first step

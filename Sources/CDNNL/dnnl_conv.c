@@ -129,6 +129,10 @@ static int keptValid;
 static long weightHits[2];         // frozen-weight forward calls: [0] served from the cache, [1] reordered
 static long convCalls;             // convolution primitives run, and their time (execution alone:
 static double convSeconds;         // none of the reorders around them)
+// The reorders run around them and their time: [0] of activations and their gradients, [1] of
+// weights and weight gradients.
+static long reorderCalls[2];
+static double reorderSeconds[2];
 static void (*setThreads)(int);   // libgomp's omp_set_num_threads (oneDNN's threads), if loaded
 
 static int ready_locked(void) {
@@ -302,9 +306,23 @@ static dnnl_status_t wrap(dnnl_memory_t *m, const dnnl_memory_desc_t *md, const 
     return dnnl_memory_create(m, md, engine, (void *)p);
 }
 
-static dnnl_status_t reorder(dnnl_primitive_t r, dnnl_memory_t from, dnnl_memory_t to) {
+static double seconds_between(const struct timespec *t0, const struct timespec *t1) {
+    return (double)(t1->tv_sec - t0->tv_sec) + 1e-9 * (double)(t1->tv_nsec - t0->tv_nsec);
+}
+
+// Runs a reorder to its end and adds its time to kind's tally (0 activations, 1 weights).
+static dnnl_status_t reorder(dnnl_primitive_t r, dnnl_memory_t from, dnnl_memory_t to, int kind) {
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
-    return dnnl_primitive_execute(r, stream, 2, args);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    dnnl_status_t status = dnnl_primitive_execute(r, stream, 2, args);
+    if (status == dnnl_success) status = dnnl_stream_wait(stream);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (status == dnnl_success) {
+        reorderCalls[kind]++;
+        reorderSeconds[kind] += seconds_between(&t0, &t1);
+    }
+    return status;
 }
 
 // The bucket of (pass, shape, type): FNV-1a over the key's ints.
@@ -383,7 +401,7 @@ int df_dnnl_conv_unkeep(const df_dnnl_conv *g, int bf16, const void *kept, float
     CHECK(make_reorder(&w->md0, &w->plain0, &back));
     CHECK(wrap(&mk, &w->md0, kept));
     CHECK(wrap(&mx, &w->plain0, x));
-    if (back) CHECK(reorder(back, mk, mx));
+    if (back) CHECK(reorder(back, mk, mx, 0));
     else memcpy(x, kept, dnnl_memory_desc_get_size(&w->plain0));
     CHECK(dnnl_stream_wait(stream));
 fail:
@@ -430,10 +448,10 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const voi
         CHECK(wrap(&m0, &e->md0, keptSrc));
     } else if (keepSrc) {
         CHECK(wrap(&m0, &e->md0, keepSrc));
-        CHECK(reorder(e->to0, u0, m0));
+        CHECK(reorder(e->to0, u0, m0, 0));
     } else if (e->to0) {
         CHECK(wrap(&m0, &e->md0, scratch_slot(0, dnnl_memory_desc_get_size(&e->md0))));
-        CHECK(reorder(e->to0, u0, m0));
+        CHECK(reorder(e->to0, u0, m0, 0));
     }
     if (laid && pass == PASS_WEIGHTS) {
         CHECK(wrap(&m1, &e->md1, in1));
@@ -443,7 +461,7 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const voi
             if (!e->wBuf) e->wBuf = malloc(dnnl_memory_desc_get_size(&e->md1));
             if (!e->wBuf) { status = dnnl_out_of_memory; goto fail; }
             CHECK(wrap(&m1, &e->md1, e->wBuf));
-            CHECK(reorder(e->to1, u1, m1));
+            CHECK(reorder(e->to1, u1, m1, pass != PASS_WEIGHTS));
             e->wFrom = in1;
             weightHits[1]++;
         } else {
@@ -452,7 +470,7 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const voi
         }
     } else if (e->to1) {
         CHECK(wrap(&m1, &e->md1, scratch_slot(keep1 ? 4 : 1, dnnl_memory_desc_get_size(&e->md1))));
-        CHECK(reorder(e->to1, u1, m1));
+        CHECK(reorder(e->to1, u1, m1, pass != PASS_WEIGHTS));
     }
     // The result goes to the plain output directly when the layouts agree and nothing is added.
     size_t outBytes = dnnl_memory_desc_get_size(&e->plainOut);
@@ -480,7 +498,7 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const voi
         clock_gettime(CLOCK_MONOTONIC, &t1);
         if (status != dnnl_success) goto fail;
         convCalls++;
-        convSeconds += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        convSeconds += seconds_between(&t0, &t1);
     }
     if (accumulate && !e->addTried) {
         e->addTried = 1;
@@ -490,14 +508,14 @@ static int run(int pass, const df_dnnl_conv *g, int bf16, int threads, const voi
     if (laidOut) {
         // The output stays in the primitive's layout.
     } else if (accumulate && e->fromAdd) {
-        CHECK(reorder(e->fromAdd, mo, uo));          // out += the result, on oneDNN's threads
+        CHECK(reorder(e->fromAdd, mo, uo, pass == PASS_WEIGHTS));   // out += the result, on oneDNN's threads
     } else if (e->from) {
         if (accumulate) {
             sum = scratch_slot(3, outBytes);
             CHECK(wrap(&tmp, &e->plainOut, sum));
-            CHECK(reorder(e->from, mo, tmp));
+            CHECK(reorder(e->from, mo, tmp, pass == PASS_WEIGHTS));
         } else {
-            CHECK(reorder(e->from, mo, uo));
+            CHECK(reorder(e->from, mo, uo, pass == PASS_WEIGHTS));
         }
     } else if (accumulate) {
         sum = scratch[2];
@@ -541,6 +559,14 @@ void df_dnnl_conv_time(long *calls, double *seconds) {
     pthread_mutex_lock(&lock);
     *calls = convCalls;
     *seconds = convSeconds;
+    pthread_mutex_unlock(&lock);
+}
+
+void df_dnnl_reorder_time(int weights, long *calls, double *seconds) {
+    int kind = weights ? 1 : 0;
+    pthread_mutex_lock(&lock);
+    *calls = reorderCalls[kind];
+    *seconds = reorderSeconds[kind];
     pthread_mutex_unlock(&lock);
 }
 

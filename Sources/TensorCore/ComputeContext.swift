@@ -76,6 +76,30 @@ public enum GemmBackend: String, Sendable, CaseIterable {
 /// threads therefore never share a workspace, a grad mode or a saved-activation registry. Parallel
 /// loops hand their chunks to worker threads but capture what they need from the caller's context
 /// first; code on a worker never reads a context.
+/// How many passes of a kind ran, their seconds, and the bytes they read and wrote.
+public struct PassTally: Sendable, Equatable {
+    public var calls = 0
+    public var seconds = 0.0
+    public var bytes = 0
+
+    public init() {}
+
+    mutating func add(seconds: Double, bytes: Int) {
+        calls += 1
+        self.seconds += seconds
+        self.bytes += bytes
+    }
+
+    /// What ran since `earlier` (a tally taken before).
+    public func since(_ earlier: PassTally) -> PassTally {
+        var d = PassTally()
+        d.calls = calls - earlier.calls
+        d.seconds = seconds - earlier.seconds
+        d.bytes = bytes - earlier.bytes
+        return d
+    }
+}
+
 public final class ComputeContext: @unchecked Sendable {
     /// Threads of TensorCore's loops and GEMMs (at least 1). Default: the active processor count.
     public var threads: Int {
@@ -147,6 +171,11 @@ public final class ComputeContext: @unchecked Sendable {
     public var keptInputsShare = 0.5
     /// Inputs kept so since the context was made (for tests).
     public internal(set) var keptInputs = 0
+    /// The fused Conv blocks' batch-norm passes run on this context since it was made: statistics,
+    /// affine + SiLU (also when deferred NCHW values are made), the rebuild of a block's output for
+    /// a weight gradient, the gradient sums and the input gradient, and under fp16 / bf16 the halving
+    /// of z; with the bytes they read and wrote (`bench train`'s account of a step).
+    public internal(set) var normPasses = PassTally()
     /// Synchronised batch statistics (data parallelism with `--sync-bn`): sums `count` Doubles in
     /// place over every replica of the job. Batch norm in training calls it once in the forward
     /// (the channels' sums and sums of squares, and the count) and once in the backward (the sums
@@ -168,6 +197,13 @@ public final class ComputeContext: @unchecked Sendable {
 
     /// The table of function pointers of `kernels` (hot paths read it once per op).
     @inline(__always) var k: UnsafePointer<df_kernels> { kernels.table }
+
+    /// Runs `body`, one of the passes `normPasses` counts, and adds it there as reading and writing `bytes`.
+    @inline(__always) func normPass(bytes: Int, _ body: () -> Void) {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        body()
+        normPasses.add(seconds: Double(DispatchTime.now().uptimeNanoseconds &- t0) * 1e-9, bytes: bytes)
+    }
 
     /// This thread's context (a default one is created on first use).
     public static var current: ComputeContext {

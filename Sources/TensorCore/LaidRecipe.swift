@@ -166,10 +166,15 @@ final class LaidRecipe: @unchecked Sendable {
             s.scale.withUnsafeBufferPointer { sp in
                 s.shift.withUnsafeBufferPointer { hp in
                     let spp = sp.baseAddress!, hpp = hp.baseAddress!
-                    Parallel.chunks(n * (count / block), grain: Swift.max(1, elementwiseGrain / Swift.max(hw * block, 1))) { r in
-                        k.pointee.blocked_affine_laid(zf, zh, f16, Int32(n), Int32(c), Int32(hw), Int32(block), Int32(start), Int32(count),
-                                                      Int32(r.lowerBound), Int32(r.upperBound), spp, hpp, s.silu ? 1 : 0, f32, bf16,
-                                                      Int32(dstC), Int32(to), store)
+                    // z's channels read; Float32 written (and read too when added to) or words written.
+                    let values = n * count * hw
+                    let bytes = values * (zFull != nil ? 4 : 2) + values * (f32 != nil ? (accumulate ? 8 : 4) : 2)
+                    ctx.normPass(bytes: bytes) {
+                        Parallel.chunks(n * (count / block), grain: Swift.max(1, elementwiseGrain / Swift.max(hw * block, 1))) { r in
+                            k.pointee.blocked_affine_laid(zf, zh, f16, Int32(n), Int32(c), Int32(hw), Int32(block), Int32(start),
+                                                          Int32(count), Int32(r.lowerBound), Int32(r.upperBound), spp, hpp, s.silu ? 1 : 0,
+                                                          f32, bf16, Int32(dstC), Int32(to), store)
+                        }
                     }
                 }
             }

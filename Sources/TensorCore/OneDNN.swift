@@ -95,6 +95,16 @@ public enum OneDNN {
         return (c, s)
     }
 
+    /// The reorders run so far around those convolutions (between plain and oneDNN's layouts, and
+    /// the adding reorders of weight gradients) and their seconds: `weights` those of weights and
+    /// weight gradients, else those of activations and their gradients.
+    public static func reorderTime(weights: Bool) -> (calls: Int, seconds: Double) {
+        guard available else { return (0, 0) }
+        var c = 0, s = 0.0
+        df_dnnl_reorder_time(weights ? 1 : 0, &c, &s)
+        return (c, s)
+    }
+
     /// Bytes of x in the layout oneDNN's forward and weight-gradient primitives share (0: none).
     static func keepBytes(_ g: ConvGeometry, bf16: Bool) -> Int {
         var s = shape(g)

@@ -54,6 +54,8 @@ extension Tensor {
             ?? UnsafeMutableRawPointer(zHalf!.ptr)
         let zf = zFull.map { UnsafePointer($0.ptr) }, zh = zHalf.map { UnsafePointer($0.ptr) }
         let zF16: Int32 = f16 ? 1 : 0
+        // Bytes of z, and of the same values as Float32 or as 16-bit words (what each pass below moves).
+        let values = n * c * hw, zBytes = values * (zFull != nil ? 4 : 2), f32Bytes = values * 4, wordBytes = values * 2
         // The weight gradient's x in oneDNN's layout: rebuilt in backward from the block that made
         // x (when x is a fused block's output and the layouts agree), else kept from the forward's
         // own reorder (as conv2d), else x saved. On bfloat16 primitives a rebuildable x whose words
@@ -115,7 +117,9 @@ extension Tensor {
         }
         if let zScratch, let zHalf {
             let src = zScratch.ptr, dst = zHalf.ptr, convert = f16 ? k.pointee.f32_to_f16 : k.pointee.f32_to_bf16
-            Parallel.chunks(zHalf.count, grain: 1 << 16) { r in convert(src + r.lowerBound, dst + r.lowerBound, r.count) }
+            ctx.normPass(bytes: f32Bytes + wordBytes) {
+                Parallel.chunks(zHalf.count, grain: 1 << 16) { r in convert(src + r.lowerBound, dst + r.lowerBound, r.count) }
+            }
         }
 
         // Statistics: per-image sums from the kernels, added in image order.
@@ -131,15 +135,19 @@ extension Tensor {
                 if let mean {
                     mean.withUnsafeBufferPointer { mp in
                         let mpp = mp.baseAddress!
-                        Parallel.chunks(items, grain: grain) { r in
-                            k.pointee.blocked_sums(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
-                                                   Int32(r.upperBound), mpp, opp)
+                        ctx.normPass(bytes: zBytes) {
+                            Parallel.chunks(items, grain: grain) { r in
+                                k.pointee.blocked_sums(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                                                       Int32(r.upperBound), mpp, opp)
+                            }
                         }
                     }
                 } else {
-                    Parallel.chunks(items, grain: grain) { r in
-                        k.pointee.blocked_sums(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
-                                               Int32(r.upperBound), nil, opp)
+                    ctx.normPass(bytes: zBytes) {
+                        Parallel.chunks(items, grain: grain) { r in
+                            k.pointee.blocked_sums(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                                                   Int32(r.upperBound), nil, opp)
+                        }
                     }
                 }
             }
@@ -173,9 +181,11 @@ extension Tensor {
                     scale.withUnsafeBufferPointer { sp in
                         shift.withUnsafeBufferPointer { hp in
                             let spp = sp.baseAddress!, hpp = hp.baseAddress!
-                            Parallel.chunks(items, grain: grain) { r in
-                                k.pointee.blocked_affine(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
-                                                         Int32(r.upperBound), spp, hpp, po, nil, nil, silu ? 1 : 0)
+                            ComputeContext.current.normPass(bytes: zBytes + f32Bytes) {
+                                Parallel.chunks(items, grain: grain) { r in
+                                    k.pointee.blocked_affine(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                                                             Int32(r.upperBound), spp, hpp, po, nil, nil, silu ? 1 : 0)
+                                }
                             }
                         }
                     }
@@ -190,9 +200,12 @@ extension Tensor {
         plan.scale.withUnsafeBufferPointer { sp in
             plan.shift.withUnsafeBufferPointer { hp in
                 let spp = sp.baseAddress!, hpp = hp.baseAddress!
-                Parallel.chunks(items, grain: grain) { r in
-                    k.pointee.blocked_affine(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
-                                             Int32(r.upperBound), spp, hpp, po, pw, pf, silu ? 1 : 0)
+                let written = (po != nil ? f32Bytes : 0) + (pw != nil ? wordBytes : 0) + (pf != nil ? f32Bytes : 0)
+                ctx.normPass(bytes: zBytes + written) {
+                    Parallel.chunks(items, grain: grain) { r in
+                        k.pointee.blocked_affine(zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                                                 Int32(r.upperBound), spp, hpp, po, pw, pf, silu ? 1 : 0)
+                    }
                 }
             }
         }
@@ -240,11 +253,13 @@ extension Tensor {
                                 plan.shift.withUnsafeBufferPointer { hp in
                                     let gpp = gp.baseAddress!, xgpp = xgp.baseAddress!, mpp = mp.baseAddress!
                                     let spp = silu ? sp.baseAddress : nil, hpp = silu ? hp.baseAddress : nil
-                                    Parallel.chunks(items, grain: grain) { r in
-                                        kb.pointee.blocked_grad_sums(zf, zh, zF16, gIn, gLaid, gRound, mpp, spp, hpp,
-                                                                     Int32(n), Int32(c), Int32(hw),
-                                                                     Int32(B), Int32(r.lowerBound), Int32(r.upperBound), d.ptr,
-                                                                     gpp, xgpp)
+                                    bctx.normPass(bytes: zBytes + (gLaid == 2 ? wordBytes : f32Bytes) + f32Bytes) {
+                                        Parallel.chunks(items, grain: grain) { r in
+                                            kb.pointee.blocked_grad_sums(zf, zh, zF16, gIn, gLaid, gRound, mpp, spp, hpp,
+                                                                         Int32(n), Int32(c), Int32(hw),
+                                                                         Int32(B), Int32(r.lowerBound), Int32(r.upperBound), d.ptr,
+                                                                         gpp, xgpp)
+                                        }
                                     }
                                 }
                             }
@@ -267,9 +282,11 @@ extension Tensor {
                     cb.withUnsafeBufferPointer { bp in
                         cc.withUnsafeBufferPointer { cp in
                             let app = ap.baseAddress!, bpp = bp.baseAddress!, cpp = cp.baseAddress!
-                            Parallel.chunks(items, grain: grain) { r in
-                                kb.pointee.blocked_axpby(d.ptr, zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
-                                                         Int32(r.upperBound), app, bpp, cpp, gyHalf?.ptr, roundTo)
+                            bctx.normPass(bytes: f32Bytes + zBytes + (gyHalf != nil ? wordBytes : f32Bytes)) {
+                                Parallel.chunks(items, grain: grain) { r in
+                                    kb.pointee.blocked_axpby(d.ptr, zf, zh, zF16, Int32(n), Int32(c), Int32(hw), Int32(B), Int32(r.lowerBound),
+                                                             Int32(r.upperBound), app, bpp, cpp, gyHalf?.ptr, roundTo)
+                                }
                             }
                         }
                     }

@@ -56,9 +56,12 @@ struct TrainBench: ParsableCommand {
         let targets = BatchTargets(batchIndex: bi, classes: [Int](repeating: 0, count: bi.count), boxes: bx)
         model.training = true
         /// One training step: its times in ns (total, forward, loss, backward, optimizer, oneDNN's
-        /// convolutions within it) and the bytes saved for backward.
+        /// convolutions within it, the batch-norm passes, oneDNN's reorders of weights and of
+        /// activations), the bytes the batch-norm passes moved, and the bytes saved for backward.
         func step(_ precision: Precision, _ scaler: inout LossScaler) -> (row: [Double], saved: Int) {
             let c0 = OneDNN.convolutionTime.seconds
+            let n0 = ComputeContext.current.normPasses
+            let rw0 = OneDNN.reorderTime(weights: true).seconds, ra0 = OneDNN.reorderTime(weights: false).seconds
             let t0 = DispatchTime.now().uptimeNanoseconds
             let outs = Autocast.with(precision) { model(inputs) }
             let saved = ComputeContext.current.saved.bytes
@@ -71,13 +74,20 @@ struct TrainBench: ParsableCommand {
             _ = OptimizerStep.run(table: table, optimizer: opt, ema: ema, scaler: &scaler, scaled: precision == .fp16, maxNorm: 10)
             let t4 = DispatchTime.now().uptimeNanoseconds
             let conv = (OneDNN.convolutionTime.seconds - c0) * 1e9
-            return ([Double(t4 - t0), Double(t1 - t0), Double(t2 - t1), Double(t3 - t2), Double(t4 - t3), conv], saved)
+            let norm = ComputeContext.current.normPasses.since(n0)
+            let rw = (OneDNN.reorderTime(weights: true).seconds - rw0) * 1e9
+            let ra = (OneDNN.reorderTime(weights: false).seconds - ra0) * 1e9
+            return ([Double(t4 - t0), Double(t1 - t0), Double(t2 - t1), Double(t3 - t2), Double(t4 - t3), conv,
+                     norm.seconds * 1e9, rw, ra, Double(norm.bytes)], saved)
         }
         typealias Figures = (total: Double, fwd: Double, loss: Double, bwd: Double, opt: Double, saved: Int, fastest: Double,
-                             conv: Double, outside: Double)
+                             conv: Double, outside: Double, norm: Double, weightReorders: Double, reorders: Double,
+                             normBytes: Double, rest: Double)
         func measure(_ precision: Precision) -> Figures {
             var scaler = LossScaler(initial: precision == .fp16 ? 1024 : 1)
-            var rows: [[Double]] = []   // total, forward, loss, backward, optimizer, convolutions
+            // total, forward, loss, backward, optimizer, convolutions, batch-norm passes, weight and
+            // activation reorders (ns); the passes' bytes
+            var rows: [[Double]] = []
             var saved = 0
             for i in 0..<(warmup + steps) {
                 let (row, bytes) = step(precision, &scaler)
@@ -91,13 +101,14 @@ struct TrainBench: ParsableCommand {
                     MemoryStats.resetPeak()
                 }
             }
-            func med(_ k: Int) -> Double {
-                let v = rows.map { $0[k] }.sorted()
-                return v[v.count / 2] / 1e6
-            }
+            func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
+            func med(_ k: Int) -> Double { median(rows.map { $0[k] }) / 1e6 }
             // The share of a step outside the convolutions: the median of the steps' own shares.
-            let outside = rows.map { 1 - $0[5] / $0[0] }.sorted()[rows.count / 2]
-            return (med(0), med(1), med(2), med(3), med(4), saved, (rows.map { $0[0] }.min() ?? 0) / 1e6, med(5), outside)
+            let outside = median(rows.map { 1 - $0[5] / $0[0] })
+            // What is left outside the convolutions once the parts named are taken away (each step's own).
+            let rest = median(rows.map { $0[0] - $0[2] - $0[4] - $0[5] - $0[6] - $0[7] - $0[8] }) / 1e6
+            return (med(0), med(1), med(2), med(3), med(4), saved, (rows.map { $0[0] }.min() ?? 0) / 1e6, med(5), outside,
+                    med(6), med(7), med(8), median(rows.map { $0[9] }), rest)
         }
         func report(_ name: String, _ r: Figures) {
             print(String(format: "%@: %.1f ms/step (fastest %.1f; forward %.1f, loss %.1f, backward %.1f, clip+SGD+EMA %.1f) = %.2f img/s; activations saved for backward %.0f MB; peak RSS %.0f MB (tensor storage at most %.0f MB live, %.0f MB cached for reuse at the end)",
@@ -106,6 +117,9 @@ struct TrainBench: ParsableCommand {
             if r.conv > 0 {
                 print(String(format: "%@ convolutions: %.1f ms/step on oneDNN (their execution alone); outside them %.1f%% of the step",
                              name, r.conv, 100 * r.outside))
+                print(String(format: "%@ outside the convolutions (ms/step, medians): batch norm + SiLU passes %.1f (%.2f GB read and written: %.1f GB/s), oneDNN's reorders of weights %.1f and of activations %.1f, loss %.1f, clip+SGD+EMA %.1f, the rest %.1f",
+                             name, r.norm, r.normBytes / 1e9, r.norm > 0 ? r.normBytes / (r.norm * 1e6) : 0, r.weightReorders, r.reorders,
+                             r.loss, r.opt, r.rest))
             }
             BufferPool.trim()   // each precision's measure() resets the peaks after its first step
         }
@@ -127,6 +141,7 @@ struct TrainBench: ParsableCommand {
             report("AMP \(p.rawValue)", r)
             results.append((p, r))
         }
+        if OneDNN.convolutionTime.calls > 0 { Self.reportCopyRate() }
         guard let fp32, !results.isEmpty else { return }
         // The ratios again from steps taken in turn (FP32, then each --amp precision, `steps` rounds
         // after one round of warm-up; the pool collected once a round): a slow phase of a shared
@@ -148,6 +163,32 @@ struct TrainBench: ParsableCommand {
                          r.total / fp32.total, v[v.count / 2], v.first!, v.last!, Double(r.saved) / Double(fp32.saved)))
         }
 
+    }
+
+    /// The rate of a plain copy (memcpy) on these threads over 64 pairs of 4 MB buffers, piece by
+    /// piece as the batch-norm passes go layer by layer (best of 5): what a pass that only reads and
+    /// writes its bytes once reaches here, to set the passes' rate against.
+    static func reportCopyRate() {
+        let floats = 1 << 20, pieces = 64
+        let src = (0..<pieces).map { _ in UnsafeMutablePointer<Float>.allocate(capacity: floats) }
+        let dst = (0..<pieces).map { _ in UnsafeMutablePointer<Float>.allocate(capacity: floats) }
+        defer { for p in src + dst { p.deallocate() } }
+        for i in 0..<pieces {
+            src[i].initialize(repeating: Float(i), count: floats)
+            dst[i].initialize(repeating: 0, count: floats)
+        }
+        var best = Double.infinity
+        for _ in 0..<5 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            for i in 0..<pieces {
+                let s = src[i], d = dst[i]
+                Parallel.chunks(floats, grain: 1 << 16) { r in memcpy(d + r.lowerBound, s + r.lowerBound, r.count * 4) }
+            }
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+        }
+        let bytes = Double(2 * pieces * floats * 4)
+        print(String(format: "A plain copy (memcpy) on these threads, %.0f MB in 4 MB pieces, reads and writes %.1f GB/s (best of 5)",
+                     Double(pieces * floats * 4) / 1e6, bytes / best / 1e9))
     }
 
     /// Resets VmHWM to the current RSS (Linux: `5` into /proc/self/clear_refs), so each precision's

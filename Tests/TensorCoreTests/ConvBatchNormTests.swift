@@ -544,6 +544,28 @@ extension BlockedKernelTests {
         #expect(ConvBatchNormTests.scaled(f.dw, c.dw) < bound, "weight gradient \(g): \(ConvBatchNormTests.scaled(f.dw, c.dw))")
     }
 
+    /// The context's tally of the batch-norm passes (what `bench train` reports): a FP32 block
+    /// trained once runs two statistics passes (z read), the affine + SiLU pass (z read, the laid
+    /// Float32 output written; the NCHW one deferred), the gradient sums (z and the NCHW gradient
+    /// read, dz written) and the input-gradient pass (dz and z read, dz written).
+    @Test func passTallyCountsTheFusedBlocksPasses() throws {
+        try #require(OneDNN.available, "oneDNN (libdnnl) is installed by tools/install-deps.sh")
+        let g = ConvBatchNormTests.geometries[1]
+        let ctx = ConvBatchNormTests.context(.fp32, fused: true)
+        try #require(ctx.run { OneDNN.blockedOut(g, bf16: false) } != nil, "oneDNN keeps \(g)'s output channel-blocked")
+        #expect(ctx.normPasses == PassTally())
+        _ = ConvBatchNormTests.run(g, ctx, training: true, silu: true)
+        let values = g.n * g.o * g.pixels
+        #expect(ctx.normPasses.calls == 5)
+        #expect(ctx.normPasses.bytes == 4 * values * (1 + 1 + 2 + 3 + 3))
+        #expect(ctx.normPasses.seconds > 0)
+        // Eval mode: the affine pass alone (the statistics are the running ones), nothing saved.
+        let before = ctx.normPasses
+        _ = ConvBatchNormTests.run(g, ctx, training: false, silu: true, grad: false)
+        let eval = ctx.normPasses.since(before)
+        #expect(eval.calls == 1 && eval.bytes == 4 * values * 2)
+    }
+
     /// In eval mode nothing is summed: the fused forward is the composed one bit for bit.
     @Test(arguments: [Precision.fp32, .bf16, .fp16], [false, true])
     func evalIsBitIdentical(_ precision: Precision, silu: Bool) throws {

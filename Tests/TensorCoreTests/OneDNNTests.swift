@@ -50,6 +50,7 @@ import _TestSupport
         let ctx = ComputeContext(threads: 2)
         ctx.gemm = .onednn
         let before = OneDNN.convolutionTime
+        let weightsBefore = OneDNN.reorderTime(weights: true), activationsBefore = OneDNN.reorderTime(weights: false)
         ctx.run {
             Tensor.convForward(g, x: x, w: w, y: &y)
             Tensor.convWeightGrad(g, x: x, gy: gy, gw: &gw)
@@ -58,6 +59,11 @@ import _TestSupport
         let after = OneDNN.convolutionTime
         #expect(after.calls - before.calls >= 3)
         #expect(after.seconds > before.seconds)
+        // The reorders around them, counted apart: plain NCHW x and y go to and from the blocked
+        // layouts (activations), the OIHW weights and weight gradient likewise (weights).
+        let weights = OneDNN.reorderTime(weights: true), activations = OneDNN.reorderTime(weights: false)
+        #expect(weights.calls > weightsBefore.calls && weights.seconds > weightsBefore.seconds)
+        #expect(activations.calls > activationsBefore.calls && activations.seconds > activationsBefore.seconds)
     }
 
     @Test(arguments: 0..<geometries.count, Mode.allCases)

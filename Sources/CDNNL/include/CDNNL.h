@@ -40,6 +40,10 @@ void df_dnnl_weight_cache_counts(long *hits, long *reorders);
 // Convolution primitives run so far, and the seconds their executions took (the convolutions alone,
 // not the reorders of their inputs, weights and outputs around them).
 void df_dnnl_conv_time(long *calls, double *seconds);
+// The reorders run around them so far (between plain and oneDNN's layouts, and the adding ones), and
+// their seconds: weights != 0 those of weights and weight gradients, else those of activations and
+// their gradients.
+void df_dnnl_reorder_time(int weights, long *calls, double *seconds);
 // Bytes of x in the layout the forward and weight-gradient primitives share, or 0 when they do not
 // share one (or x needs no reorder): then keep_x / kept_x cannot be used.
 size_t df_dnnl_conv_keep_bytes(const df_dnnl_conv *g, int bf16);

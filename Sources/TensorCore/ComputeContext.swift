@@ -68,14 +68,6 @@ public enum GemmBackend: String, Sendable, CaseIterable {
     case onednn
 }
 
-/// Everything ops read besides their operands: thread count, grad mode, autocast precision,
-/// the registry of activations saved for backward, scratch memory and the kernel table.
-///
-/// There is no process-wide state: each thread has a current context (created on first use with
-/// the defaults), and `run` installs another for the duration of a closure. Two models on two
-/// threads therefore never share a workspace, a grad mode or a saved-activation registry. Parallel
-/// loops hand their chunks to worker threads but capture what they need from the caller's context
-/// first; code on a worker never reads a context.
 /// How many passes of a kind ran, their seconds, and the bytes they read and wrote.
 public struct PassTally: Sendable, Equatable {
     public var calls = 0
@@ -100,6 +92,14 @@ public struct PassTally: Sendable, Equatable {
     }
 }
 
+/// Everything ops read besides their operands: thread count, grad mode, autocast precision,
+/// the registry of activations saved for backward, scratch memory and the kernel table.
+///
+/// There is no process-wide state: each thread has a current context (created on first use with
+/// the defaults), and `run` installs another for the duration of a closure. Two models on two
+/// threads therefore never share a workspace, a grad mode or a saved-activation registry. Parallel
+/// loops hand their chunks to worker threads but capture what they need from the caller's context
+/// first; code on a worker never reads a context.
 public final class ComputeContext: @unchecked Sendable {
     /// Threads of TensorCore's loops and GEMMs (at least 1). Default: the active processor count.
     public var threads: Int {

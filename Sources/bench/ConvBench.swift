@@ -61,6 +61,9 @@ func yolov8nConvShapes(imgsz: Int) -> [(ConvShape, Int)] {
     return order.map { ($0, counts[$0]!) }
 }
 
+/// The middle value of `v` (the upper one of the two middle values when the count is even); `v` not empty.
+func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
+
 /// Median wall time of `body` in seconds over `runs` runs after one warm-up (used by the other benches).
 func medianTime(runs: Int, _ body: () -> Void) -> Double {
     var fastest = 0.0
@@ -145,7 +148,6 @@ struct ConvBench: ParsableCommand {
             }
             if round > 0 { for k in 0..<cases.count { for j in 0..<6 { samples[k][j].append(t[k][j]) } } }
         }
-        func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
         for (k, c) in cases.enumerated() {
             let m = samples[k].map(median)
             let (tf, gf, td, gd, tw, gw2) = (m[0], m[1], m[2], m[3], m[4], m[5])

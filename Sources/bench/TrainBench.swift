@@ -101,7 +101,6 @@ struct TrainBench: ParsableCommand {
                     MemoryStats.resetPeak()
                 }
             }
-            func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
             func med(_ k: Int) -> Double { median(rows.map { $0[k] }) / 1e6 }
             // The share of a step outside the convolutions: the median of the steps' own shares.
             let outside = median(rows.map { 1 - $0[5] / $0[0] })
